@@ -1,0 +1,55 @@
+# Everything a user types. The Makefile creates .venv itself; nothing is installed by hand.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SIM    := $(VENV)/bin/sim
+# Public data: downloaded from its public source, or copied from a local folder when these are set
+# (CI sets them to ../shared/...). Left empty, ../shared is used when it exists, else the download.
+SHARED       ?= ../shared
+TRACES_SRC   ?= $(if $(wildcard $(SHARED)/traces/*.csv),$(SHARED)/traces,)
+PROFILES_SRC ?= $(if $(wildcard $(SHARED)/profiles/helix_asplos25/README.md),$(SHARED)/profiles/helix_asplos25,)
+HELIX_PROFILES := profiles/helix_asplos25
+
+.PHONY: install install-dev demo test bench traces helix-profiles data lint clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: install
+
+traces: install
+	$(PY) -m simulator.datasets traces --dest traces $(if $(TRACES_SRC),--source $(TRACES_SRC))
+
+helix-profiles: install
+	$(PY) -m simulator.datasets helix-profiles --dest $(HELIX_PROFILES) $(if $(PROFILES_SRC),--source $(PROFILES_SRC))
+
+data: traces helix-profiles
+
+# The main job on an embedded default: Helix's 24-GPU cluster serving Llama-2-70B on the Azure conv trace.
+# Falls back to a synthetic Azure-like trace and the roofline cost model when the data cannot be fetched.
+DEMO_RATE ?= 0.6
+demo: install
+	-@$(MAKE) --no-print-directory traces
+	-@$(MAKE) --no-print-directory helix-profiles
+	$(SIM) run --cluster helix-single24 --model llama2-70b --policy separate \
+	  $(if $(wildcard traces/AzureLLMInferenceTrace_conv.csv),--trace azure_conv,--trace synthetic:conv) \
+	  $(if $(wildcard $(HELIX_PROFILES)/llama2_70b),--profiles $(HELIX_PROFILES)) \
+	  --rate $(DEMO_RATE) --duration 600 --warmup 60 --seed 0 --out results/demo
+
+test: install
+	-@$(MAKE) --no-print-directory traces helix-profiles >/dev/null 2>&1
+	$(PY) -m pytest
+
+bench: install
+	-@$(MAKE) --no-print-directory traces helix-profiles >/dev/null 2>&1
+	$(PY) -m benchmarks.sim_speed
+
+lint: install
+	$(VENV)/bin/ruff check simulator tests benchmarks
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .hypothesis *.egg-info

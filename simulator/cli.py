@@ -1,0 +1,217 @@
+"""The ``sim`` command (click). Bad input ends in one line on stderr and exit code 1."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import SimError
+from .units import parse_time
+
+
+class _Time(click.ParamType):
+    name = "TIME"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_time(value)
+        except SimError as e:
+            self.fail(str(e), param, ctx)
+
+
+TIME = _Time()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="heterosim")
+def cli():
+    """Simulate LLM serving on heterogeneous GPU clusters."""
+
+
+def run_options(f):
+    """The options of ``sim run`` (shared with commands that run simulations)."""
+    opts = [
+        click.option("--cluster", default="helix-single24", show_default=True, help="preset name or TOML file"),
+        click.option("--model", default="llama2-70b", show_default=True, help="catalog name, TOML or config.json"),
+        click.option("--policy", default=None, help="policy name (planner + scheduler); default: separate"),
+        click.option("--placement", default=None, help="override the policy's planner"),
+        click.option("--scheduler", default=None, help="override the policy's scheduler"),
+        click.option("--trace", default=None,
+                     help="trace file or name (azure_conv, azure_code), or synthetic:conv / synthetic:code"),
+        click.option("--mode", type=click.Choice(["online", "offline"]), default="online", show_default=True),
+        click.option("--rate", type=float, default=None, help="offered requests/s (online); default: the trace's"),
+        click.option("--token-rate", type=float, default=None, help="offered input+output tokens/s instead of --rate"),
+        click.option("--duration", type=TIME, default=600.0, show_default=True, help="measurement window"),
+        click.option("--warmup", type=TIME, default=60.0, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--profiles", multiple=True, help="folder of measured latency tables (ours or Helix's layout)"),
+        click.option("--roofline-only", is_flag=True, help="ignore measured tables"),
+        click.option("--max-inflight", type=int, default=None,
+                     help="offline: requests in flight (default: admit while KV allows)"),
+        click.option("--context-rule", type=click.Choice(["reject", "truncate", "drop"]), default="reject",
+                     show_default=True, help="requests longer than the model's context"),
+        click.option("--slo-ttft", type=TIME, default=None, help="goodput SLO on time to first token"),
+        click.option("--slo-tpot", type=TIME, default=None, help="goodput SLO on time per output token"),
+        click.option("--max-seqs", type=int, default=256, show_default=True, help="requests per node iteration"),
+        click.option("--max-tokens", type=int, default=4096, show_default=True, help="tokens per node iteration"),
+        click.option("--gpu-memory-utilisation", type=float, default=0.9, show_default=True),
+        click.option("--partial-inference", is_flag=True, help="allow routes that skip held layers"),
+        click.option("--arrival", type=click.Choice(["poisson", "gamma"]), default="poisson",
+                     help="synthetic traces: arrival process"),
+        click.option("--burstiness", type=float, default=1.0, help="gamma arrivals: coefficient of variation"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def spec_from_options(kw: dict):
+    from .runner import RunSpec
+
+    kw = dict(kw)
+    kw["profiles"] = list(kw.get("profiles") or [])
+    kw["slo_ttft"] = kw.get("slo_ttft") or math.inf
+    kw["slo_tpot"] = kw.get("slo_tpot") or math.inf
+    if not kw.get("policy") and not (kw.get("placement") and kw.get("scheduler")):
+        kw["policy"] = "separate"
+    return RunSpec(**{k: v for k, v in kw.items() if k in RunSpec.__dataclass_fields__})
+
+
+@cli.command()
+@run_options
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="folder for CSV, JSON and plots")
+@click.option("--no-plots", is_flag=True)
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def run(out, no_plots, quiet, **kw):
+    """Simulate a cluster serving a workload and print the summary."""
+    from .report import format_summary
+    from .runner import execute, write_outputs
+
+    spec = spec_from_options(kw)
+    spec.progress = not quiet
+    result = execute(spec)
+    click.echo(result.placement.describe())
+    click.echo(format_summary(result.summary))
+    if out:
+        paths = write_outputs(result, Path(out), plots=not no_plots)
+        click.echo(f"wrote {', '.join(p.name for p in paths)} to {out}")
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def clusters(ctx):
+    """List the preset clusters (show NAME prints one; import FILE.ini converts Helix's format)."""
+    if ctx.invoked_subcommand is None:
+        from .cluster import list_presets
+
+        for name, desc in list_presets():
+            click.echo(f"{name:<16} {desc}")
+
+
+@clusters.command("show")
+@click.argument("name")
+@click.option("--toml", "as_toml", is_flag=True, help="print the cluster as TOML")
+def clusters_show(name, as_toml):
+    """Print one cluster (preset name or TOML file)."""
+    from .cluster import load_cluster
+
+    c = load_cluster(name)
+    click.echo(c.to_toml() if as_toml else c.describe())
+
+
+@clusters.command("import")
+@click.argument("ini", type=click.Path(dir_okay=False))
+@click.option("--machine-profiles", type=click.Path(dir_okay=False), default=None)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="write the TOML here")
+def clusters_import(ini, machine_profiles, output):
+    """Convert a Helix INI cluster file to our TOML."""
+    from .helix_ini import import_helix_ini
+
+    text = import_helix_ini(Path(ini), Path(machine_profiles) if machine_profiles else None)
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
+@click.argument("gpu")
+@click.argument("model")
+@click.option("--profiles", multiple=True, help="folder of measured latency tables")
+def costs(gpu, model, profiles):
+    """Per-layer latency of MODEL on GPU (e.g. T4x4): measured against roofline."""
+    from .costs.compare import compare, format_comparison
+    from .hardware import parse_machine
+    from .models import load_model
+    from .runner import RunSpec, profile_dirs
+
+    dirs = profile_dirs(RunSpec(profiles=list(profiles)))
+    df = compare(parse_machine(gpu), load_model(model), dirs)
+    click.echo(format_comparison(df))
+
+
+@cli.command()
+def gpus():
+    """List the GPU catalog."""
+    from .hardware import GPUS
+
+    click.echo(f"{'gpu':<11}{'TFLOPS':>8}{'mem GB':>8}{'GB/s':>7}{'NVLink':>8}{'TDP W':>7}{'$/h':>7}  source")
+    for g in GPUS.values():
+        price = f"{g.price_per_hour:.2f}" if g.price_per_hour is not None else "n/a"
+        click.echo(f"{g.name:<11}{g.fp16_flops / 1e12:8.0f}{g.memory_bytes / 1e9:8.0f}{g.mem_bandwidth / 1e9:7.0f}"
+                   f"{g.nvlink_bandwidth / 1e9:8.0f}{g.tdp_w:7.0f}{price:>7}  {g.source}")
+
+
+@cli.command()
+def models():
+    """List the model catalog with derived sizes."""
+    from .models import MODELS
+
+    click.echo(f"{'model':<12}{'layers':>7}{'hidden':>7}{'kv heads':>9}{'params B':>9}{'GB/layer':>9}"
+               f"{'KV KB/token':>12}")
+    for m in MODELS.values():
+        click.echo(f"{m.name:<12}{m.layers:7d}{m.hidden:7d}{m.kv_heads:9d}{m.total_params / 1e9:9.2f}"
+                   f"{m.bytes_per_layer / 1e9:9.3f}{m.kv_bytes_per_token / 1e3:12.1f}")
+
+
+@cli.command()
+def policies():
+    """List the registered policies, planners and schedulers."""
+    from .policies import PLANNED, PLANNERS, POLICIES, SCHEDULERS
+
+    for name, (p, s) in sorted(POLICIES.items()):
+        click.echo(f"policy     {name:<18} placement {p}, scheduler {s}")
+    click.echo(f"placements {', '.join(sorted(PLANNERS))}")
+    click.echo(f"schedulers {', '.join(sorted(SCHEDULERS))}")
+    click.echo(f"planned    {', '.join(sorted(PLANNED))} (not yet available)")
+
+
+def main(argv=None):
+    """Entry point: run click, turning user errors into one line and exit code 1."""
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except SimError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        click.echo(f"error: {e.strerror or e}: {e.filename}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

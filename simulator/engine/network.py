@@ -1,0 +1,54 @@
+"""Links and NICs: when does a transfer of B bytes from i arrive at j?
+
+A transfer over link i -> j takes ``latency + bytes / rate`` where ``rate`` is the
+smallest of the link bandwidth and the two NICs it crosses (sender's out-NIC,
+receiver's in-NIC). Bandwidth is shared by reservation, as in Helix's simulator: each
+link and each NIC is a FIFO server that is busy for ``bytes / its bandwidth``; a
+transfer starts when the link and both NICs are free, so a NIC sending to several
+links interleaves them at its own rate while each link carries one transfer at a time.
+Transfers to the same next hop are batched by the engine into one transfer.
+
+Pure Python (no SimPy): the engine asks :meth:`Network.reserve` for the arrival time
+and schedules the delivery itself; the runtime can shape its sends with the same
+object.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..cluster import Cluster
+
+
+class Network:
+    """Reservation model of the cluster's links and NICs (times in seconds)."""
+
+    def __init__(self, cluster: Cluster):
+        n = len(cluster.nodes) + 1
+        self.bw = cluster.bandwidth.tolist()
+        self.lat = cluster.latency.tolist()
+        self.nic_in = [float(x) for x in cluster.nic_in]
+        self.nic_out = [float(x) for x in cluster.nic_out]
+        self.link_free = [[0.0] * n for _ in range(n)]
+        self.in_free = [0.0] * n
+        self.out_free = [0.0] * n
+        self.bytes_sent = [[0.0] * n for _ in range(n)]
+
+    def connected(self, src: int, dst: int) -> bool:
+        return self.bw[src][dst] > 0
+
+    def reserve(self, src: int, dst: int, nbytes: float, now: float) -> float:
+        """Book a transfer of ``nbytes`` from ``src`` to ``dst`` sent at ``now``; return its arrival time."""
+        bw = self.bw[src][dst]
+        if bw <= 0:
+            raise ValueError(f"no link {src} -> {dst}")
+        nic_out, nic_in = self.nic_out[src], self.nic_in[dst]
+        start = max(now, self.link_free[src][dst], self.out_free[src], self.in_free[dst])
+        rate = min(bw, nic_out, nic_in)
+        self.link_free[src][dst] = start + nbytes / bw
+        if not math.isinf(nic_out):
+            self.out_free[src] = start + nbytes / nic_out
+        if not math.isinf(nic_in):
+            self.in_free[dst] = start + nbytes / nic_in
+        self.bytes_sent[src][dst] += nbytes
+        return start + nbytes / rate + self.lat[src][dst]

@@ -1,0 +1,532 @@
+"""The SimPy simulation of a heterogeneous cluster serving a workload.
+
+What is modelled (paper grounding: Helix, ASPLOS'25 section 5; vLLM's continuous
+batching):
+
+* **Coordinator.** Routes each request with the scheduler, sends its prompt along the
+  route, receives the first token, then drives one decode iteration per further output
+  token along the same route (the KV cache stays where it was built). Online mode
+  follows trace arrivals; offline mode is a closed loop that keeps a bounded number of
+  requests in flight (``max_inflight``), or admits while every node of the route has
+  room for the expected KV of the request (``max_inflight=None``).
+* **Node** (:class:`NodeSim`, one SimPy process). Continuous batching in iterations: an
+  iteration takes queued decode work FIFO (up to ``max_seqs`` and the token budget),
+  then queued prompts FIFO while the budget and KV memory allow, runs them through the
+  node's layers (time = per-layer cost from the cost model, summed over the layers each
+  item needs), then hands each item to its next hop. One event per iteration.
+* **Links** (:class:`~simulator.engine.network.Network`): latency + bytes/bandwidth,
+  NICs shared by reservation, one batched transfer per next hop and iteration.
+* **KV memory** per node: capacity = usable memory minus the weights held; a prompt
+  allocates its tokens x layers held, a decode step one token x layers. A prompt waits
+  in the queue while memory is short; a decode step that finds memory full preempts the
+  newest request resident on that node (its KV is freed on every node of its route and
+  it is re-sent for recompute of input + generated tokens), counted per request.
+
+Every input request ends as finished, rejected (with a reason) or unfinished.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import simpy
+
+from ..costs import CostModel
+from ..errors import SimError
+from ..metrics import FINISHED, REJECTED, UNFINISHED, NodeStats, RequestRecord, TokenSeries
+from ..placement import Placement
+from ..scheduling import NoRoute, Route, Scheduler
+from ..throughput import BatchLimits
+from ..workload import Request, Workload
+from .network import Network
+
+TOKEN_ID_BYTES = 4  # one int32 token id between the coordinator and a node
+HEADER_BYTES = 64  # per request in a transfer: id, position, route hop (small control header)
+KV_WATERMARK = 0.01  # share of a node's KV kept free when admitting prompts (vLLM's watermark)
+OFFLINE_KV_HIGH_WATERMARK = 0.9  # offline auto-admission: expected KV may fill this share (Helix uses 0.8-0.9)
+PROGRESS_AFTER_S = 3.0  # print a progress bar when a run takes longer than this (wall seconds)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    mode: str = "online"  # "online" (trace arrivals) or "offline" (closed loop)
+    duration_s: float = 600.0  # measurement window
+    warmup_s: float = 60.0
+    max_inflight: int | None = None  # offline: requests in flight; None = admit while KV allows
+    limits: BatchLimits = BatchLimits()
+    progress: bool = True
+
+    @property
+    def end_s(self) -> float:
+        return self.warmup_s + self.duration_s
+
+
+class Flight:
+    """The engine's state of one request in flight."""
+
+    __slots__ = ("req", "rec", "route", "nodes", "counts", "hop", "is_prompt", "prompt_len", "context", "generated",
+                 "epoch", "kv", "sent_at", "reserved")
+
+    def __init__(self, req: Request, rec: RequestRecord, route: Route):
+        self.req, self.rec, self.route = req, rec, route
+        self.nodes = route.nodes
+        self.counts = route.layer_counts()
+        self.hop = 0
+        self.is_prompt = True
+        self.prompt_len = req.input_tokens
+        self.context = 0  # tokens whose KV exists on every node of the route
+        self.generated = 0
+        self.epoch = 0
+        self.kv: dict[int, float] = {}  # node -> KV bytes held there
+        self.sent_at = 0.0
+        self.reserved = 0.0  # offline admission: expected KV bytes per layer
+
+
+class NodeSim:
+    """One machine: a queue, KV memory, and a SimPy process running iterations."""
+
+    def __init__(self, sim: "Simulation", node_id: int):
+        self.sim, self.id = sim, node_id
+        self.env = sim.env
+        placement = sim.placement
+        self.layers = placement.layers(node_id)
+        self.cost = sim.costs.layer_cost(sim.cluster.nodes[node_id].machine) if self.layers else None
+        self.kv_capacity = placement.kv_capacity_bytes(node_id) if self.layers else 0.0
+        self.kv_used = 0.0
+        self.kv_expected = 0.0  # offline admission bookkeeping
+        self.kv_per_token_layer = placement.model.kv_bytes_per_token_per_layer
+        self.resident: dict[Flight, None] = {}  # admission order; last = newest
+        self.decodes: deque = deque()
+        self.prompts: deque = deque()
+        self.wake: simpy.Event | None = None
+        self.stats = NodeStats(sim.cluster.nodes[node_id].name, sim.cluster.nodes[node_id].machine.name,
+                               self.layers, kv_capacity_bytes=self.kv_capacity)
+        if self.layers:
+            self.env.process(self.run())
+
+    # ---- queue ----------------------------------------------------------------------
+    def enqueue(self, items) -> None:
+        for f, ep in items:
+            if f.epoch != ep:
+                continue
+            if not f.is_prompt:
+                self.decodes.append((f, ep))
+            elif f.generated:  # recompute after preemption goes first, as in vLLM
+                self.prompts.appendleft((f, ep))
+            else:
+                self.prompts.append((f, ep))
+        self.poke()
+
+    def poke(self) -> None:
+        if self.wake is not None and not self.wake.triggered:
+            self.wake.succeed()
+
+    def queue_length(self) -> int:
+        return len(self.decodes) + len(self.prompts)
+
+    # ---- KV memory ------------------------------------------------------------------
+    def alloc(self, f: Flight, nbytes: float) -> None:
+        if f not in self.resident:
+            self.resident[f] = None
+        f.kv[self.id] = f.kv.get(self.id, 0.0) + nbytes
+        self.kv_used += nbytes
+        if self.kv_used > self.stats.kv_peak_bytes:
+            self.stats.kv_peak_bytes = self.kv_used
+
+    def release(self, f: Flight) -> None:
+        nbytes = f.kv.pop(self.id, 0.0)
+        self.kv_used -= nbytes
+        self.resident.pop(f, None)
+        if nbytes:
+            self.poke()
+
+    def free_kv(self) -> float:
+        return self.kv_capacity - self.kv_used
+
+    # ---- one iteration --------------------------------------------------------------
+    def take_batch(self) -> list:
+        limits = self.sim.config.limits
+        budget, seqs = limits.max_tokens, limits.max_seqs
+        batch = []
+        per_token = self.kv_per_token_layer
+        while self.decodes and seqs > 0 and budget > 0:
+            f, ep = self.decodes.popleft()
+            if f.epoch != ep:
+                continue
+            need = per_token * f.counts[f.hop]
+            while self.free_kv() < need and self.resident:
+                victim = next(reversed(self.resident))
+                self.sim.preempt(victim)
+                if victim is f:
+                    break
+            if f.epoch != ep:
+                continue
+            if self.free_kv() < need:  # nothing left to preempt; cannot happen after the fit check
+                self.sim.preempt(f)
+                continue
+            self.alloc(f, need)
+            batch.append((f, ep))
+            seqs -= 1
+            budget -= 1
+        took_prompt = False
+        watermark = KV_WATERMARK * self.kv_capacity
+        while self.prompts and seqs > 0:
+            f, ep = self.prompts[0]
+            if f.epoch != ep:
+                self.prompts.popleft()
+                continue
+            n = f.prompt_len
+            if n > budget and took_prompt:
+                break
+            need = per_token * f.counts[f.hop] * n
+            if self.free_kv() - need < watermark and (self.resident or self.free_kv() < need):
+                break  # wait for memory (head of line: prompts stay FIFO)
+            self.prompts.popleft()
+            self.alloc(f, need)
+            batch.append((f, ep))
+            took_prompt = True
+            seqs -= 1
+            budget -= n
+        # a preemption above may have made earlier items stale
+        return [(f, ep) for f, ep in batch if f.epoch == ep]
+
+    def iteration_time(self, batch) -> float:
+        cost = self.cost
+        counts = {f.counts[f.hop] for f, _ in batch}
+        if len(counts) == 1:
+            return counts.pop() * self._layer_time(batch)
+        # partial ranges: items run suffixes of the node's range; layer depth d is run by items with k >= d
+        total, done = 0.0, 0
+        for k in sorted(counts):
+            items = [(f, ep) for f, ep in batch if f.counts[f.hop] >= k]
+            total += (k - done) * self._layer_time(items)
+            done = k
+        return total
+
+    def _layer_time(self, batch) -> float:
+        p_tokens = d_batch = d_ctx = 0
+        for f, _ in batch:
+            if f.is_prompt:
+                p_tokens += f.prompt_len
+            else:
+                d_batch += 1
+                d_ctx += f.context
+        t = 0.0
+        if p_tokens:
+            t += self.cost.prefill(p_tokens)
+        if d_batch:
+            t += self.cost.decode(d_batch, d_ctx)
+        return t
+
+    def run(self):
+        env, sim = self.env, self.sim
+        window_start, window_end = sim.config.warmup_s, sim.config.end_s
+        stats = self.stats
+        while True:
+            batch = self.take_batch() if (self.decodes or self.prompts) else None
+            if not batch:
+                self.wake = env.event()
+                yield self.wake
+                self.wake = None
+                continue
+            start = env.now
+            yield env.timeout(self.iteration_time(batch))
+            end = env.now
+            stats.iterations += 1
+            overlap = min(end, window_end) - max(start, window_start)
+            if overlap > 0:
+                stats.busy_s += overlap
+            sim.forward(self.id, batch)
+
+
+class Simulation:
+    """Wires cluster, placement, costs, scheduler and workload into one SimPy run."""
+
+    def __init__(self, placement: Placement, scheduler: Scheduler, costs: CostModel, workload: Workload,
+                 config: EngineConfig = EngineConfig()):
+        self.placement, self.scheduler, self.costs, self.workload = placement, scheduler, costs, workload
+        self.cluster, self.model, self.config = placement.cluster, placement.model, config
+        if config.mode not in ("online", "offline"):
+            raise SimError(f"unknown mode '{config.mode}'; known: offline, online")
+        self.env = simpy.Environment()
+        self.coord = self.cluster.coordinator
+        self.net = Network(self.cluster)
+        self.nodes = [NodeSim(self, i) for i in range(len(self.cluster.nodes))]
+        self.series = TokenSeries()
+        self.records: list[RequestRecord] = []
+        self.inflight: dict[int, Flight] = {}
+        self.act_bytes = self.model.activation_bytes_per_token
+        self.kv_layer = self.model.kv_bytes_per_token_per_layer
+        self.hop_delays: dict[tuple[int, int], float] = {}
+        self.track_hops = type(scheduler).on_hop is not Scheduler.on_hop
+        self.pending: deque = deque()  # offline: (request, record, route) waiting for admission
+        self._source = iter(())
+        self._mean_output = workload.mean_output() if workload.requests else 1.0
+        self.view = EngineView(self)
+
+    # ---- driving requests ----------------------------------------------------------
+    def dispatch(self, req: Request) -> bool:
+        """Route a request and send its prompt; False if it was rejected."""
+        rec = RequestRecord(req.id, self.env.now if self.config.mode == "offline" else req.arrival_s,
+                            req.input_tokens, req.output_tokens)
+        self.records.append(rec)
+        try:
+            route = self.scheduler.route(req, self.view)
+        except NoRoute as e:
+            return self._reject(rec, f"no route: {e}")
+        for node, k in zip(route.nodes, route.layer_counts()):
+            need = (req.input_tokens + req.output_tokens) * k * self.kv_layer
+            cap = self.nodes[node].kv_capacity
+            if need > cap * (1 - KV_WATERMARK):
+                return self._reject(rec, f"kv too small: needs {need / 1e9:.2f} GB of KV on "
+                                         f"{self.cluster.nodes[node].name}, capacity {cap / 1e9:.2f} GB")
+        rec.route = ">".join(self.cluster.nodes[n].name for n in route.nodes)
+        if self.config.mode == "offline" and self.config.max_inflight is None and not self._admit(req, route):
+            self.pending.append((req, rec, route))
+            return True
+        self._start(req, rec, route)
+        return True
+
+    def _reject(self, rec: RequestRecord, reason: str) -> bool:
+        rec.outcome, rec.reason = REJECTED, reason
+        return False
+
+    def _expected_kv(self, req: Request) -> float:
+        return (req.input_tokens + self._mean_output) * self.kv_layer
+
+    def _admit(self, req: Request, route: Route) -> bool:
+        per_layer = self._expected_kv(req)
+        for node, k in zip(route.nodes, route.layer_counts()):
+            ns = self.nodes[node]
+            if ns.kv_expected + per_layer * k > OFFLINE_KV_HIGH_WATERMARK * ns.kv_capacity and ns.kv_expected > 0:
+                return False
+        return True
+
+    def _start(self, req: Request, rec: RequestRecord, route: Route) -> None:
+        f = Flight(req, rec, route)
+        self.inflight[req.id] = f
+        if self.config.mode == "offline" and self.config.max_inflight is None:
+            f.reserved = self._expected_kv(req)
+            for node, k in zip(f.nodes, f.counts):
+                self.nodes[node].kv_expected += f.reserved * k
+        self.send(self.coord, f.nodes[0], [(f, f.epoch)], f.prompt_len * TOKEN_ID_BYTES)
+
+    def send(self, src: int, dst: int, items: list, nbytes: float) -> None:
+        now = self.env.now
+        nbytes += HEADER_BYTES * len(items)
+        arrive = self.net.reserve(src, dst, nbytes, now)
+        for f, _ in items:
+            f.sent_at = now
+        ev = self.env.timeout(arrive - now)
+        if dst == self.coord:
+            ev.callbacks.append(lambda _e, it=items: self.at_coordinator(it))
+        else:
+            node = self.nodes[dst]
+            ev.callbacks.append(lambda _e, it=items, nd=node: nd.enqueue(it))
+
+    def forward(self, node_id: int, batch: list) -> None:
+        """After an iteration on ``node_id``: send each item to its next hop, batched per hop."""
+        groups: dict[int, list] = {}
+        nbytes: dict[int, float] = {}
+        now = self.env.now
+        track = self.track_hops
+        for f, ep in batch:
+            if f.epoch != ep:
+                continue
+            if track and f.hop > 0:
+                prev = f.nodes[f.hop - 1]
+                delay = now - f.sent_at
+                self.hop_delays[(prev, node_id)] = delay
+                self.scheduler.on_hop(prev, node_id, delay)
+            f.hop += 1
+            if f.hop < len(f.nodes):
+                dst = f.nodes[f.hop]
+                b = (f.prompt_len if f.is_prompt else 1) * self.act_bytes
+            else:
+                dst = self.coord
+                b = TOKEN_ID_BYTES
+            g = groups.get(dst)
+            if g is None:
+                groups[dst] = [(f, ep)]
+                nbytes[dst] = b
+            else:
+                g.append((f, ep))
+                nbytes[dst] += b
+        for dst, items in groups.items():
+            self.send(node_id, dst, items, nbytes[dst])
+
+    def at_coordinator(self, items: list) -> None:
+        """Tokens came back from the last stage: record them, finish or start the next decode step."""
+        now = self.env.now
+        series = self.series
+        nxt: dict[int, list] = {}
+        for f, ep in items:
+            if f.epoch != ep:
+                continue
+            rec = f.rec
+            if f.is_prompt:
+                if f.generated == 0:
+                    rec.first_token_s = now
+                    series.add(series.prompt, now, f.req.input_tokens)
+                f.context = f.prompt_len
+                f.is_prompt = False
+            else:
+                f.context += 1
+            f.generated += 1
+            rec.tokens_generated = f.generated
+            series.add(series.output, now, 1)
+            if f.generated >= f.req.output_tokens:
+                self.finish(f)
+                continue
+            f.hop = 0
+            nxt.setdefault(f.nodes[0], []).append((f, ep))
+        for dst, group in nxt.items():
+            self.send(self.coord, dst, group, len(group) * TOKEN_ID_BYTES)
+
+    def _free_route(self, f: Flight) -> None:
+        for node in list(f.kv):
+            self.nodes[node].release(f)
+        if f.reserved:
+            for node, k in zip(f.nodes, f.counts):
+                self.nodes[node].kv_expected -= f.reserved * k
+            f.reserved = 0.0
+
+    def finish(self, f: Flight) -> None:
+        f.rec.outcome = FINISHED
+        f.rec.finish_s = self.env.now
+        f.epoch += 1  # nothing of this request may act any more
+        self._free_route(f)
+        del self.inflight[f.req.id]
+        self.scheduler.on_finish(f.req, f.route)
+        if self.config.mode == "offline":
+            self.refill()
+
+    def preempt(self, f: Flight) -> None:
+        """Free the request's KV on every node and send it back for recompute."""
+        f.rec.preemptions += 1
+        f.epoch += 1
+        for node in list(f.kv):
+            self.nodes[node].release(f)
+        f.hop = 0
+        f.is_prompt = True
+        f.prompt_len = f.req.input_tokens + f.generated
+        f.context = 0
+        self.send(self.coord, f.nodes[0], [(f, f.epoch)], f.prompt_len * TOKEN_ID_BYTES)
+
+    # ---- arrivals ------------------------------------------------------------------
+    def arrivals(self):
+        env, end = self.env, self.config.end_s
+        for req in self.workload.requests:
+            if req.arrival_s >= end:
+                break
+            if req.arrival_s > env.now:
+                yield env.timeout(req.arrival_s - env.now)
+            self.dispatch(req)
+
+    def refill(self) -> None:
+        """Offline closed loop: top up the requests in flight."""
+        cap = self.config.max_inflight
+        if cap is None:
+            while self.pending:
+                req, rec, route = self.pending[0]
+                if not self._admit(req, route):
+                    return
+                self.pending.popleft()
+                self._start(req, rec, route)
+            while not self.pending:
+                req = next(self._source, None)
+                if req is None:
+                    return
+                self.dispatch(req)
+        else:
+            while len(self.inflight) < cap:
+                req = next(self._source, None)
+                if req is None:
+                    return
+                self.dispatch(req)
+
+    # ---- run -----------------------------------------------------------------------
+    def run(self) -> list[RequestRecord]:
+        end = self.config.end_s
+        if self.config.mode == "online":
+            self.env.process(self.arrivals())
+        else:
+            self._source = iter(self.workload.requests)
+            self.env.process(self._offline_start())
+        wall0 = time.perf_counter()
+        steps = 100
+        shown = False
+        for i in range(1, steps + 1):
+            self.env.run(until=end * i / steps)
+            if self.config.progress and (shown or time.perf_counter() - wall0 > PROGRESS_AFTER_S):
+                shown = True
+                _progress(i / steps, self.env.now, time.perf_counter() - wall0)
+        if shown:
+            sys.stderr.write("\n")
+        self.wall_s = time.perf_counter() - wall0
+        return self.collect()
+
+    def _offline_start(self):
+        self.refill()
+        yield self.env.timeout(0)
+
+    def collect(self) -> list[RequestRecord]:
+        """Final records, one per input request: finished, rejected or unfinished."""
+        for f in self.inflight.values():
+            f.rec.outcome = UNFINISHED
+            f.rec.tokens_generated = f.generated
+        for _, rec, _ in self.pending:
+            rec.outcome, rec.reason = UNFINISHED, "waiting for admission"
+        seen = {r.id for r in self.records}
+        for req, reason in self.workload.rejected:
+            if self.config.mode == "online" and req.arrival_s >= self.config.end_s:
+                continue
+            if req.id not in seen:
+                self.records.append(RequestRecord(req.id, req.arrival_s, req.input_tokens, req.output_tokens,
+                                                  REJECTED, reason))
+        self.records.sort(key=lambda r: r.id)
+        return self.records
+
+    def node_stats(self) -> list[NodeStats]:
+        return [n.stats for n in self.nodes]
+
+    def kv_in_use(self) -> float:
+        return sum(n.kv_used for n in self.nodes)
+
+    def kv_held_by_inflight(self) -> float:
+        return sum(sum(f.kv.values()) for f in self.inflight.values())
+
+
+class EngineView:
+    """The engine's implementation of :class:`simulator.scheduling.ClusterView`."""
+
+    def __init__(self, sim: Simulation):
+        self._sim = sim
+
+    def now(self) -> float:
+        return self._sim.env.now
+
+    def queue_length(self, node: int) -> int:
+        return self._sim.nodes[node].queue_length()
+
+    def free_kv_bytes(self, node: int) -> float:
+        return self._sim.nodes[node].free_kv()
+
+    def hop_delay(self, src: int, dst: int) -> float | None:
+        return self._sim.hop_delays.get((src, dst))
+
+
+def _progress(share: float, sim_t: float, wall: float) -> None:
+    width = 30
+    done = int(share * width)
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {share:4.0%}  sim {sim_t:7.0f} s  wall {wall:5.1f} s")
+    sys.stderr.flush()
+
+
+def kv_balanced(sim: Simulation) -> bool:
+    """Invariant: KV in use on the nodes equals what the requests still in flight hold."""
+    return math.isclose(sim.kv_in_use(), sim.kv_held_by_inflight(), rel_tol=1e-9, abs_tol=1e-3)

@@ -1,0 +1,144 @@
+"""Layer placement: which node holds which contiguous layers of the model.
+
+A :class:`Placement` maps nodes to half-open layer ranges ``[start, end)``. Nodes
+not in the map hold nothing. It is what every planner returns (``separate``,
+``helix``, ``swarm``...) and what the flow network, the schedulers and the engine
+read. :meth:`Placement.validate` checks that every layer is held somewhere and that
+each node's weights leave room for KV cache.
+
+Memory model (per node): usable = GPU memory x ``gpu_memory_utilisation`` (vLLM's
+default 0.9); weights of k layers take k x bytes_per_layer; the rest is KV cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .cluster import Cluster
+from .errors import SimError
+from .models import ModelSpec
+
+GPU_MEMORY_UTILISATION = 0.9  # share of GPU memory the serving engine may use (vLLM default)
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """How a node's memory splits into weights and KV cache."""
+
+    utilisation: float = GPU_MEMORY_UTILISATION
+
+    def usable_bytes(self, cluster: Cluster, node: int) -> float:
+        return cluster.nodes[node].machine.memory_bytes * self.utilisation
+
+    def kv_capacity_bytes(self, cluster: Cluster, model: ModelSpec, node: int, layers: int) -> float:
+        """KV bytes left on ``node`` once it holds ``layers`` layers of weights."""
+        return self.usable_bytes(cluster, node) - layers * model.bytes_per_layer
+
+    def max_layers(self, cluster: Cluster, model: ModelSpec, node: int) -> int:
+        """Most layers a node can hold while keeping KV room for one max-context request.
+
+        k x (bytes_per_layer + max_context x kv_bytes_per_token_per_layer) <= usable.
+        """
+        per_layer = model.bytes_per_layer + model.max_context * model.kv_bytes_per_token_per_layer
+        return min(model.layers, int(self.usable_bytes(cluster, node) // per_layer))
+
+
+@dataclass
+class Placement:
+    """Node -> layer range ``[start, end)``; optionally explicit pipelines (node lists).
+
+    ``pipelines`` is set by planners that build separate replicas (``separate``); a
+    scheduler may use it, the engine does not need it.
+    """
+
+    cluster: Cluster
+    model: ModelSpec
+    ranges: dict[int, tuple[int, int]]
+    planner: str = ""
+    pipelines: list[list[int]] | None = None
+    memory: MemoryModel = field(default_factory=MemoryModel)
+    notes: dict = field(default_factory=dict)
+
+    def layers(self, node: int) -> int:
+        s, e = self.ranges.get(node, (0, 0))
+        return e - s
+
+    @property
+    def nodes(self) -> list[int]:
+        """Nodes that hold at least one layer, in id order."""
+        return sorted(n for n, (s, e) in self.ranges.items() if e > s)
+
+    def kv_capacity_bytes(self, node: int) -> float:
+        return self.memory.kv_capacity_bytes(self.cluster, self.model, node, self.layers(node))
+
+    def validate(self) -> None:
+        """Every layer covered; ranges inside the model; weights leave KV room on every node."""
+        L = self.model.layers
+        covered = [False] * L
+        for n, (s, e) in self.ranges.items():
+            name = self.cluster.nodes[n].name
+            if not (0 <= s < e <= L):
+                raise SimError(f"placement: node {name} has invalid layer range [{s}, {e}) for {L} layers")
+            if self.kv_capacity_bytes(n) <= 0:
+                over = -self.kv_capacity_bytes(n)
+                raise SimError(f"placement: node {name} cannot hold {e - s} layers of {self.model.name}: "
+                               f"weights exceed its usable memory by {over / 1e9:.2f} GB")
+            for layer in range(s, e):
+                covered[layer] = True
+        missing = [i for i, c in enumerate(covered) if not c]
+        if missing:
+            raise SimError(f"placement: layers {_spans(missing)} are held by no node")
+
+    def describe(self) -> str:
+        lines = [f"placement ({self.planner or 'custom'}) of {self.model.name}, {self.model.layers} layers:"]
+        if self.pipelines:
+            for i, p in enumerate(self.pipelines):
+                stages = ", ".join(f"{self.cluster.nodes[n].name}[{self.ranges[n][0]},{self.ranges[n][1]})" for n in p)
+                lines.append(f"  pipeline {i}: {stages}")
+        else:
+            for n in self.nodes:
+                s, e = self.ranges[n]
+                lines.append(f"  {self.cluster.nodes[n].name:>12} [{s:3d}, {e:3d})  {e - s} layers")
+        idle = [self.cluster.nodes[n].name for n in range(len(self.cluster.nodes)) if self.layers(n) == 0]
+        if idle:
+            lines.append(f"  unused: {', '.join(idle)}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "planner": self.planner,
+            "model": self.model.name,
+            "ranges": {self.cluster.nodes[n].name: list(r) for n, r in sorted(self.ranges.items())},
+            "pipelines": [[self.cluster.nodes[n].name for n in p] for p in self.pipelines] if self.pipelines else None,
+            "notes": self.notes,
+        }
+
+
+def check_fits(cluster: Cluster, model: ModelSpec, memory: MemoryModel | None = None) -> None:
+    """Raise a one-line error if the whole cluster cannot hold one copy of the model.
+
+    Counts, per node, the layers it can hold (:meth:`MemoryModel.max_layers`); the
+    model needs ``model.layers`` in total.
+    """
+    memory = memory or MemoryModel()
+    can = sum(memory.max_layers(cluster, model, n) for n in range(len(cluster.nodes)))
+    if can < model.layers:
+        need = model.layers * model.bytes_per_layer
+        have = sum(memory.usable_bytes(cluster, n) for n in range(len(cluster.nodes)))
+        short = need - can * model.bytes_per_layer
+        raise SimError(
+            f"{model.name} does not fit on cluster {cluster.name}: it needs {model.layers} layers "
+            f"({need / 1e9:.1f} GB of weights plus KV room) but the nodes hold at most {can} layers "
+            f"({have / 1e9:.1f} GB usable); short by {model.layers - can} layers (~{short / 1e9:.1f} GB)")
+
+
+def _spans(idx: list[int]) -> str:
+    out, start, prev = [], idx[0], idx[0]
+    for i in idx[1:] + [None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(out)

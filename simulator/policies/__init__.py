@@ -1,0 +1,12 @@
+"""Policies = planner (placement) + scheduler (routing), looked up by name.
+
+``--policy NAME`` picks both; ``--placement NAME --scheduler NAME`` mixes them for
+ablations. A new policy is a new small module that registers itself here.
+"""
+
+from .registry import (PLANNED, PLANNERS, POLICIES, SCHEDULERS, PlanContext, make_scheduler, plan,
+                       resolve_policy)
+from . import separate, random_routing  # noqa: F401  (register)
+
+__all__ = ["PLANNED", "PLANNERS", "POLICIES", "SCHEDULERS", "PlanContext", "make_scheduler", "plan",
+           "resolve_policy"]

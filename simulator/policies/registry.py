@@ -1,0 +1,85 @@
+"""The one registry of planners, schedulers and the policies that pair them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..cluster import Cluster
+from ..costs import CostModel
+from ..errors import SimError, unknown
+from ..models import ModelSpec
+from ..placement import MemoryModel, Placement
+from ..throughput import BatchLimits
+
+
+@dataclass
+class PlanContext:
+    """Everything a planner may use to choose a placement."""
+
+    cluster: Cluster
+    model: ModelSpec
+    costs: CostModel
+    mean_input: float
+    mean_output: float
+    rng: np.random.Generator
+    memory: MemoryModel = field(default_factory=MemoryModel)
+    limits: BatchLimits = field(default_factory=BatchLimits)
+
+
+PLANNERS: dict[str, Callable[[PlanContext], Placement]] = {}
+SCHEDULERS: dict[str, type] = {}
+POLICIES: dict[str, tuple[str, str]] = {}  # policy -> (planner, scheduler)
+# Policies the papers define that later work adds; named so that users get a clear answer.
+PLANNED = {"helix": "Helix max-flow placement and routing", "swarm": "Swarm placement and routing",
+           "petals": "Petals placement", "hexgen2": "HexGen-2 disaggregated serving",
+           "shortest-queue": "shortest-queue routing", "distserve": "DistServe-style disaggregation"}
+
+
+def register_planner(name: str):
+    def deco(fn):
+        PLANNERS[name] = fn
+        return fn
+    return deco
+
+
+def register_scheduler(name: str):
+    def deco(cls):
+        cls.name = name
+        SCHEDULERS[name] = cls
+        return cls
+    return deco
+
+
+def _lookup(kind: str, name: str, table: dict):
+    if name in table:
+        return table[name]
+    if name in PLANNED:
+        raise SimError(f"{kind} '{name}' ({PLANNED[name]}) is not yet available; available: "
+                       f"{', '.join(sorted(table))}")
+    raise unknown(kind, name, table)
+
+
+def resolve_policy(policy: str | None, placement: str | None = None, scheduler: str | None = None) -> tuple[str, str]:
+    """(planner, scheduler) names for ``--policy`` with optional overrides."""
+    if policy is None and (placement is None or scheduler is None):
+        raise SimError("give --policy, or both --placement and --scheduler")
+    base = _lookup("policy", policy, POLICIES) if policy else (None, None)
+    planner = placement or base[0]
+    sched = scheduler or base[1]
+    _lookup("placement", planner, PLANNERS)
+    _lookup("scheduler", sched, SCHEDULERS)
+    return planner, sched
+
+
+def plan(name: str, ctx: PlanContext) -> Placement:
+    placement = _lookup("placement", name, PLANNERS)(ctx)
+    placement.planner = placement.planner or name
+    placement.validate()
+    return placement
+
+
+def make_scheduler(name: str, placement: Placement, rng: np.random.Generator, **opts):
+    return _lookup("scheduler", name, SCHEDULERS)(placement, rng, **opts)

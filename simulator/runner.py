@@ -1,0 +1,195 @@
+"""One simulation run from user options: build, plan, simulate, summarise, write.
+
+:class:`RunSpec` holds every knob of ``sim run`` (typed, with defaults, written out
+next to the results as the resolved config). :func:`execute` builds the cluster,
+model, cost model, workload, placement and scheduler, runs the SimPy engine and
+returns a :class:`RunResult`; :func:`write_outputs` writes ``requests.csv``,
+``summary.json``, ``config.json`` and the plots.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .cluster import Cluster, load_cluster
+from .costs import CostModel
+from .engine import EngineConfig, Simulation
+from .errors import SimError
+from .metrics import SLO, records_frame, summarize
+from .models import ModelSpec, load_model
+from .placement import MemoryModel, Placement, check_fits
+from .policies import PlanContext, make_scheduler, plan, resolve_policy
+from .throughput import BatchLimits
+from .workload import (Workload, apply_context_limit, load_trace, resolve_trace, scale_rate, synthetic,
+                       time_window)
+
+REPO_PROFILES = Path(__file__).resolve().parent.parent / "profiler" / "tables"  # measured tables shipped in the repo
+PROFILES_ENV = "SIM_PROFILES"
+
+
+@dataclass
+class RunSpec:
+    """Every option of ``sim run``; SI units."""
+
+    cluster: str = "helix-single24"
+    model: str = "llama2-70b"
+    policy: str | None = "separate"
+    placement: str | None = None
+    scheduler: str | None = None
+    trace: str | None = None  # file, short name (azure_conv) or "synthetic:conv" / "synthetic:code"
+    mode: str = "online"
+    rate: float | None = None  # requests/s (online); None = the trace's own rate
+    token_rate: float | None = None  # or: input+output tokens/s
+    duration: float = 600.0
+    warmup: float = 60.0
+    seed: int = 0
+    profiles: list[str] = field(default_factory=list)
+    roofline_only: bool = False
+    max_inflight: int | None = None
+    context_rule: str = "reject"
+    slo_ttft: float = math.inf
+    slo_tpot: float = math.inf
+    max_seqs: int = BatchLimits.max_seqs
+    max_tokens: int = BatchLimits.max_tokens
+    gpu_memory_utilisation: float = MemoryModel.utilisation
+    partial_inference: bool = False
+    arrival: str = "poisson"  # synthetic arrivals: poisson or gamma
+    burstiness: float = 1.0  # gamma arrivals: coefficient of variation
+    progress: bool = True
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    cluster: Cluster
+    model: ModelSpec
+    placement: Placement
+    workload: Workload
+    costs: CostModel
+    sim: Simulation
+    summary: dict
+
+    @property
+    def records(self):
+        return self.sim.records
+
+
+def profile_dirs(spec: RunSpec) -> list[Path]:
+    """Measured-table folders: --profiles, then $SIM_PROFILES, then the repo's profiler/tables."""
+    dirs = [Path(p) for p in spec.profiles]
+    for d in os.environ.get(PROFILES_ENV, "").split(os.pathsep):
+        if d:
+            dirs.append(Path(d))
+    if REPO_PROFILES.is_dir():
+        dirs.append(REPO_PROFILES)
+    for d in dirs[: len(spec.profiles)]:
+        if not d.exists():
+            raise SimError(f"--profiles: folder not found: {d}")
+    return dirs
+
+
+def build_workload(spec: RunSpec, model: ModelSpec, rng: np.random.Generator) -> Workload:
+    horizon = spec.warmup + spec.duration
+    trace = spec.trace or "synthetic:conv"
+    if trace.startswith("synthetic"):
+        kind = trace.split(":", 1)[1] if ":" in trace else "conv"
+        rate = spec.rate or 1.0
+        n = None if spec.mode == "online" else max(1000, int(horizon * 20))
+        w = synthetic(kind, n=n, duration_s=horizon if n is None else None, rate=rate, arrival=spec.arrival,
+                      cv=spec.burstiness, rng=rng)
+    else:
+        w = load_trace(resolve_trace(trace))
+    if spec.mode == "online":
+        if spec.rate and spec.token_rate:
+            raise SimError("give --rate or --token-rate, not both")
+        if spec.token_rate:
+            w = scale_rate(w, tokens_per_s=spec.token_rate)
+        elif spec.rate and not trace.startswith("synthetic"):
+            w = scale_rate(w, requests_per_s=spec.rate)
+        w = time_window(w, 0.0, horizon)
+    return apply_context_limit(w, model.max_context, spec.context_rule)
+
+
+def execute(spec: RunSpec) -> RunResult:
+    """Build everything from ``spec`` and run the simulation."""
+    if spec.duration <= 0:
+        raise SimError("--duration must be positive")
+    seeds = np.random.SeedSequence(spec.seed).spawn(3)
+    rng_workload, rng_plan, rng_sched = (np.random.default_rng(s) for s in seeds)
+    cluster = load_cluster(spec.cluster)
+    cluster.check_connected()
+    model = load_model(spec.model)
+    memory = MemoryModel(spec.gpu_memory_utilisation)
+    check_fits(cluster, model, memory)
+    costs = CostModel(model, profile_dirs(spec), roofline_only=spec.roofline_only)
+    workload = build_workload(spec, model, rng_workload)
+    if not workload.requests:
+        raise SimError("the workload has no requests in the chosen window")
+    limits = BatchLimits(spec.max_seqs, spec.max_tokens)
+    planner, sched = resolve_policy(spec.policy, spec.placement, spec.scheduler)
+    ctx = PlanContext(cluster, model, costs, workload.mean_input(), workload.mean_output(), rng_plan, memory, limits)
+    placement = plan(planner, ctx)
+    scheduler = make_scheduler(sched, placement, rng_sched, partial_inference=spec.partial_inference)
+    config = EngineConfig(spec.mode, spec.duration, spec.warmup, spec.max_inflight, limits, spec.progress)
+    sim = Simulation(placement, scheduler, costs, workload, config)
+    records = sim.run()
+    summary = summarize(records, sim.series, sim.node_stats(), warmup_s=spec.warmup, duration_s=spec.duration,
+                        price_per_hour=cluster.price_per_hour, slo=SLO(spec.slo_ttft, spec.slo_tpot),
+                        extra={"policy": spec.policy or f"{planner}+{sched}", "planner": planner, "scheduler": sched,
+                               "cluster": cluster.name, "model": model.name, "mode": spec.mode,
+                               "offered_requests_per_s": workload.rate() if spec.mode == "online" else None,
+                               "simulated_s": spec.warmup + spec.duration, "wall_s": sim.wall_s,
+                               "cost_sources": costs.sources()})
+    return RunResult(spec, cluster, model, placement, workload, costs, sim, summary)
+
+
+def _jsonable(x):
+    if isinstance(x, float) and (math.isinf(x) or math.isnan(x)):
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def resolved_config(result: RunResult) -> dict:
+    return _jsonable({
+        "version": __version__,
+        "run": asdict(result.spec),
+        "cluster": result.cluster.resolved(),
+        "model": result.model.to_dict(),
+        "placement": result.placement.to_dict(),
+        "cost_sources": result.costs.sources(),
+        "workload": {"source": result.workload.source, "requests": len(result.workload),
+                     "mean_input": result.workload.mean_input(), "mean_output": result.workload.mean_output(),
+                     "notes": result.workload.notes},
+    })
+
+
+def write_outputs(result: RunResult, out: Path, plots: bool = True) -> list[Path]:
+    """Write requests.csv, summary.json, config.json and the PNG plots into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    df = records_frame(result.records)
+    p = out / "requests.csv"
+    df.to_csv(p, index=False)
+    written.append(p)
+    p = out / "summary.json"
+    p.write_text(json.dumps(_jsonable(result.summary), indent=2) + "\n")
+    written.append(p)
+    p = out / "config.json"
+    p.write_text(json.dumps(resolved_config(result), indent=2) + "\n")
+    written.append(p)
+    if plots:
+        from .report import plot_run
+
+        written += plot_run(df, result.sim.series, result.summary, out)
+    return written

@@ -1,0 +1,74 @@
+"""Steady-state serving capacity of a node and of a pipeline (a back-of-envelope model).
+
+Used to split load between pipelines (``separate``) and to size default loads; the
+max-flow planners of later issues use the same per-node estimate.
+
+Model (continuous batching in steady state, one node holding ``k`` layers):
+
+* a request keeps KV for ``k`` layers over a mean context of ``in + out/2`` tokens
+  while it is resident, so KV memory allows ``n = kv_bytes / (k * kv_per_token_layer
+  * (in + out/2))`` resident requests;
+* each iteration decodes one token for each of ``D = min(n, max_seqs)`` residents and,
+  to keep the residents replaced, prefills ``P = D * in / out`` prompt tokens;
+  ``D + P`` is capped by the iteration token budget;
+* an iteration takes ``tau = k * (prefill(P) + decode(D, D * (in + out/2)))`` seconds.
+
+So the node finishes ``D / out`` requests per iteration: ``D / (out * tau)`` requests/s,
+``D * (1 + in/out) / tau`` tokens/s. A pipeline shares one set of residents (each
+request holds KV on every stage), so its ``D`` is the smallest over its stages and its
+rate the slowest stage's. Left out: latency per hop and the pipeline's round trip, which
+bound throughput further when the KV-allowed concurrency is small (Little's law).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .costs import LayerCost
+from .models import ModelSpec
+
+
+@dataclass(frozen=True)
+class Capacity:
+    requests_per_s: float
+    tokens_per_s: float
+    decode_batch: float
+    iteration_s: float
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """Per-iteration limits of a node's continuous batching (vLLM's defaults)."""
+
+    max_seqs: int = 256  # vLLM max_num_seqs
+    max_tokens: int = 4096  # token budget of one iteration (prompt + decode tokens)
+
+
+def resident_requests(kv_bytes: float, layers: int, model: ModelSpec, mean_in: float, mean_out: float) -> float:
+    """How many requests fit in ``kv_bytes`` at their mean lifetime context."""
+    per_request = layers * model.kv_bytes_per_token_per_layer * (mean_in + mean_out / 2.0)
+    return max(0.0, kv_bytes / per_request) if per_request > 0 else 0.0
+
+
+def stage_capacity(cost: LayerCost, layers: int, decode_batch: float, mean_in: float, mean_out: float,
+                   limits: BatchLimits = BatchLimits()) -> Capacity:
+    """Capacity of one stage holding ``layers`` layers when ``decode_batch`` requests are resident."""
+    d = min(decode_batch, float(limits.max_seqs))
+    per_req_tokens = 1.0 + mean_in / mean_out
+    d = min(d, limits.max_tokens / per_req_tokens)
+    if d <= 0 or layers <= 0:
+        return Capacity(0.0, 0.0, 0.0, 0.0)
+    prompt_tokens = d * mean_in / mean_out
+    ctx = d * (mean_in + mean_out / 2.0)
+    tau = layers * (cost.prefill(int(round(prompt_tokens))) + cost.decode(max(1, int(round(d))), int(round(ctx))))
+    return Capacity(d / (mean_out * tau), d * per_req_tokens / tau, d, tau)
+
+
+def pipeline_capacity(stages: list[tuple[LayerCost, int, float]], model: ModelSpec, mean_in: float,
+                      mean_out: float, limits: BatchLimits = BatchLimits()) -> Capacity:
+    """Capacity of a pipeline given ``(cost, layers, kv_bytes)`` per stage."""
+    if not stages:
+        return Capacity(0.0, 0.0, 0.0, 0.0)
+    d = min(resident_requests(kv, k, model, mean_in, mean_out) for _, k, kv in stages)
+    caps = [stage_capacity(c, k, d, mean_in, mean_out, limits) for c, k, _ in stages]
+    return min(caps, key=lambda c: c.requests_per_s)
