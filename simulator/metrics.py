@@ -22,6 +22,7 @@ Definitions (all in the measurement window ``[warmup, warmup + duration)``):
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -140,7 +141,7 @@ def summarize(records: list[RequestRecord], series: TokenSeries, nodes: list[Nod
     reasons: dict[str, int] = {}
     for r in records:
         if r.outcome == REJECTED:
-            key = r.reason.split(":")[0]
+            key = re.sub(r"\d+(\.\d+)?", "#", r.reason.split(":")[0])  # group by kind, not by the numbers
             reasons[key] = reasons.get(key, 0) + 1
     summary["rejected_reasons"] = reasons
     if extra:

@@ -264,6 +264,9 @@ class Simulation:
         self.hop_delays: dict[tuple[int, int], float] = {}
         self.track_hops = type(scheduler).on_hop is not Scheduler.on_hop
         self.pending: deque = deque()  # offline: (request, record, route) waiting for admission
+        self._starts: dict[int, list] = {}  # prompts started at this instant, per first node
+        self._batching_starts = False
+        self._drawn = 0  # offline: requests drawn from the workload so far (the run's input)
         self._source = iter(())
         self._mean_output = workload.mean_output() if workload.requests else 1.0
         self.view = EngineView(self)
@@ -289,6 +292,8 @@ class Simulation:
             self.pending.append((req, rec, route))
             return True
         self._start(req, rec, route)
+        if not self._batching_starts:
+            self._flush_starts()
         return True
 
     def _reject(self, rec: RequestRecord, reason: str) -> bool:
@@ -313,7 +318,13 @@ class Simulation:
             f.reserved = self._expected_kv(req)
             for node, k in zip(f.nodes, f.counts):
                 self.nodes[node].kv_expected += f.reserved * k
-        self.send(self.coord, f.nodes[0], [(f, f.epoch)], f.prompt_len * TOKEN_ID_BYTES)
+        self._starts.setdefault(f.nodes[0], []).append((f, f.epoch))
+
+    def _flush_starts(self) -> None:
+        """Send the prompts started at this instant, one transfer per first node."""
+        starts, self._starts = self._starts, {}
+        for dst, items in starts.items():
+            self.send(self.coord, dst, items, sum(f.prompt_len for f, _ in items) * TOKEN_ID_BYTES)
 
     def send(self, src: int, dst: int, items: list, nbytes: float) -> None:
         now = self.env.now
@@ -386,6 +397,8 @@ class Simulation:
             nxt.setdefault(f.nodes[0], []).append((f, ep))
         for dst, group in nxt.items():
             self.send(self.coord, dst, group, len(group) * TOKEN_ID_BYTES)
+        if self.config.mode == "offline":
+            self.refill()
 
     def _free_route(self, f: Flight) -> None:
         for node in list(f.kv):
@@ -402,8 +415,6 @@ class Simulation:
         self._free_route(f)
         del self.inflight[f.req.id]
         self.scheduler.on_finish(f.req, f.route)
-        if self.config.mode == "offline":
-            self.refill()
 
     def preempt(self, f: Flight) -> None:
         """Free the request's KV on every node and send it back for recompute."""
@@ -428,7 +439,15 @@ class Simulation:
             self.dispatch(req)
 
     def refill(self) -> None:
-        """Offline closed loop: top up the requests in flight."""
+        """Offline closed loop: top up the requests in flight (sent as one transfer per first node)."""
+        self._batching_starts = True
+        try:
+            self._refill()
+        finally:
+            self._batching_starts = False
+            self._flush_starts()
+
+    def _refill(self) -> None:
         cap = self.config.max_inflight
         if cap is None:
             while self.pending:
@@ -438,16 +457,22 @@ class Simulation:
                 self.pending.popleft()
                 self._start(req, rec, route)
             while not self.pending:
-                req = next(self._source, None)
+                req = self._draw()
                 if req is None:
                     return
                 self.dispatch(req)
         else:
             while len(self.inflight) < cap:
-                req = next(self._source, None)
+                req = self._draw()
                 if req is None:
                     return
                 self.dispatch(req)
+
+    def _draw(self) -> Request | None:
+        req = next(self._source, None)
+        if req is not None:
+            self._drawn = req.id + 1
+        return req
 
     # ---- run -----------------------------------------------------------------------
     def run(self) -> list[RequestRecord]:
@@ -483,11 +508,14 @@ class Simulation:
             rec.outcome, rec.reason = UNFINISHED, "waiting for admission"
         seen = {r.id for r in self.records}
         for req, reason in self.workload.rejected:
-            if self.config.mode == "online" and req.arrival_s >= self.config.end_s:
-                continue
-            if req.id not in seen:
+            if req.id not in seen and (self.config.mode == "online" or req.id < self._drawn):
                 self.records.append(RequestRecord(req.id, req.arrival_s, req.input_tokens, req.output_tokens,
                                                   REJECTED, reason))
+        if self.config.mode == "online":  # the input is the whole workload: late arrivals are unfinished
+            for req in self.workload.requests:
+                if req.id not in seen:
+                    self.records.append(RequestRecord(req.id, req.arrival_s, req.input_tokens, req.output_tokens,
+                                                      UNFINISHED, "arrives after the run ends"))
         self.records.sort(key=lambda r: r.id)
         return self.records
 

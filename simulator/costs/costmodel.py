@@ -1,0 +1,45 @@
+"""CostModel: per machine type, the layer costs of one model, measured where possible."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Iterable
+
+from ..hardware import MachineType
+from ..models import ModelSpec
+from .layer import LayerCost
+from .roofline import roofline_cost
+from .tables import MeasuredTable, load_tables, measured_cost
+
+
+class CostModel:
+    """Layer costs of ``model`` on any machine type.
+
+    A machine type uses the measured table whose model and machine names match (tables
+    found under ``profile_dirs``; the first folder listed wins a tie), else the fitted
+    roofline (``roofline_only=True`` skips the tables). Each machine type's LayerCost
+    is built once, on first request, and cached.
+    """
+
+    def __init__(self, model: ModelSpec, profile_dirs: Iterable[pathlib.Path] = (), *,
+                 roofline_only: bool = False):
+        self.model = model
+        self.tables: dict[str, MeasuredTable] = {}
+        if not roofline_only:
+            for folder in profile_dirs:
+                for t in load_tables(folder):
+                    if t.matches(model):
+                        self.tables.setdefault(t.machine, t)
+        self._costs: dict[str, LayerCost] = {}
+
+    def layer_cost(self, machine: MachineType) -> LayerCost:
+        cost = self._costs.get(machine.name)
+        if cost is None:
+            table = self.tables.get(machine.name)
+            cost = measured_cost(table, self.model) if table else roofline_cost(machine, self.model)
+            self._costs[machine.name] = cost
+        return cost
+
+    def sources(self) -> dict[str, str]:
+        """Machine name -> "measured:<dir>" or "roofline", for the machines asked so far."""
+        return {name: c.source for name, c in self._costs.items()}

@@ -1,0 +1,171 @@
+"""Roofline layer times with per-GPU efficiency factors fitted to Helix's measured tables.
+
+One layer on a machine of ``d`` GPUs working tensor-parallel (TP). Every quantity below
+is per GPU (weights, heads and FLOPs split ``d`` ways). A layer step runs two kinds of
+kernels one after the other, and each is bound by compute or by memory on its own:
+
+* dense GEMMs (QKV, output projection, MLP) over the batch's tokens ``n``:
+  ``max(n F / (d P e_c), (W + n (a + k)) / (d M e_m))`` with F = ``flops_per_token_per_layer``,
+  W = weight bytes, ``a`` = activation bytes per token, ``k`` = KV bytes written per token,
+  P = datasheet FP16 FLOP/s, M = datasheet memory bandwidth;
+* attention: ``max(A / (d P e_c), R / (d M e_m))`` with A = score and value FLOPs and R = the
+  KV bytes read;
+* with TP, two all-reduces per layer (after attention and after the MLP) of
+  ``n x hidden x dtype`` bytes each, as a ring: ``2 (d-1)/d x bytes / B_ar + ALLREDUCE_LATENCY_S``;
+* plus ``overhead_s`` per layer step (launches, norms, rotary, sampling share...).
+
+Prefill of ``T`` tokens: n = T; the batch is taken as ``T / S`` prompts of
+``S = min(T, PREFILL_SEQUENCE_TOKENS)`` tokens with causal attention, A = T x
+``attention_flops_per_token_per_layer((S + 1) / 2)``; R is small and left out (flash
+attention keeps K/V on chip). Decode of ``B`` requests with contexts summing to ``C``:
+n = B, A = ``attention_flops_per_token_per_layer(C)``, R = C x k x (heads/kv_heads)^γ.
+
+Adding the two kernels' rooflines, rather than taking one max over the whole layer, is
+what the measurements want: on A100 a 70B decode at batch 800 costs about prefill(800)
+plus a KV-read term (Helix tables: 11 ms vs 6 ms). In exploratory fits without γ the
+single-max form had a 33% median decode error on that table, the sum 21%.
+
+γ (``GQA_KV_READ_EXPONENT``) is an empirical term: with γ = 0 LLaMA-2-70B (GQA, 8 query
+heads per KV head) decodes much slower in Helix's vLLM tables than its 4 KB/token KV
+explains, while LLaMA-30B (no GQA) fits. The paged-attention kernel of that vLLM reads each
+KV block once per query head, part of the repeats served from L2; γ fitted over both
+models says 70B reads 8^γ times its KV bytes. Modern kernels (FlashInfer, FA2 decode)
+share KV across a GQA group, so for them γ = 0 is closer; measured tables override all this.
+
+Efficiency factors ``(e_c, e_m, overhead_s)`` per GPU, γ and the PCIe all-reduce
+bandwidth are least-squares fits on relative error (each table weighted equally) to
+Helix's tables (``/work/shared/profiles/helix_asplos25``: llama1_30b and llama2_70b on
+a100, v100, l4, t4 for the per-GPU factors and γ; on l4x2, t4x2, t4x4 for the all-reduce
+bandwidth), produced by::
+
+    python -m simulator.costs.fit /path/to/helix_asplos25
+
+GPUs without a table borrow a fitted GPU's factors by family (``BORROWED_EFFICIENCY``):
+Hopper, datacenter Ampere and AMD Instinct -> A100's; Volta -> V100's; Ada and GA102
+(A10G, RTX A6000) -> L4's; Turing -> T4's; anything else -> A100's. These are defaults,
+not measurements: profile the GPU (``profiler/``) when it matters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..hardware import GPUSpec, MachineType
+from ..models import ModelSpec
+from .layer import LayerCost
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Fractions of datasheet peaks reached, plus a fixed time per layer step."""
+
+    compute: float  # of dense FP16 FLOP/s, in GEMMs and attention
+    memory: float  # of memory bandwidth, reading weights and KV
+    overhead_s: float  # per layer per step
+
+
+# ---- fitted constants: `python -m simulator.costs.fit /work/shared/profiles/helix_asplos25` ----
+# Source tables: Helix-ASPLOS25 simulator/model_manager/{llama1_30b,llama2_70b}/{a100,v100,l4,t4}
+# (commit 148b733), decode tables read at HELIX_DECODE_CONTEXT (tables.py).
+GPU_EFFICIENCY: dict[str, Efficiency] = {
+    "A100-40GB": Efficiency(compute=0.7852, memory=0.8226, overhead_s=7.44e-05),
+    "L4": Efficiency(compute=0.4195, memory=0.9100, overhead_s=8.61e-04),
+    "T4": Efficiency(compute=0.4156, memory=0.8399, overhead_s=1.24e-03),
+    "V100-16GB": Efficiency(compute=0.7174, memory=0.7932, overhead_s=3.59e-04),
+}
+GQA_KV_READ_EXPONENT = 0.381  # γ: decode attention reads KV bytes x (heads/kv_heads)^γ
+# Same source, tables l4x2, t4x2, t4x4 with the per-GPU factors above held fixed. GCP's
+# T4 (PCIe 3) and L4 (PCIe 4) VMs reach about the same all-reduce bus bandwidth: the
+# traffic crosses host memory (no peer-to-peer), so it is one constant, not a PCIe fraction.
+PCIE_ALLREDUCE_BANDWIDTH = 4.48e9  # bytes/s, algorithm bandwidth of a ring all-reduce over PCIe
+
+# ---- stated assumptions -----------------------------------------------------------------
+# NCCL all-reduce bus bandwidth on NVLink machines (nccl-tests on DGX A100: ~230 GB/s of
+# 300 GB/s per direction); no NVLink table exists to fit it.
+NVLINK_ALLREDUCE_EFFICIENCY = 0.75
+# Per-collective latency: the order of NCCL's small-message all-reduce inside one machine
+# (nccl-tests: tens of microseconds). The Helix tables cannot separate it from overhead_s
+# (a free fit drives it to 0), so it is assumed, not fitted.
+ALLREDUCE_LATENCY_S = 10e-6
+# Prompt length assumed inside a prefill batch (the API gives only the token total). At
+# 1024 tokens attention is ~2% of a 30B/70B layer's prefill FLOPs, so this matters little.
+PREFILL_SEQUENCE_TOKENS = 1024
+ALLREDUCES_PER_LAYER = 2  # Megatron-style TP: after attention and after the MLP
+
+BORROWED_EFFICIENCY = {  # GPU without a fitted table -> the fitted GPU whose factors it uses
+    "A100-80GB": "A100-40GB", "H100-80GB": "A100-40GB", "H200": "A100-40GB",
+    "MI250": "A100-40GB", "MI300X": "A100-40GB", "V100-32GB": "V100-16GB",
+    "L40": "L4", "L40S": "L4", "RTX-4090": "L4", "A10G": "L4", "RTX-A6000": "L4",
+}
+DEFAULT_EFFICIENCY_GPU = "A100-40GB"
+
+
+def efficiency_for(gpu: GPUSpec) -> tuple[Efficiency, str]:
+    """The GPU's efficiency factors and the fitted GPU they come from."""
+    name = gpu.name if gpu.name in GPU_EFFICIENCY else BORROWED_EFFICIENCY.get(gpu.name, DEFAULT_EFFICIENCY_GPU)
+    return GPU_EFFICIENCY[name], name
+
+
+def allreduce_bandwidth(gpu: GPUSpec) -> float:
+    """Ring all-reduce bandwidth between the GPUs of one machine (bytes/s)."""
+    if gpu.nvlink_bandwidth:
+        return NVLINK_ALLREDUCE_EFFICIENCY * gpu.intra_machine_bandwidth
+    return min(PCIE_ALLREDUCE_BANDWIDTH, gpu.intra_machine_bandwidth)
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """The roofline of one model on one machine type; every method is vectorised."""
+
+    machine: MachineType
+    model: ModelSpec
+    eff: Efficiency
+    gqa_exponent: float = GQA_KV_READ_EXPONENT
+    allreduce_bw: float | None = None  # None: allreduce_bandwidth(gpu)
+    allreduce_latency_s: float = ALLREDUCE_LATENCY_S
+
+    @classmethod
+    def default(cls, machine: MachineType, model: ModelSpec) -> Roofline:
+        return cls(machine, model, efficiency_for(machine.gpu)[0])
+
+    def _kernel(self, flops, bytes_):
+        gpu, d = self.machine.gpu, self.machine.count
+        return np.maximum(flops / (d * gpu.fp16_flops * self.eff.compute),
+                          bytes_ / (d * gpu.mem_bandwidth * self.eff.memory))
+
+    def _dense(self, n):
+        m = self.model
+        return self._kernel(n * m.flops_per_token_per_layer,
+                            m.bytes_per_layer + n * (m.activation_bytes_per_token + m.kv_bytes_per_token_per_layer))
+
+    def _allreduce(self, n):
+        d = self.machine.count
+        if d == 1:
+            return 0.0
+        bw = self.allreduce_bw or allreduce_bandwidth(self.machine.gpu)
+        ring = 2.0 * (d - 1) / d * n * self.model.activation_bytes_per_token / bw
+        return ALLREDUCES_PER_LAYER * (ring + self.allreduce_latency_s)
+
+    def prefill(self, tokens) -> np.ndarray:
+        """Seconds for one layer to prefill ``tokens`` tokens (> 0)."""
+        t = np.asarray(tokens, dtype=np.float64)
+        s = np.minimum(t, PREFILL_SEQUENCE_TOKENS)
+        attn = self._kernel(t * self.model.attention_flops_per_token_per_layer((s + 1.0) / 2.0), 0.0)
+        return self._dense(t) + attn + self._allreduce(t) + self.eff.overhead_s
+
+    def decode(self, batch, total_context) -> np.ndarray:
+        """Seconds for one layer's decode step of ``batch`` (> 0) requests with ``total_context`` KV tokens."""
+        m = self.model
+        b, c = np.asarray(batch, dtype=np.float64), np.asarray(total_context, dtype=np.float64)
+        kv_read = c * m.kv_bytes_per_token_per_layer * (m.heads / m.kv_heads) ** self.gqa_exponent
+        attn = self._kernel(m.attention_flops_per_token_per_layer(c), kv_read)
+        return self._dense(b) + attn + self._allreduce(b) + self.eff.overhead_s
+
+
+def roofline_cost(machine: MachineType, model: ModelSpec) -> LayerCost:
+    """The roofline with the default (fitted or borrowed) factors, pre-tabulated."""
+    r = Roofline.default(machine, model)
+    return LayerCost.tabulate(machine.name, model.name, "roofline", model.max_context,
+                              r.prefill, lambda b, c: r.decode(b, b * c))

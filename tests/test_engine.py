@@ -1,0 +1,190 @@
+"""The SimPy engine against hand-computed cases and its invariants."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import DECODE_BASE, DECODE_PER_SEQ, PREFILL_PER_TOKEN
+
+from simulator.costs import CostModel
+from simulator.engine import EngineConfig, Network, Simulation, kv_balanced
+from simulator.engine.simulation import HEADER_BYTES, TOKEN_ID_BYTES
+from simulator.metrics import SLO, summarize
+from simulator.placement import Placement
+from simulator.policies import make_scheduler
+from simulator.workload import Request, Workload
+
+LAT, BW = 1e-3, 1e9
+
+
+def build(tiny, n_nodes, ranges, requests, **cfg):
+    model, make_cluster, profiles = tiny
+    cluster = make_cluster(n_nodes)
+    costs = CostModel(model, [profiles])
+    placement = Placement(cluster, model, ranges, "manual", pipelines=[sorted(ranges)])
+    placement.validate()
+    sched = make_scheduler("weighted-pipelines", placement, np.random.default_rng(0))
+    w = Workload(requests=requests, rejected=[], source="test", notes={})
+    config = EngineConfig(progress=False, **cfg)
+    return Simulation(placement, sched, costs, w, config)
+
+
+def link(nbytes):
+    return LAT + nbytes / BW
+
+
+def test_link_time_is_latency_plus_bytes_over_bandwidth(tiny):
+    _, make_cluster, _ = tiny
+    net = Network(make_cluster(2))
+    assert net.reserve(0, 1, 5e6, now=2.0) == pytest.approx(2.0 + LAT + 5e6 / BW)
+    # a second transfer on the same link waits for the first to leave the link
+    assert net.reserve(0, 1, 1e6, now=2.0) == pytest.approx(2.0 + 5e6 / BW + 1e6 / BW + LAT)
+
+
+def test_nic_caps_rate_and_is_shared(tiny):
+    _, make_cluster, _ = tiny
+    net = Network(make_cluster(3, nic="0.5GB/s"))
+    # the sender's NIC (0.5 GB/s) is slower than the link (1 GB/s)
+    assert net.reserve(0, 1, 1e6, now=0.0) == pytest.approx(LAT + 1e6 / 0.5e9)
+    # a transfer to another node from the same NIC starts when the NIC is free
+    assert net.reserve(0, 2, 1e6, now=0.0) == pytest.approx(2 * 1e6 / 0.5e9 + LAT)
+
+
+def test_one_node_request_matches_hand_computation(tiny):
+    model = tiny[0]
+    I, O = 100, 3
+    sim = build(tiny, 1, {0: (0, 4)}, [Request(0, 0.0, I, O)], duration_s=10, warmup_s=0)
+    (rec,) = sim.run()
+    up_prompt = link(I * TOKEN_ID_BYTES + HEADER_BYTES)
+    down = link(TOKEN_ID_BYTES + HEADER_BYTES)
+    ttft = up_prompt + 4 * PREFILL_PER_TOKEN * I + down
+    decode_round = link(TOKEN_ID_BYTES + HEADER_BYTES) + 4 * (DECODE_BASE + DECODE_PER_SEQ) + down
+    assert rec.outcome == "finished"
+    assert rec.first_token_s == pytest.approx(ttft, rel=1e-3)
+    assert rec.finish_s == pytest.approx(ttft + (O - 1) * decode_round, rel=1e-3)
+    assert model.layers == 4
+
+
+def test_two_stage_pipeline_latency_matches_hand_computation(tiny):
+    model = tiny[0]
+    I, O = 100, 5
+    sim = build(tiny, 2, {0: (0, 2), 1: (2, 4)}, [Request(0, 0.0, I, O)], duration_s=10, warmup_s=0)
+    (rec,) = sim.run()
+    act = model.activation_bytes_per_token
+    ttft = (link(I * TOKEN_ID_BYTES + HEADER_BYTES) + 2 * PREFILL_PER_TOKEN * I
+            + link(I * act + HEADER_BYTES) + 2 * PREFILL_PER_TOKEN * I + link(TOKEN_ID_BYTES + HEADER_BYTES))
+    step = (link(TOKEN_ID_BYTES + HEADER_BYTES) + 2 * (DECODE_BASE + DECODE_PER_SEQ) + link(act + HEADER_BYTES)
+            + 2 * (DECODE_BASE + DECODE_PER_SEQ) + link(TOKEN_ID_BYTES + HEADER_BYTES))
+    assert rec.first_token_s == pytest.approx(ttft, rel=1e-3)
+    tpot = (rec.finish_s - rec.first_token_s) / (O - 1)
+    assert tpot == pytest.approx(step, rel=1e-3)
+
+
+def test_two_stage_pipeline_throughput_matches_hand_computation(tiny):
+    """Offline closed loop with N requests moving as one batch: N*O tokens every cycle."""
+    model = tiny[0]
+    N, I, O = 8, 100, 20
+    reqs = [Request(i, 0.0, I, O) for i in range(8000)]  # more than the window consumes
+    sim = build(tiny, 2, {0: (0, 2), 1: (2, 4)}, reqs, mode="offline", max_inflight=N, duration_s=120, warmup_s=10)
+    records = sim.run()
+    act = model.activation_bytes_per_token
+    prompt_round = (link(N * (I * TOKEN_ID_BYTES + HEADER_BYTES)) + 2 * PREFILL_PER_TOKEN * N * I
+                    + link(N * (I * act + HEADER_BYTES)) + 2 * PREFILL_PER_TOKEN * N * I
+                    + link(N * (TOKEN_ID_BYTES + HEADER_BYTES)))
+    decode_round = (link(N * (TOKEN_ID_BYTES + HEADER_BYTES)) + 2 * (DECODE_BASE + DECODE_PER_SEQ * N)
+                    + link(N * (act + HEADER_BYTES)) + 2 * (DECODE_BASE + DECODE_PER_SEQ * N)
+                    + link(N * (TOKEN_ID_BYTES + HEADER_BYTES)))
+    cycle = prompt_round + (O - 1) * decode_round
+    expected = N * O / cycle
+    s = summarize(records, sim.series, sim.node_stats(), warmup_s=10, duration_s=120, price_per_hour=None)
+    assert s["decode_tokens_per_s"] == pytest.approx(expected, rel=0.01)
+    # the stages are busy exactly their compute share of the cycle
+    busy = (2 * PREFILL_PER_TOKEN * N * I + (O - 1) * 2 * (DECODE_BASE + DECODE_PER_SEQ * N)) / cycle
+    assert s["node_busy_share"]["n-0"] == pytest.approx(busy, rel=0.02)
+
+
+def _online(tiny, n=300, rate=20.0, seed=1, ranges=None, nodes=2, **cfg):
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.exponential(1 / rate, n))
+    reqs = [Request(i, float(t[i]), int(rng.integers(20, 400)), int(rng.integers(1, 60))) for i in range(n)]
+    return build(tiny, nodes, ranges or {0: (0, 2), 1: (2, 4)}, reqs, **cfg)
+
+
+def test_every_request_ends_exactly_once_and_kv_balances(tiny):
+    sim = _online(tiny, duration_s=8, warmup_s=1)
+    records = sim.run()
+    outcomes = [r.outcome for r in records]
+    assert len(records) == 300 and len({r.id for r in records}) == 300
+    assert set(outcomes) <= {"finished", "rejected", "unfinished"}
+    assert outcomes.count("finished") > 50 and outcomes.count("unfinished") > 0
+    for r in records:
+        if r.outcome == "finished":
+            assert r.tokens_generated == r.output_tokens
+            assert r.arrival_s <= r.first_token_s <= r.finish_s
+    assert kv_balanced(sim)
+    unfinished_kv = sum(sum(f.kv.values()) for f in sim.inflight.values())
+    assert sim.kv_in_use() == pytest.approx(unfinished_kv)
+
+
+def test_kv_pressure_preempts_and_recomputes_without_losing_requests(tiny):
+    """A GPU too small for the load: requests get preempted, yet all are accounted for."""
+    model, make_cluster, profiles = tiny
+    cluster = make_cluster(1, gpu="T4")
+    costs = CostModel(model, [profiles], roofline_only=True)
+    placement = Placement(cluster, model, {0: (0, 4)}, "manual", pipelines=[[0]])
+    # leave ~16k tokens of KV: 4 layers x 4096 B/token/layer x 16k = 268 MB
+    kv_tokens = 16000
+    util = (placement.layers(0) * model.bytes_per_layer + kv_tokens * 4 * model.kv_bytes_per_token_per_layer) \
+        / cluster.nodes[0].machine.memory_bytes
+    from simulator.placement import MemoryModel
+    placement.memory = MemoryModel(util)
+    sched = make_scheduler("weighted-pipelines", placement, np.random.default_rng(0))
+    reqs = [Request(i, 0.01 * i, 1000, 1500) for i in range(40)]
+    sim = Simulation(placement, sched, costs, Workload(reqs, [], "t", {}),
+                     EngineConfig(duration_s=200, warmup_s=0, progress=False))
+    records = sim.run()
+    assert sum(r.preemptions for r in records) > 0
+    assert all(r.outcome in ("finished", "unfinished") for r in records)
+    assert sum(r.outcome == "finished" for r in records) >= 10
+    assert kv_balanced(sim)
+    assert sim.nodes[0].stats.kv_peak_bytes <= sim.nodes[0].kv_capacity + 1e-6
+
+
+def test_request_that_can_never_fit_is_rejected_with_reason(tiny):
+    model, make_cluster, profiles = tiny
+    sim = build(tiny, 1, {0: (0, 4)}, [Request(0, 0.0, 100, 2)], duration_s=5, warmup_s=0)
+    sim.nodes[0].kv_capacity = 100 * 4 * model.kv_bytes_per_token_per_layer  # room for 100 tokens only
+    (rec,) = sim.run()
+    assert rec.outcome == "rejected" and "kv" in rec.reason
+
+
+def test_same_seed_same_records(tiny):
+    a = _online(tiny, seed=3, duration_s=5, warmup_s=0).run()
+    b = _online(tiny, seed=3, duration_s=5, warmup_s=0).run()
+    assert [vars(r) for r in a] == [vars(r) for r in b]
+    c = _online(tiny, seed=4, duration_s=5, warmup_s=0).run()
+    assert [vars(r) for r in a] != [vars(r) for r in c]
+
+
+def test_offline_auto_admission_fills_kv_without_preemption(tiny):
+    reqs = [Request(i, 0.0, 200, 50) for i in range(5000)]
+    sim = build(tiny, 2, {0: (0, 2), 1: (2, 4)}, reqs, mode="offline", duration_s=20, warmup_s=2)
+    records = sim.run()
+    s = summarize(records, sim.series, sim.node_stats(), warmup_s=2, duration_s=20, price_per_hour=1.0)
+    assert s["requests_finished"] > 100
+    assert s["preemptions"] == 0
+    assert s["decode_tokens_per_s"] > 0 and s["usd_per_million_tokens"] > 0
+    assert kv_balanced(sim)
+
+
+def test_goodput_counts_only_requests_meeting_slo(tiny):
+    sim = _online(tiny, duration_s=8, warmup_s=0)
+    records = sim.run()
+    loose = summarize(records, sim.series, sim.node_stats(), warmup_s=0, duration_s=8, price_per_hour=None)
+    strict = summarize(records, sim.series, sim.node_stats(), warmup_s=0, duration_s=8, price_per_hour=None,
+                       slo=SLO(ttft_s=loose["ttft_p50_s"], tpot_s=math.inf))
+    assert loose["goodput_requests_per_s"] == pytest.approx(loose["requests_finished_in_window"] / 8)
+    assert strict["goodput_requests_per_s"] < loose["goodput_requests_per_s"]
+    assert strict["slo_attainment"] == pytest.approx(0.5, abs=0.05)
