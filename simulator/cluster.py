@@ -34,6 +34,7 @@ seconds; ``inf`` is an unlimited NIC. ``bandwidth = 0`` means "no link".
 
     [defaults]
     nic = "10Gbps"                    # node NIC both ways; also nic_in / nic_out
+                                      # (no NIC given anywhere: unlimited)
 
     [regions.us]                      # links between two nodes of region "us"
     bandwidth = "10Gbps"
@@ -111,6 +112,7 @@ COORDINATOR_NAME = "coordinator"
 PRESETS_DIR = Path(__file__).with_name("presets")
 DEFAULT_SEED = 0
 UNLIMITED = math.inf  # a NIC that caps nothing
+_INTER, _COORD = object(), object()  # link classes besides "inside region r"
 
 _TOP_KEYS = ("name", "description", "seed", "coordinator", "coordinator_nic", "coordinator_nic_in",
              "coordinator_nic_out", "defaults", "regions", "inter_region", "region_links",
@@ -250,9 +252,9 @@ class Cluster:
         return "\n".join(lines)
 
     def _link_classes(self) -> list[tuple[str, str | None, np.ndarray]]:
-        """(label, region or None, mask) per class of directed pairs that exist:
-        inside each region, between each region pair (None), coordinator links
-        (label "coordinator")."""
+        """(label, kind, mask) per class of directed pairs that exist; kind is the
+        region for links inside it, ``_INTER`` between regions, ``_COORD`` for the
+        coordinator's links."""
         m = self.coordinator + 1
         region = np.array([node.region for node in self.nodes] + [None], dtype=object)
         off_diagonal = ~np.eye(m, dtype=bool)
@@ -262,11 +264,11 @@ class Cluster:
                 in_a, in_b = region == a, region == b
                 mask = off_diagonal & (np.outer(in_a, in_b) | np.outer(in_b, in_a))
                 if mask.any():
-                    out.append((f"in {a}" if a == b else f"{a} <-> {b}", a if a == b else None, mask))
+                    out.append((f"in {a}", a, mask) if a == b else (f"{a} <-> {b}", _INTER, mask))
         coord = np.zeros((m, m), dtype=bool)
         coord[-1, :-1] = coord[:-1, -1] = True
         if coord.any():
-            out.append((COORDINATOR_NAME, None, coord))
+            out.append(("coordinator <-> nodes", _COORD, coord))
         return out
 
     def _link_stats(self, mask) -> str:
@@ -309,20 +311,17 @@ class Cluster:
 
         # Defaults: the most common value per class of links (any value where a class is empty).
         m = self.coordinator + 1
-        masks = {"inter": np.zeros((m, m), dtype=bool)}
-        for label, region, mask in self._link_classes():
-            if label == COORDINATOR_NAME or region is not None:
-                masks[region or label] = mask
-            else:
-                masks["inter"] |= mask
+        masks = {_INTER: np.zeros((m, m), dtype=bool)}
+        for _, kind, mask in self._link_classes():
+            masks[kind] = masks[_INTER] | mask if kind is _INTER else mask
         fallback = _mode(self.bandwidth, self.latency, ~np.eye(m, dtype=bool))
-        defaults = {key: _mode(self.bandwidth, self.latency, masks.get(key)) or fallback
-                    for key in [*self.regions, "inter", COORDINATOR_NAME]}
+        defaults = {kind: _mode(self.bandwidth, self.latency, masks.get(kind)) or fallback
+                    for kind in [*self.regions, _INTER, _COORD]}
         for region in self.regions:
             out += ["", f"[regions.{toml_key(region)}]", *_spec_lines(defaults[region])]
         if len(self.regions) > 1:
-            out += ["", "[inter_region]", *_spec_lines(defaults["inter"])]
-        out += ["", "[coordinator_links]", *_spec_lines(defaults[COORDINATOR_NAME])]
+            out += ["", "[inter_region]", *_spec_lines(defaults[_INTER])]
+        out += ["", "[coordinator_links]", *_spec_lines(defaults[_COORD])]
 
         for group in _runs(self.nodes):
             first = group[0]
@@ -336,9 +335,9 @@ class Cluster:
 
         def default(i, j):
             if self.coordinator in (i, j):
-                return defaults[COORDINATOR_NAME]
+                return defaults[_COORD]
             ri, rj = self.nodes[i].region, self.nodes[j].region
-            return defaults[ri] if ri == rj else defaults["inter"]
+            return defaults[ri] if ri == rj else defaults[_INTER]
 
         for i in range(m):
             for j in range(i + 1, m):

@@ -19,7 +19,8 @@ def format_summary(s: dict) -> str:
         f"{s.get('policy')} on {s.get('cluster')} serving {s.get('model')} ({s.get('mode')}, "
         f"window {s['window_start_s']:.0f}-{s['window_end_s']:.0f} s simulated)",
         f"  throughput   decode {s['decode_tokens_per_s']:.1f} tok/s   total {s['total_tokens_per_s']:.1f} tok/s"
-        + (f"   offered {s['offered_requests_per_s']:.3f} req/s" if s.get("offered_requests_per_s") else ""),
+        + (f"   (offered {s['offered_requests_per_s']:.3f} req/s, {s['offered_output_tokens_per_s']:.1f} output tok/s)"
+           if s.get("offered_requests_per_s") is not None else ""),
         f"  requests     {s['requests_input']} in: {s['requests_finished']} finished, "
         f"{s['requests_rejected']} rejected, {s['requests_unfinished']} unfinished; {s['preemptions']} preemptions",
     ]

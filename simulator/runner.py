@@ -27,8 +27,15 @@ from .models import ModelSpec, load_model
 from .placement import MemoryModel, Placement, check_fits
 from .policies import PlanContext, make_scheduler, plan, resolve_policy
 from .throughput import BatchLimits
-from .workload import (Workload, apply_context_limit, load_trace, resolve_trace, scale_rate, synthetic,
-                       time_window)
+from .workload import (
+    Workload,
+    apply_context_limit,
+    load_trace,
+    resolve_trace,
+    scale_rate,
+    synthetic,
+    time_window,
+)
 
 REPO_PROFILES = Path(__file__).resolve().parent.parent / "profiler" / "tables"  # measured tables shipped in the repo
 PROFILES_ENV = "SIM_PROFILES"
@@ -144,10 +151,19 @@ def execute(spec: RunSpec) -> RunResult:
                         price_per_hour=cluster.price_per_hour, slo=SLO(spec.slo_ttft, spec.slo_tpot),
                         extra={"policy": spec.policy or f"{planner}+{sched}", "planner": planner, "scheduler": sched,
                                "cluster": cluster.name, "model": model.name, "mode": spec.mode,
-                               "offered_requests_per_s": workload.rate() if spec.mode == "online" else None,
+                               **(offered_load(workload, spec) if spec.mode == "online" else {}),
                                "simulated_s": spec.warmup + spec.duration, "wall_s": sim.wall_s,
                                "cost_sources": costs.sources()})
     return RunResult(spec, cluster, model, placement, workload, costs, sim, summary)
+
+
+def offered_load(workload: Workload, spec: RunSpec) -> dict:
+    """Requests and tokens per second arriving inside the measurement window."""
+    start, end = spec.warmup, spec.warmup + spec.duration
+    inside = [r for r in workload.requests if start <= r.arrival_s < end]
+    return {"offered_requests_per_s": len(inside) / spec.duration,
+            "offered_output_tokens_per_s": sum(r.output_tokens for r in inside) / spec.duration,
+            "offered_tokens_per_s": sum(r.input_tokens + r.output_tokens for r in inside) / spec.duration}
 
 
 def _jsonable(x):

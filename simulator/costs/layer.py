@@ -63,8 +63,12 @@ class LayerCost:
     """
 
     def __init__(self, machine: str, model: str, source: str, prefill_values: np.ndarray,
-                 decode_values: np.ndarray):
+                 decode_values: np.ndarray, step_overhead_s: float = 0.0):
         self.machine, self.model, self.source = machine, model, source
+        # fixed cost of one layer step that both prefill() and decode() include: a batch mixing
+        # prompt and decode work pays it once. The roofline's fitted overhead; 0 for measured
+        # tables, which cannot separate it (a mixed batch then costs the sum, as in Helix's simulator).
+        self.step_overhead_s = step_overhead_s
         p = np.ascontiguousarray(prefill_values, dtype=np.float64)
         d = np.ascontiguousarray(decode_values, dtype=np.float64)
         if p.ndim != 1 or p.size < 2 or d.ndim != 2 or d.shape[0] < 3 or d.shape[1] < 2:
@@ -80,7 +84,7 @@ class LayerCost:
 
     @classmethod
     def tabulate(cls, machine: str, model: str, source: str, max_context: int,
-                 prefill_fn: PrefillFn, decode_fn: DecodeFn) -> LayerCost:
+                 prefill_fn: PrefillFn, decode_fn: DecodeFn, step_overhead_s: float = 0.0) -> LayerCost:
         """Evaluate ``prefill_fn(tokens)`` and ``decode_fn(batch, mean_context)`` on the grids.
 
         Prefill grid point 0 is evaluated at one token; decode row 0 is unused (batch 0 is 0).
@@ -90,7 +94,7 @@ class LayerCost:
         batch = np.arange(DECODE_MAX_BATCH + 1, dtype=np.float64)
         b, c = np.meshgrid(np.maximum(batch, 1.0), context_grid(max_context), indexing="ij")
         d = np.asarray(decode_fn(b, c), dtype=np.float64)
-        return cls(machine, model, source, p, d)
+        return cls(machine, model, source, p, d, step_overhead_s)
 
     def __repr__(self) -> str:
         return f"LayerCost({self.machine}, {self.model}, {self.source})"

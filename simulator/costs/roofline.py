@@ -27,10 +27,11 @@ single-max form had a 33% median decode error on that table, the sum 21%.
 
 γ (``GQA_KV_READ_EXPONENT``) is an empirical term: with γ = 0 LLaMA-2-70B (GQA, 8 query
 heads per KV head) decodes much slower in Helix's vLLM tables than its 4 KB/token KV
-explains, while LLaMA-30B (no GQA) fits. The paged-attention kernel of that vLLM reads each
-KV block once per query head, part of the repeats served from L2; γ fitted over both
-models says 70B reads 8^γ times its KV bytes. Modern kernels (FlashInfer, FA2 decode)
-share KV across a GQA group, so for them γ = 0 is closer; measured tables override all this.
+explains, while LLaMA-30B (no GQA) fits. A plausible cause (not verified in vLLM's code):
+an attention kernel that reads K/V once per query head rather than once per KV head, part
+of the repeats served from L2. γ fitted over both models says 70B reads 8^γ ≈ 2.2 times
+its KV bytes. Kernels that share K/V across a GQA group would be closer to γ = 0; a
+measured table overrides all this.
 
 Efficiency factors ``(e_c, e_m, overhead_s)`` per GPU, γ and the PCIe all-reduce
 bandwidth are least-squares fits on relative error (each table weighted equally) to
@@ -168,4 +169,4 @@ def roofline_cost(machine: MachineType, model: ModelSpec) -> LayerCost:
     """The roofline with the default (fitted or borrowed) factors, pre-tabulated."""
     r = Roofline.default(machine, model)
     return LayerCost.tabulate(machine.name, model.name, "roofline", model.max_context,
-                              r.prefill, lambda b, c: r.decode(b, b * c))
+                              r.prefill, lambda b, c: r.decode(b, b * c), step_overhead_s=r.eff.overhead_s)

@@ -27,9 +27,9 @@ Helix's decode tables have no context axis: we record them at ``HELIX_DECODE_CON
 the mean context of the workload they were profiled with, and look them up ignoring context.
 
 Points at ``x = 0`` are dropped (``prefill(0) = decode(0, 0) = 0`` by definition). Helix's
-``0,0`` rows are such padding, not measurements: its loader interpolates from them, which
-halves the time of a 1-request decode, and then doubles the time of exactly one token to
-compensate. We instead hold the smallest measured batch's time for smaller batches (decode
+``0,0`` rows are such padding, not measurements: interpolating from them halves the time of
+a 1-request decode (Helix's loader, per the project notes, doubles the time of exactly one
+token to compensate). We instead hold the smallest measured batch's time for smaller batches (decode
 of one request is memory-bound, like two: every table has batch 2 ~ batch 4), and below the
 smallest measured prefill we interpolate from one token at the batch-1 decode time (a
 1-token prefill still reads all weights) when that is lower, else hold the first value.

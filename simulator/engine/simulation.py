@@ -37,7 +37,14 @@ import simpy
 
 from ..costs import CostModel
 from ..errors import SimError
-from ..metrics import FINISHED, REJECTED, UNFINISHED, NodeStats, RequestRecord, TokenSeries
+from ..metrics import (
+    FINISHED,
+    REJECTED,
+    UNFINISHED,
+    NodeStats,
+    RequestRecord,
+    TokenSeries,
+)
 from ..placement import Placement
 from ..scheduling import NoRoute, Route, Scheduler
 from ..throughput import BatchLimits
@@ -68,8 +75,22 @@ class EngineConfig:
 class Flight:
     """The engine's state of one request in flight."""
 
-    __slots__ = ("req", "rec", "route", "nodes", "counts", "hop", "is_prompt", "prompt_len", "context", "generated",
-                 "epoch", "kv", "sent_at", "reserved")
+    __slots__ = (
+        "context",
+        "counts",
+        "epoch",
+        "generated",
+        "hop",
+        "is_prompt",
+        "kv",
+        "nodes",
+        "prompt_len",
+        "rec",
+        "req",
+        "reserved",
+        "route",
+        "sent_at",
+    )
 
     def __init__(self, req: Request, rec: RequestRecord, route: Route):
         self.req, self.rec, self.route = req, rec, route
@@ -89,7 +110,7 @@ class Flight:
 class NodeSim:
     """One machine: a queue, KV memory, and a SimPy process running iterations."""
 
-    def __init__(self, sim: "Simulation", node_id: int):
+    def __init__(self, sim: Simulation, node_id: int):
         self.sim, self.id = sim, node_id
         self.env = sim.env
         placement = sim.placement
@@ -134,8 +155,7 @@ class NodeSim:
             self.resident[f] = None
         f.kv[self.id] = f.kv.get(self.id, 0.0) + nbytes
         self.kv_used += nbytes
-        if self.kv_used > self.stats.kv_peak_bytes:
-            self.stats.kv_peak_bytes = self.kv_used
+        self.stats.kv_peak_bytes = max(self.stats.kv_peak_bytes, self.kv_used)
 
     def release(self, f: Flight) -> None:
         nbytes = f.kv.pop(self.id, 0.0)
@@ -195,7 +215,6 @@ class NodeSim:
         return [(f, ep) for f, ep in batch if f.epoch == ep]
 
     def iteration_time(self, batch) -> float:
-        cost = self.cost
         counts = {f.counts[f.hop] for f, _ in batch}
         if len(counts) == 1:
             return counts.pop() * self._layer_time(batch)
@@ -215,12 +234,11 @@ class NodeSim:
             else:
                 d_batch += 1
                 d_ctx += f.context
-        t = 0.0
+        if p_tokens and d_batch:  # one layer step: the fixed per-step overhead is paid once
+            return self.cost.prefill(p_tokens) + self.cost.decode(d_batch, d_ctx) - self.cost.step_overhead_s
         if p_tokens:
-            t += self.cost.prefill(p_tokens)
-        if d_batch:
-            t += self.cost.decode(d_batch, d_ctx)
-        return t
+            return self.cost.prefill(p_tokens)
+        return self.cost.decode(d_batch, d_ctx) if d_batch else 0.0
 
     def run(self):
         env, sim = self.env, self.sim

@@ -4,9 +4,17 @@
 ablations. A new policy is a new small module that registers itself here.
 """
 
-from .registry import (PLANNED, PLANNERS, POLICIES, SCHEDULERS, PlanContext, make_scheduler, plan,
-                       resolve_policy)
-from . import separate, random_routing  # noqa: F401  (register)
+from . import random_routing, separate  # noqa: F401  (register)
+from .registry import (
+                       PLANNED,
+                       PLANNERS,
+                       POLICIES,
+                       SCHEDULERS,
+                       PlanContext,
+                       make_scheduler,
+                       plan,
+                       resolve_policy,
+)
 
 __all__ = ["PLANNED", "PLANNERS", "POLICIES", "SCHEDULERS", "PlanContext", "make_scheduler", "plan",
            "resolve_policy"]
