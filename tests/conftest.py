@@ -7,9 +7,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-HELIX_PROFILES = SHARED / "profiles" / "helix_asplos25"
-SHARED_TRACES = SHARED / "traces"
+import os
+
+# Public data, used when present: what `make traces helix-profiles` fetched into the repo,
+# else the shared folder beside the checkout (CI), else $SIM_SHARED.
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SIM_SHARED", REPO.parent / "shared"))
+
+
+def _first(*candidates: Path) -> Path:
+    return next((c for c in candidates if c.exists()), candidates[-1])
+
+
+SHARED_TRACES = _first(REPO / "traces" / "AzureLLMInferenceTrace_conv.csv", SHARED / "traces" /
+                       "AzureLLMInferenceTrace_conv.csv").parent
+HELIX_PROFILES = _first(REPO / "profiles" / "helix_asplos25" / "llama2_70b", SHARED / "profiles" / "helix_asplos25" /
+                        "llama2_70b").parent
+HELIX_CLUSTERS = SHARED / "clusters" / "helix_asplos25"
 
 # Per-layer costs of the hand-checkable tables: prefill(t) = PREFILL_PER_TOKEN * t,
 # decode(b) = DECODE_BASE + DECODE_PER_SEQ * b (context-independent, like Helix's tables).

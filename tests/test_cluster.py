@@ -19,11 +19,12 @@ from simulator.cluster import (
     load_cluster,
     toml_string,
 )
+from conftest import HELIX_CLUSTERS
 from simulator.errors import SimError
 from simulator.hardware import GPUS
 from simulator.helix_ini import evaluate, import_helix_ini
 
-HELIX_DIR = pathlib.Path("/work/shared/clusters/helix_asplos25")
+HELIX_DIR = HELIX_CLUSTERS
 needs_helix = pytest.mark.skipif(not HELIX_DIR.is_dir(), reason="Helix cluster files not available")
 
 PRESETS = ["helix-10node", "helix-3region", "helix-42node", "helix-single24",

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import HELIX_PROFILES
 from simulator.costs import CostModel, LayerCost, roofline_cost
 from simulator.costs import fit as fitmod
 from simulator.costs.compare import (
@@ -31,7 +32,7 @@ from simulator.errors import SimError
 from simulator.hardware import GPUSpec, MachineType, parse_machine
 from simulator.models import ModelSpec, load_model
 
-HELIX = pathlib.Path("/work/shared/profiles/helix_asplos25")
+HELIX = HELIX_PROFILES
 needs_helix = pytest.mark.skipif(not HELIX.is_dir(), reason="Helix profiles not available")
 
 # Made-up GPU and model for hand-checked numbers: 100 TFLOP/s, 1 TB/s, PCIe 32 GB/s.

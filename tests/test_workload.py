@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import HELIX_PROFILES, SHARED_TRACES
 from simulator import datasets
 from simulator.errors import SimError
 from simulator.workload import (
@@ -25,11 +26,10 @@ from simulator.workload import (
     time_window,
 )
 
-SHARED = pathlib.Path("/work/shared")
-CONV = SHARED / "traces" / "AzureLLMInferenceTrace_conv.csv"
-CODE = SHARED / "traces" / "AzureLLMInferenceTrace_code.csv"
-HELIX = SHARED / "profiles" / "helix_asplos25"
-needs_traces = pytest.mark.skipif(not CONV.exists(), reason="no /work/shared traces")
+CONV = SHARED_TRACES / "AzureLLMInferenceTrace_conv.csv"
+CODE = SHARED_TRACES / "AzureLLMInferenceTrace_code.csv"
+HELIX = HELIX_PROFILES
+needs_traces = pytest.mark.skipif(not CONV.exists(), reason="no Azure traces (make traces)")
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -370,7 +370,7 @@ def test_datasets_copy_traces(tmp_path):
     assert "1 copied" in third.stdout
 
 
-@pytest.mark.skipif(not HELIX.exists(), reason="no /work/shared profiles")
+@pytest.mark.skipif(not HELIX.exists(), reason="no Helix profiles (make helix-profiles)")
 def test_datasets_copy_helix_profiles(tmp_path):
     lines = []
     counts = datasets.fetch("helix-profiles", tmp_path, HELIX, log=lines.append)
