@@ -38,7 +38,7 @@ demo: install
 	$(SIM) run --cluster helix-single24 --model llama2-70b --policy separate \
 	  $(if $(wildcard traces/AzureLLMInferenceTrace_conv.csv),--trace azure_conv,--trace synthetic:conv) \
 	  $(if $(wildcard $(HELIX_PROFILES)/llama2_70b),--profiles $(HELIX_PROFILES)) \
-	  --rate $(DEMO_RATE) --duration 600 --warmup 60 --seed 0 --out results/demo
+	  --rate $(DEMO_RATE) --duration 1800 --warmup 300 --seed 0 --out results/demo
 
 test: install
 	-@$(MAKE) --no-print-directory traces helix-profiles >/dev/null 2>&1

@@ -15,9 +15,12 @@ Model (continuous batching in steady state, one node holding ``k`` layers):
 
 So the node finishes ``D / out`` requests per iteration: ``D / (out * tau)`` requests/s,
 ``D * (1 + in/out) / tau`` tokens/s. A pipeline shares one set of residents (each
-request holds KV on every stage), so its ``D`` is the smallest over its stages and its
-rate the slowest stage's. Left out: latency per hop and the pipeline's round trip, which
-bound throughput further when the KV-allowed concurrency is small (Little's law).
+request holds KV on every stage), so its ``D`` is the smallest over its stages. Its rate
+is the slowest stage's, or less: every resident request gets one token per round trip
+(the stages' iterations plus the link latencies, coordinator to coordinator), so by
+Little's law the pipeline makes at most ``D / round_trip`` tokens/s. Left out: queueing
+and the batching of prompts at different times, which make the simulated rate lower
+still under bursty load.
 """
 
 from __future__ import annotations
@@ -65,10 +68,20 @@ def stage_capacity(cost: LayerCost, layers: int, decode_batch: float, mean_in: f
 
 
 def pipeline_capacity(stages: list[tuple[LayerCost, int, float]], model: ModelSpec, mean_in: float,
-                      mean_out: float, limits: BatchLimits = BatchLimits()) -> Capacity:
-    """Capacity of a pipeline given ``(cost, layers, kv_bytes)`` per stage."""
+                      mean_out: float, limits: BatchLimits = BatchLimits(), link_latency_s: float = 0.0) -> Capacity:
+    """Capacity of a pipeline given ``(cost, layers, kv_bytes)`` per stage.
+
+    ``link_latency_s``: the latencies of the links of one round trip, coordinator to coordinator.
+    """
     if not stages:
         return Capacity(0.0, 0.0, 0.0, 0.0)
     d = min(resident_requests(kv, k, model, mean_in, mean_out) for _, k, kv in stages)
     caps = [stage_capacity(c, k, d, mean_in, mean_out, limits) for c, k, _ in stages]
-    return min(caps, key=lambda c: c.requests_per_s)
+    slowest = min(caps, key=lambda c: c.requests_per_s)
+    round_trip = sum(c.iteration_s for c in caps) + link_latency_s
+    if round_trip <= 0 or slowest.decode_batch <= 0:
+        return slowest
+    little = slowest.decode_batch / (mean_out * round_trip)  # one token per resident per round trip
+    if little >= slowest.requests_per_s:
+        return slowest
+    return Capacity(little, little * (mean_in + mean_out), slowest.decode_batch, round_trip)

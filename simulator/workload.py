@@ -265,7 +265,7 @@ def resolve_trace(name: str, search_dirs=None) -> pathlib.Path:
 # --------------------------------------------------------------------------- synthetic
 
 # Lognormal (mu, sigma) of token counts, fitted by the method of moments to the
-# Azure LLM inference traces 2023 (/work/shared/traces/AzureLLMInferenceTrace_{conv,code}.csv,
+# Azure LLM inference traces 2023 (AzureLLMInferenceTrace_{conv,code}.csv from `make traces`,
 # Azure/AzurePublicDataset commit b469a11): with the sample mean m and population
 # variance v of each column, sigma^2 = ln(1 + v/m^2) and mu = ln(m) - sigma^2/2, so
 # the fit reproduces the trace's mean and standard deviation. (A maximum-likelihood

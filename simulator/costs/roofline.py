@@ -35,7 +35,7 @@ measured table overrides all this.
 
 Efficiency factors ``(e_c, e_m, overhead_s)`` per GPU, γ and the PCIe all-reduce
 bandwidth are least-squares fits on relative error (each table weighted equally) to
-Helix's tables (``/work/shared/profiles/helix_asplos25``: llama1_30b and llama2_70b on
+Helix's tables (``profiles/helix_asplos25`` from ``make helix-profiles``: llama1_30b and llama2_70b on
 a100, v100, l4, t4 for the per-GPU factors and γ; on l4x2, t4x2, t4x4 for the all-reduce
 bandwidth), produced by::
 
@@ -67,7 +67,7 @@ class Efficiency:
     overhead_s: float  # per layer per step
 
 
-# ---- fitted constants: `python -m simulator.costs.fit /work/shared/profiles/helix_asplos25` ----
+# ---- fitted constants: `python -m simulator.costs.fit profiles/helix_asplos25` (after `make helix-profiles`) ----
 # Source tables: Helix-ASPLOS25 simulator/model_manager/{llama1_30b,llama2_70b}/{a100,v100,l4,t4}
 # (commit 148b733), decode tables read at HELIX_DECODE_CONTEXT (tables.py).
 GPU_EFFICIENCY: dict[str, Efficiency] = {

@@ -54,7 +54,10 @@ def plan_separate(ctx: PlanContext) -> Placement:
     for p in pipelines:
         stages = [(ctx.costs.layer_cost(cluster.nodes[n].machine), placement.layers(n),
                    placement.kv_capacity_bytes(n)) for n in p]
-        caps.append(pipeline_capacity(stages, model, ctx.mean_input, ctx.mean_output, ctx.limits).requests_per_s)
+        hops = [cluster.coordinator, *p, cluster.coordinator]
+        latency = sum(float(cluster.latency[a, b]) for a, b in zip(hops, hops[1:]))
+        caps.append(pipeline_capacity(stages, model, ctx.mean_input, ctx.mean_output, ctx.limits,
+                                      latency).requests_per_s)
     placement.notes["pipeline_capacity_rps"] = caps
     placement.notes["skipped_types"] = skipped
     return placement
