@@ -22,7 +22,9 @@ batching):
   newest request resident on that node (its KV is freed on every node of its route and
   it is re-sent for recompute of input + generated tokens), counted per request.
 
-Every input request ends as finished, rejected (with a reason) or unfinished.
+Every input request ends as finished, rejected (with a reason) or unfinished. The input is
+the whole workload online (requests arriving after the run ends are unfinished, with that
+reason) and the requests drawn from the workload's pool offline.
 """
 
 from __future__ import annotations
