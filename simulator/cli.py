@@ -61,6 +61,11 @@ def run_options(f):
         click.option("--max-tokens", type=int, default=4096, show_default=True, help="tokens per node iteration"),
         click.option("--gpu-memory-utilisation", type=float, default=0.9, show_default=True),
         click.option("--partial-inference", is_flag=True, help="allow routes that skip held layers"),
+        click.option("--objective", type=click.Choice(["depth-aware", "paper"]), default="depth-aware",
+                     show_default=True, help="helix-milp: T(k) with a per-hop overhead, or Helix's own"),
+        click.option("--hop-overhead", type=TIME, default=None, help="helix-milp depth-aware: time per hop"),
+        click.option("--time-limit", type=TIME, default=60.0, show_default=True, help="MILP solver time limit"),
+        click.option("--gap", "mip_gap", type=float, default=1e-4, show_default=True, help="MILP relative gap"),
         click.option("--arrival", type=click.Choice(["poisson", "gamma"]), default="poisson",
                      help="synthetic traces: arrival process"),
         click.option("--burstiness", type=float, default=1.0, help="gamma arrivals: coefficient of variation"),
@@ -78,7 +83,12 @@ def spec_from_options(kw: dict):
     kw["slo_ttft"] = kw.get("slo_ttft") or math.inf
     kw["slo_tpot"] = kw.get("slo_tpot") or math.inf
     if not kw.get("policy") and not (kw.get("placement") and kw.get("scheduler")):
-        kw["policy"] = "separate"
+        from .policies.registry import is_placement_file
+
+        if kw.get("placement") and is_placement_file(kw["placement"]):
+            kw["scheduler"] = kw.get("scheduler") or "helix"  # a stored placement is served by max-flow routing
+        else:
+            kw["policy"] = "separate"
     return RunSpec(**{k: v for k, v in kw.items() if k in RunSpec.__dataclass_fields__})
 
 
@@ -100,6 +110,32 @@ def run(out, no_plots, quiet, **kw):
     if out:
         paths = write_outputs(result, Path(out), plots=not no_plots)
         click.echo(f"wrote {', '.join(p.name for p in paths)} to {out}")
+
+
+@cli.command("plan")
+@run_options
+@click.option("--capacities", type=click.Path(dir_okay=False), default=None,
+              help="plan from node/link capacities in Helix's MILP-input JSON instead of a cluster")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="write the placement JSON here")
+def plan_cmd(capacities, as_json, out, **kw):
+    """Choose (or, with --placement FILE, evaluate) a placement and print its max-flow bound."""
+    import json
+
+    from .planning import plan_from_capacities, plan_from_spec
+
+    if capacities:
+        rep = plan_from_capacities(capacities, kw.get("placement"), time_limit=kw["time_limit"], mip_gap=kw["mip_gap"])
+    else:
+        if not kw.get("policy") and not kw.get("placement"):
+            kw["policy"] = "helix"
+        rep, _ = plan_from_spec(spec_from_options(kw))
+    doc = json.dumps(rep.as_json(), indent=2, default=str)
+    click.echo(doc if as_json else rep.format())
+    if out:
+        Path(out).write_text(doc + "\n")
+        if not as_json:
+            click.echo(f"wrote {out} (use it with: sim run --placement {out})")
 
 
 @cli.group(invoke_without_command=True)

@@ -26,7 +26,8 @@ from .metrics import SLO, records_frame, summarize
 from .models import ModelSpec, load_model
 from .placement import MemoryModel, Placement, check_fits
 from .policies import PlanContext, make_scheduler, plan, resolve_policy
-from .throughput import BatchLimits
+from .flow import max_flow
+from .throughput import BatchLimits, placement_problem
 from .workload import (
     Workload,
     apply_context_limit,
@@ -67,6 +68,10 @@ class RunSpec:
     max_tokens: int = BatchLimits.max_tokens
     gpu_memory_utilisation: float = MemoryModel.utilisation
     partial_inference: bool = False
+    objective: str = "depth-aware"  # helix-milp: "depth-aware" or "paper" (Helix's T(k))
+    hop_overhead: float | None = None  # helix-milp depth-aware: seconds per hop; None = default
+    time_limit: float = 60.0  # MILP solver time limit (s)
+    mip_gap: float = 1e-4  # MILP relative gap at which the solver stops
     arrival: str = "poisson"  # synthetic arrivals: poisson or gamma
     burstiness: float = 1.0  # gamma arrivals: coefficient of variation
     progress: bool = True
@@ -141,9 +146,13 @@ def execute(spec: RunSpec) -> RunResult:
         raise SimError("the workload has no requests in the chosen window")
     limits = BatchLimits(spec.max_seqs, spec.max_tokens)
     planner, sched = resolve_policy(spec.policy, spec.placement, spec.scheduler)
-    ctx = PlanContext(cluster, model, costs, workload.mean_input(), workload.mean_output(), rng_plan, memory, limits)
+    ctx = PlanContext(cluster, model, costs, workload.mean_input(), workload.mean_output(), rng_plan, memory, limits,
+                      planner_options(spec))
     placement = plan(planner, ctx)
-    scheduler = make_scheduler(sched, placement, rng_sched, partial_inference=spec.partial_inference)
+    problem = placement_problem(cluster, model, costs, memory, ctx.mean_input, ctx.mean_output, limits)
+    bound = max_flow(problem, placement.ranges, partial=spec.partial_inference).value
+    scheduler = make_scheduler(sched, placement, rng_sched, partial_inference=spec.partial_inference,
+                               problem=problem, mean_output=ctx.mean_output, limits=limits)
     config = EngineConfig(spec.mode, spec.duration, spec.warmup, spec.max_inflight, limits, spec.progress)
     sim = Simulation(placement, scheduler, costs, workload, config)
     records = sim.run()
@@ -152,9 +161,27 @@ def execute(spec: RunSpec) -> RunResult:
                         extra={"policy": spec.policy or f"{planner}+{sched}", "planner": planner, "scheduler": sched,
                                "cluster": cluster.name, "model": model.name, "mode": spec.mode,
                                **(offered_load(workload, spec) if spec.mode == "online" else {}),
+                               "max_flow_bound_tokens_per_s": bound,
+                               "bound_share": summary_share(sim, spec, bound),
                                "simulated_s": spec.warmup + spec.duration, "wall_s": sim.wall_s,
                                "cost_sources": costs.sources()})
     return RunResult(spec, cluster, model, placement, workload, costs, sim, summary)
+
+
+def planner_options(spec: RunSpec) -> dict:
+    opts = {"objective": spec.objective, "time_limit": spec.time_limit, "mip_gap": spec.mip_gap}
+    if spec.hop_overhead is not None:
+        opts["hop_overhead_s"] = spec.hop_overhead
+    return opts
+
+
+def summary_share(sim: Simulation, spec: RunSpec, bound: float) -> float | None:
+    """Total tokens/s served in the window as a share of the max-flow bound."""
+    if bound <= 0:
+        return None
+    start, end = spec.warmup, spec.warmup + spec.duration
+    s = sim.series
+    return (s.window_sum(s.output, start, end) + s.window_sum(s.prompt, start, end)) / spec.duration / bound
 
 
 def offered_load(workload: Workload, spec: RunSpec) -> dict:

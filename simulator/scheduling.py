@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import SimError
 from .placement import Placement
+from .throughput import BatchLimits
 from .workload import Request
 
 
@@ -60,11 +61,16 @@ class Scheduler(ABC):
     name = "scheduler"
 
     def __init__(self, placement: Placement, rng: np.random.Generator, *, partial_inference: bool = False,
-                 capacities: dict[int, float] | None = None):
+                 problem=None, mean_output: float = 200.0, limits: BatchLimits | None = None):
+        """``problem``: the placement problem (node capacities, link capacities) for flow-based
+        schedulers; ``mean_output``: the expected output length (a scheduler does not know a
+        request's); ``limits``: the nodes' per-iteration batch limits."""
         self.placement = placement
         self.rng = rng
         self.graph = LayerGraph(placement, partial=partial_inference)
-        self.capacities = capacities or {}
+        self.problem = problem
+        self.mean_output = mean_output
+        self.limits = limits or BatchLimits()
 
     @abstractmethod
     def route(self, request: Request, view: ClusterView) -> Route:

@@ -85,3 +85,48 @@ def pipeline_capacity(stages: list[tuple[LayerCost, int, float]], model: ModelSp
     if little >= slowest.requests_per_s:
         return slowest
     return Capacity(little, little * (mean_in + mean_out), slowest.decode_batch, round_trip)
+
+
+def node_capacity(cost: LayerCost, layers: int, kv_bytes: float, model: ModelSpec, mean_in: float, mean_out: float,
+                  limits: BatchLimits = BatchLimits(), hop_overhead_s: float = 0.0) -> float:
+    """T(k): tokens/s (prompt + output tokens) a node sustains holding ``layers`` layers.
+
+    The node keeps as many requests resident as its KV memory allows after the weights
+    (:func:`resident_requests`) and runs the steady-state iteration of
+    :func:`stage_capacity`. ``hop_overhead_s`` adds a fixed time to every iteration that
+    a token spends at the node (see :mod:`simulator.policies.helix`: the depth-aware
+    objective); 0 gives the node's own capacity, an upper bound of what it can serve.
+    """
+    if layers <= 0 or kv_bytes <= 0:
+        return 0.0
+    d = resident_requests(kv_bytes, layers, model, mean_in, mean_out)
+    cap = stage_capacity(cost, layers, d, mean_in, mean_out, limits)
+    if cap.iteration_s <= 0:
+        return 0.0
+    return cap.tokens_per_s * cap.iteration_s / (cap.iteration_s + hop_overhead_s)
+
+
+def capacity_function(cluster, model: ModelSpec, costs, memory, mean_in: float, mean_out: float,
+                      limits: BatchLimits = BatchLimits(), hop_overhead_s: float = 0.0):
+    """T(i, k) for every node of ``cluster``: :func:`node_capacity`, cached per (machine type, k)."""
+    cache: dict[tuple[str, int], float] = {}
+
+    def T(i: int, k: int) -> float:
+        machine = cluster.nodes[i].machine
+        key = (machine.name, k)
+        if key not in cache:
+            kv = memory.kv_capacity_bytes(cluster, model, i, k)
+            cache[key] = node_capacity(costs.layer_cost(machine), k, kv, model, mean_in, mean_out, limits,
+                                       hop_overhead_s)
+        return cache[key]
+
+    return T
+
+
+def placement_problem(cluster, model: ModelSpec, costs, memory, mean_in: float, mean_out: float,
+                      limits: BatchLimits = BatchLimits(), hop_overhead_s: float = 0.0):
+    """The :class:`~simulator.placement_problem.PlacementProblem` of a cluster with T(k) from our costs."""
+    from .flow import problem_from_cluster
+
+    T = capacity_function(cluster, model, costs, memory, mean_in, mean_out, limits, hop_overhead_s)
+    return problem_from_cluster(cluster, model, T, lambda i: memory.max_layers(cluster, model, i), name=cluster.name)

@@ -33,10 +33,11 @@ def test_equal_chunks_first_ones_shorter():
 def test_separate_on_single24_matches_helix_sp_layout():
     cluster, model = load_cluster("helix-single24"), load_model("llama2-70b")
     p = plan("separate", ctx_for(cluster, model))
-    assert [len(x) for x in p.pipelines] == [4, 8, 12]
-    assert [p.layers(n) for n in p.pipelines[0]] == [20] * 4
-    caps = p.notes["pipeline_capacity_rps"]
-    assert caps[0] > caps[1] > 0 and caps[2] > 0  # A100 pipeline strongest
+    by_type = {cluster.nodes[pp[0]].machine.name: (pp, cap) for pp, cap in zip(p.pipelines,
+                                                                                p.notes["pipeline_capacity_rps"])}
+    assert {t: len(pp) for t, (pp, _) in by_type.items()} == {"A100-40GB": 4, "L4": 8, "T4": 12}
+    assert [p.layers(n) for n in by_type["A100-40GB"][0]] == [20] * 4
+    assert by_type["A100-40GB"][1] > by_type["L4"][1] > by_type["T4"][1] > 0  # A100 pipeline strongest
 
 
 def test_pipeline_split_follows_capacity():
@@ -85,8 +86,9 @@ def test_placement_validation_errors():
 def test_policy_registry_names():
     assert resolve_policy("separate") == ("separate", "weighted-pipelines")
     assert resolve_policy(None, "separate", "random") == ("separate", "random")
+    assert resolve_policy("helix") == ("helix-milp", "helix")
     with pytest.raises(SimError, match="not yet available"):
-        resolve_policy("helix")
+        resolve_policy("swarm")
 
 
 GPU_CHOICES = ["A100-40GB", "A100-80GB", "L4", "T4", "V100-32GB", "L40S", "H100-80GB", "T4x2", "L4x2"]

@@ -305,6 +305,7 @@ class Simulation:
             need = (req.input_tokens + req.output_tokens) * k * self.kv_layer
             cap = self.nodes[node].kv_capacity
             if need > cap * (1 - KV_WATERMARK):
+                self.scheduler.on_finish(req, route)
                 return self._reject(rec, f"kv too small: needs {need / 1e9:.2f} GB of KV on "
                                          f"{self.cluster.nodes[node].name}, capacity {cap / 1e9:.2f} GB")
         rec.route = ">".join(self.cluster.nodes[n].name for n in route.nodes)

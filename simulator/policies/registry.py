@@ -27,13 +27,14 @@ class PlanContext:
     rng: np.random.Generator
     memory: MemoryModel = field(default_factory=MemoryModel)
     limits: BatchLimits = field(default_factory=BatchLimits)
+    options: dict = field(default_factory=dict)  # planner options (time_limit, mip_gap, objective...)
 
 
 PLANNERS: dict[str, Callable[[PlanContext], Placement]] = {}
 SCHEDULERS: dict[str, type] = {}
 POLICIES: dict[str, tuple[str, str]] = {}  # policy -> (planner, scheduler)
 # Policies the papers define that later work adds; named so that users get a clear answer.
-PLANNED = {"helix": "Helix max-flow placement and routing", "swarm": "Swarm placement and routing",
+PLANNED = {"swarm": "Swarm placement and routing",
            "petals": "Petals placement", "hexgen2": "HexGen-2 disaggregated serving",
            "shortest-queue": "shortest-queue routing", "distserve": "DistServe-style disaggregation"}
 
@@ -69,12 +70,25 @@ def resolve_policy(policy: str | None, placement: str | None = None, scheduler: 
     base = _lookup("policy", policy, POLICIES) if policy else (None, None)
     planner = placement or base[0]
     sched = scheduler or base[1]
-    _lookup("placement", planner, PLANNERS)
+    if not is_placement_file(planner):
+        _lookup("placement", planner, PLANNERS)
     _lookup("scheduler", sched, SCHEDULERS)
     return planner, sched
 
 
+def is_placement_file(name: str) -> bool:
+    """``--placement`` names a file (our JSON from ``sim plan`` or Helix's .ini) rather than a planner."""
+    return name.endswith((".json", ".ini")) or "/" in name
+
+
 def plan(name: str, ctx: PlanContext) -> Placement:
+    if is_placement_file(name):
+        from ..flow import read_placement_file
+
+        placement = Placement(ctx.cluster, ctx.model, read_placement_file(name, ctx.cluster), f"file:{name}",
+                              memory=ctx.memory)
+        placement.validate()
+        return placement
     placement = _lookup("placement", name, PLANNERS)(ctx)
     placement.planner = placement.planner or name
     placement.validate()

@@ -1,0 +1,494 @@
+"""The flow network of a placed cluster and its max-flow (Helix, ASPLOS'25, sections 3-4).
+
+What is modelled
+----------------
+Helix models serving as a flow of tokens (tokens/s) from the coordinator (``SOURCE``,
+which sends prompts) through the nodes holding consecutive layer ranges to the
+coordinator again (``SINK``, which collects tokens). Given a :class:`PlacementProblem`
+and a placement ``{node: (start, end)}`` (end exclusive):
+
+* **Node capacity** (section 4, "node capacity"): node ``i`` holding ``k_i = end - start``
+  layers processes at most ``T_i(k_i)`` tokens/s. In the network each node is split in
+  two, ``i_in -> i_out`` with capacity ``T_i(k_i)``, so the capacity bounds the flow
+  *through* the node (Helix's runtime max-flow does the same node splitting).
+* **Link capacity**: a directed link ``a -> b`` carries at most the problem's link
+  capacity (tokens/s = bytes/s of the link, NICs included, / bytes per token).
+* **Valid edges** (section 4, "edge validity"): ``SOURCE -> i`` iff ``i`` starts at
+  layer 0; ``i -> SINK`` iff ``i`` ends at layer ``L``; ``i -> j`` iff ``end_i == start_j``.
+  With *partial inference* (Helix's runtime, Petals) also iff ``start_j <= end_i < end_j``:
+  ``j`` runs only its layers from ``end_i`` on.
+* The **max-flow** value is the throughput bound of the placement in tokens/s (the
+  MILP's objective for a fixed placement); the per-edge flows are what Helix's
+  scheduler uses as interleaved-weighted-round-robin weights (section 5).
+
+Latency, batching and KV cache are not in this model (they are not in Helix's MILP
+either; KV enters only through ``T_i(k)``).
+
+Besides the flow, this module builds problems from our clusters
+(:func:`problem_from_cluster`) or from Helix's MILP-input JSON
+(:func:`problem_from_helix_json`), and reads/writes placements: our JSON
+(:meth:`simulator.placement.Placement.to_dict`) and Helix's stored ``*_sol.ini``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import networkx as nx
+
+from .cluster import Cluster
+from .errors import SimError
+from .models import ModelSpec
+from .placement import Placement
+from .placement_problem import SINK, SOURCE, Endpoint, PlacementProblem, ProblemNode, Ranges
+
+# Bytes per token between the coordinator and a node (one int32 token id). The engine
+# (simulator.engine.simulation) uses the same value; it should import it from here.
+TOKEN_ID_BYTES = 4
+
+
+@dataclass
+class FlowResult:
+    """Max-flow of a placement: the value and the flow on each used edge and node (tokens/s)."""
+
+    value: float  # tokens/s from SOURCE to SINK: the placement's throughput bound
+    edge_flows: dict[tuple[Endpoint, Endpoint], float] = field(default_factory=dict)  # used edges only (flow > 0)
+    node_flows: dict[int, float] = field(default_factory=dict)  # tokens/s through each node that carries flow
+
+    def out_flows(self, a: Endpoint) -> dict[Endpoint, float]:
+        """Successors of ``a`` (a node index or SOURCE) with the flow on each edge (e.g. IWRR weights)."""
+        return {b: f for (x, b), f in self.edge_flows.items() if x == a}
+
+    def in_flows(self, b: Endpoint) -> dict[Endpoint, float]:
+        """Predecessors of ``b`` (a node index or SINK) with the flow on each edge."""
+        return {a: f for (a, x), f in self.edge_flows.items() if x == b}
+
+
+# ---- the flow network -------------------------------------------------------------
+
+def _node_label(problem: PlacementProblem, i) -> str:
+    if isinstance(i, numbers.Integral) and not isinstance(i, bool) and 0 <= i < len(problem.nodes):
+        return f"node {problem.nodes[i].name}"
+    return f"node {i!r}"
+
+
+def _held(problem: PlacementProblem, ranges: Ranges) -> dict[int, tuple[int, int]]:
+    """The nodes that hold at least one layer, checked: known node, range inside the model, k <= K_i."""
+    out = {}
+    L = problem.layers
+    for i in ranges:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < len(problem.nodes):
+            raise SimError(f"placement names {_node_label(problem, i)}, but problem '{problem.name}' has nodes "
+                           f"0..{len(problem.nodes) - 1}")
+    for i in sorted(ranges):
+        s, e = ranges[i]
+        i = int(i)
+        if not (0 <= s <= e <= L):
+            raise SimError(f"placement: {_node_label(problem, i)} has invalid layer range [{s}, {e}) for {L} layers")
+        if e == s:
+            continue
+        node = problem.nodes[i]
+        if e - s > node.max_layers:
+            raise SimError(f"placement: {_node_label(problem, i)} holds {e - s} layers [{s}, {e}) but may hold at "
+                           f"most {node.max_layers}")
+        out[i] = (s, e)
+    return out
+
+
+def _order(x: Endpoint) -> tuple[int, int]:
+    return (-1, 0) if x == SOURCE else (1, 0) if x == SINK else (0, int(x))
+
+
+def _valid(a: Endpoint, b: Endpoint, held: dict[int, tuple[int, int]], L: int, partial: bool) -> bool:
+    if a == b or a == SINK or b == SOURCE:
+        return False
+    if a == SOURCE:
+        return b in held and held[b][0] == 0
+    if a not in held:
+        return False
+    end_a = held[a][1]
+    if b == SINK:
+        return end_a == L
+    if b not in held:
+        return False
+    s_b, e_b = held[b]
+    return s_b <= end_a < e_b if partial else end_a == s_b
+
+
+def valid_edges(problem: PlacementProblem, ranges: Ranges, partial: bool = False) -> list[tuple[Endpoint, Endpoint]]:
+    """Links (capacity > 0) that may carry flow under ``ranges`` (Helix section 4, edge validity).
+
+    ``SOURCE -> i`` iff ``i`` starts at layer 0; ``i -> SINK`` iff ``i`` ends at layer L;
+    ``i -> j`` iff ``end_i == start_j``, or with ``partial`` iff ``start_j <= end_i < end_j``.
+    Nodes without layers have no edges. Sorted: source edges, node edges, sink edges.
+    """
+    held = _held(problem, ranges)
+    edges = [(a, b) for (a, b), cap in problem.links.items() if cap > 0 and _valid(a, b, held, problem.layers, partial)]
+    return sorted(edges, key=lambda ab: (_order(ab[0]), _order(ab[1])))
+
+
+def max_flow(problem: PlacementProblem, ranges: Ranges, partial: bool = False) -> FlowResult:
+    """Max-flow from SOURCE to SINK (tokens/s) of ``problem`` placed as ``ranges``.
+
+    Each node holding ``k`` layers is split into ``in -> out`` with capacity ``T(k)``
+    (Helix section 4 "node capacity"; its runtime max-flow splits nodes the same way);
+    the edges of :func:`valid_edges` carry the problem's link capacities. Nodes holding
+    nothing are left out; a node holding more than its ``max_layers`` raises
+    :class:`SimError` naming it. The result is deterministic (fixed graph order,
+    networkx's preflow-push on integer capacities: tokens/s in steps of 2^-40 of the
+    largest node capacity, rounded down, so relative error below 1e-11).
+    """
+    held = _held(problem, ranges)
+    edges = valid_edges(problem, ranges, partial)
+    node_cap = {i: problem.nodes[i].T(e - s) for i, (s, e) in held.items()}
+    for i, t in node_cap.items():
+        if not (math.isfinite(t) and t >= 0):
+            raise SimError(f"placement: {_node_label(problem, i)} has capacity {t} for {held[i][1] - held[i][0]} layers; "
+                           "capacities must be finite and >= 0")
+    top = max(node_cap.values(), default=0.0)
+    if top <= 0:
+        return FlowResult(value=0.0)
+    # networkx's max-flow algorithms are exact on integers but can fail on floats (e.g. a 1e-38 capacity
+    # next to 1.0). Capacities become integer multiples of 2^-40 of the largest node capacity,
+    # rounded down, so every flow stays within the true capacities; links are first clamped to the
+    # capacities of the nodes they join, which bound their flow anyway (and make unlimited links finite).
+    scale = 2**40
+
+    def ticks(cap: float) -> int:  # cap <= top after clamping
+        return int(min(cap / top, 1.0) * scale) if cap > 0 else 0
+
+    def rate(t: int) -> float:
+        return t / scale * top
+
+    def ends(a: Endpoint, b: Endpoint):
+        return (a if a == SOURCE else (a, "out")), (b if b == SINK else (b, "in"))
+
+    graph = nx.DiGraph()
+    graph.add_node(SOURCE)
+    graph.add_node(SINK)
+    for i, t in node_cap.items():
+        graph.add_edge((i, "in"), (i, "out"), capacity=ticks(t))
+    for a, b in edges:
+        cap = min(problem.links[(a, b)], *(node_cap[x] for x in (a, b) if x in node_cap))
+        graph.add_edge(*ends(a, b), capacity=ticks(cap))
+    value, flows = nx.maximum_flow(graph, SOURCE, SINK, flow_func=nx.algorithms.flow.preflow_push)
+    edge_flows: dict[tuple[Endpoint, Endpoint], float] = {}
+    for a, b in edges:
+        u, v = ends(a, b)
+        if flows[u][v] > 0:
+            edge_flows[(a, b)] = rate(flows[u][v])
+    node_flows = {i: rate(flows[(i, "in")][(i, "out")]) for i in held if flows[(i, "in")][(i, "out")] > 0}
+    return FlowResult(value=rate(value), edge_flows=edge_flows, node_flows=node_flows)
+
+
+def placement_flow(placement: Placement, problem: PlacementProblem, partial: bool = False) -> FlowResult:
+    """:func:`max_flow` of one of our placements on a problem built for its cluster (same node order)."""
+    if len(problem.nodes) != len(placement.cluster.nodes):
+        raise SimError(f"problem '{problem.name}' has {len(problem.nodes)} nodes but cluster "
+                       f"'{placement.cluster.name}' has {len(placement.cluster.nodes)}")
+    if problem.layers != placement.model.layers:
+        raise SimError(f"problem '{problem.name}' has {problem.layers} layers but {placement.model.name} has "
+                       f"{placement.model.layers}")
+    return max_flow(problem, placement.ranges, partial)
+
+
+# ---- problems ---------------------------------------------------------------------
+
+def problem_from_cluster(cluster: Cluster, model: ModelSpec, capacity: Callable[[int, int], float],
+                         max_layers: Callable[[int], int], name: str = "") -> PlacementProblem:
+    """The placement problem of ``model`` on ``cluster`` (Helix section 4 inputs).
+
+    Node ``i`` (type = machine name) may hold ``K_i = max_layers(i)`` layers and then
+    sustains ``T_i(k) = capacity(i, k)`` tokens/s, k = 1..K_i. Link ``i -> j`` carries
+    ``min(bandwidth[i][j], nic_out[i], nic_in[j]) / model.activation_bytes_per_token``
+    tokens/s; the coordinator's links (``SOURCE -> i``, ``i -> SINK``) the same minimum
+    over :data:`TOKEN_ID_BYTES` (token ids, not activations). Pairs with bandwidth 0
+    have no link. NIC sharing between a node's links is not modelled here (as in
+    Helix's MILP, fold it into ``capacity`` if wanted).
+    """
+    n = len(cluster.nodes)
+    c = cluster.coordinator
+    nodes = []
+    for i, node in enumerate(cluster.nodes):
+        k_max = int(max_layers(i))
+        if k_max < 0:
+            raise SimError(f"node {node.name}: max_layers is {k_max}, must be >= 0")
+        caps = tuple(float(capacity(i, k)) for k in range(1, k_max + 1))
+        bad = [k for k, t in enumerate(caps, 1) if not (math.isfinite(t) and t >= 0)]
+        if bad:
+            raise SimError(f"node {node.name}: capacity for {bad[0]} layers is {caps[bad[0] - 1]}, must be finite and >= 0")
+        nodes.append(ProblemNode(name=node.name, type=node.machine.name, max_layers=k_max, capacity=caps))
+    bw, nic_in, nic_out = cluster.bandwidth, cluster.nic_in, cluster.nic_out
+    act = model.activation_bytes_per_token
+
+    def rate(i: int, j: int) -> float:
+        return float(min(bw[i][j], nic_out[i], nic_in[j]))
+
+    links: dict[tuple[Endpoint, Endpoint], float] = {}
+    for i in range(n):
+        if bw[c][i] > 0:
+            links[(SOURCE, i)] = rate(c, i) / TOKEN_ID_BYTES
+    for i in range(n):
+        for j in range(n):
+            if i != j and bw[i][j] > 0:
+                links[(i, j)] = rate(i, j) / act
+    for i in range(n):
+        if bw[i][c] > 0:
+            links[(i, SINK)] = rate(i, c) / TOKEN_ID_BYTES
+    notes = {"cluster": cluster.name, "model": model.name, "act_bytes": act, "token_bytes": TOKEN_ID_BYTES}
+    return PlacementProblem(layers=model.layers, nodes=nodes, links=links, name=name or f"{cluster.name}/{model.name}",
+                            notes=notes)
+
+
+def problem_from_helix_json(path) -> PlacementProblem:
+    """Read Helix's MILP-input JSON (format: ``shared/milp/README.md``) as a problem.
+
+    Fields used: ``L``; ``nodes[]`` with ``idx`` (0..n-1; node name = ``str(idx)``),
+    ``type``, ``K`` and ``T`` (``T[k-1]``, tokens/s); ``links[]`` with ``a``, ``b``
+    (node ids, ``"source"``, ``"sink"``) and ``cap`` (tokens/s). A link between two
+    nodes listed only once carries both directions (Helix's ``[Link-i-j]`` cluster
+    sections do; the files list each node pair once, ``a < b``; taking them as one-way
+    gives the stored placements a max-flow of 0). An explicit reverse entry overrides.
+    Other fields (``act_size``, ``token_size``, ``helix_bound``...) go into ``notes``.
+    """
+    path = Path(path)
+
+    def bad(where: str, why: str) -> SimError:
+        return SimError(f"{path}: {where}: {why}")
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SimError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SimError(f"{path}: not a valid JSON file: {exc}") from None
+    if not isinstance(data, dict):
+        raise bad("top level", "must be an object")
+    for key in ("L", "nodes", "links"):
+        if key not in data:
+            raise bad(key, "missing")
+    L = data["L"]
+    if not _is_int(L) or L < 1:
+        raise bad("L", f"must be a positive integer, got {L!r}")
+    if not isinstance(data["nodes"], list) or not data["nodes"]:
+        raise bad("nodes", "must be a non-empty list")
+    by_idx: dict[int, ProblemNode] = {}
+    for k, raw in enumerate(data["nodes"]):
+        where = f"nodes[{k}]"
+        if not isinstance(raw, dict):
+            raise bad(where, "must be an object")
+        for key in ("idx", "K", "T"):
+            if key not in raw:
+                raise bad(f"{where}.{key}", "missing")
+        idx, K, T = raw["idx"], raw["K"], raw["T"]
+        if not _is_int(idx) or idx < 0:
+            raise bad(f"{where}.idx", f"must be a non-negative integer, got {idx!r}")
+        if idx in by_idx:
+            raise bad(f"{where}.idx", f"node {idx} is listed twice")
+        if not _is_int(K) or K < 0:
+            raise bad(f"{where}.K", f"must be a non-negative integer, got {K!r}")
+        if not isinstance(T, list) or len(T) < K or not all(_is_number(t) and t >= 0 for t in T[:K]):
+            raise bad(f"{where}.T", f"must be a list of at least K={K} non-negative numbers")
+        by_idx[idx] = ProblemNode(name=str(idx), type=str(raw.get("type", "")), max_layers=K,
+                                  capacity=tuple(float(t) for t in T[:K]))
+    n = len(by_idx)
+    if sorted(by_idx) != list(range(n)):
+        missing = sorted(set(range(n)) - set(by_idx))
+        raise bad("nodes", f"idx must be 0..{n - 1}; missing {missing}")
+    if not isinstance(data["links"], list):
+        raise bad("links", "must be a list")
+    listed: dict[tuple[Endpoint, Endpoint], float] = {}
+    for k, raw in enumerate(data["links"]):
+        where = f"links[{k}]"
+        if not isinstance(raw, dict):
+            raise bad(where, "must be an object")
+        for key in ("a", "b", "cap"):
+            if key not in raw:
+                raise bad(f"{where}.{key}", "missing")
+        a, b, cap = raw["a"], raw["b"], raw["cap"]
+        for key, x, ok_str in (("a", a, SOURCE), ("b", b, SINK)):
+            if not (x == ok_str or (_is_int(x) and 0 <= x < n)):
+                raise bad(f"{where}.{key}", f"must be a node id 0..{n - 1} or '{ok_str}', got {x!r}")
+        if a == b:
+            raise bad(where, f"link from node {a} to itself")
+        if not _is_number(cap) or cap < 0:
+            raise bad(f"{where}.cap", f"must be a non-negative number, got {cap!r}")
+        if (a, b) in listed:
+            raise bad(where, f"link {a} -> {b} is listed twice")
+        listed[(a, b)] = float(cap)
+    links = dict(listed)
+    for (a, b), cap in listed.items():
+        if isinstance(a, int) and isinstance(b, int) and (b, a) not in listed:
+            links[(b, a)] = cap
+    notes = {key: value for key, value in data.items() if key not in ("L", "nodes", "links")}
+    notes["file"] = str(path)
+    return PlacementProblem(layers=int(L), nodes=[by_idx[i] for i in range(n)], links=links, name=path.stem,
+                            notes=notes)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# ---- placement files --------------------------------------------------------------
+
+def _names(where) -> list[str]:
+    if isinstance(where, PlacementProblem):
+        return [nd.name for nd in where.nodes]
+    if isinstance(where, Cluster):
+        return [nd.name for nd in where.nodes]
+    raise TypeError(f"expected a Cluster or PlacementProblem, got {type(where).__name__}")
+
+
+def _read_ini_ranges(path: Path, names: list[str], layers: int | None) -> Ranges:
+    parser = configparser.ConfigParser()
+    try:
+        with path.open(encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except FileNotFoundError:
+        raise SimError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+        msg = " ".join(str(exc).split())
+        raise SimError(f"{path}: not a valid INI file: {msg}") from None
+    for section in ("Settings", "Solution"):
+        if not parser.has_section(section):
+            raise SimError(f"{path}: missing section [{section}]")
+    try:
+        offset = int(parser.get("Settings", "offset"))
+    except configparser.NoOptionError:
+        raise SimError(f"{path}: [Settings] offset is missing") from None
+    except ValueError:
+        raise SimError(f"{path}: [Settings] offset must be an integer") from None
+    ranges: Ranges = {}
+    for key, value in parser.items("Solution"):
+        prefix = "compute_node_"
+        if not key.startswith(prefix) or not key[len(prefix):].isdigit():
+            raise SimError(f"{path}: [Solution] {key}: expected keys compute_node_N")
+        i = int(key[len(prefix):]) - offset
+        if not 0 <= i < len(names):
+            raise SimError(f"{path}: [Solution] {key}: node id {i} (N - offset {offset}) is not one of 0..{len(names) - 1}")
+        try:
+            held = json.loads(value)
+        except json.JSONDecodeError:
+            held = None
+        if not isinstance(held, list) or not all(_is_int(x) for x in held):
+            raise SimError(f"{path}: [Solution] {key}: expected a list of layer numbers, got {value!r}")
+        if not held:
+            continue
+        s, e = held[0], held[-1] + 1
+        if held != list(range(s, e)):
+            raise SimError(f"{path}: node {names[i]} ({key}): layers {held} are not contiguous and increasing")
+        if s < 0 or (layers is not None and e > layers):
+            raise SimError(f"{path}: node {names[i]} ({key}): layers [{s}, {e}) outside the model's {layers} layers")
+        ranges[i] = (s, e)
+    return ranges
+
+
+def read_helix_placement_ini(path, problem: PlacementProblem) -> Ranges:
+    """Read Helix's stored solution ``[Solution] compute_node_N=[layers...]`` as ranges.
+
+    Node index = ``N - offset`` (``[Settings] offset``, 2 in Helix's files); each layer
+    list must be contiguous and increasing; empty lists hold nothing. Coverage of all
+    layers is not checked here (see :func:`read_placement_file`).
+    """
+    return _read_ini_ranges(Path(path), _names(problem), problem.layers)
+
+
+def read_placement_file(path, cluster_or_problem: Cluster | PlacementProblem, layers: int | None = None) -> Ranges:
+    """Ranges from our placement JSON (:meth:`Placement.to_dict`) or Helix's ``.ini`` (by suffix).
+
+    Node names in our JSON are looked up in the cluster or problem. ``layers`` is the
+    model's layer count (taken from a problem; for a cluster, the highest end layer
+    if not given). Unknown node names, layers held by no node and ranges outside
+    the model raise :class:`SimError` naming them.
+    """
+    path = Path(path)
+    names = _names(cluster_or_problem)
+    if isinstance(cluster_or_problem, PlacementProblem):
+        layers = cluster_or_problem.layers
+    suffix = path.suffix.lower()
+    if suffix == ".ini":
+        ranges = _read_ini_ranges(path, names, layers)
+    elif suffix == ".json":
+        ranges = _read_json_ranges(path, names, layers)
+    else:
+        raise SimError(f"{path}: unknown placement format '{suffix}' (expected .json or .ini)")
+    if not ranges:
+        raise SimError(f"{path}: the placement holds no layers")
+    total = layers if layers is not None else max(e for _, e in ranges.values())
+    covered = [False] * total
+    for s, e in ranges.values():
+        for layer in range(s, e):
+            covered[layer] = True
+    missing = [k for k, c in enumerate(covered) if not c]
+    if missing:
+        raise SimError(f"{path}: layers {_spans(missing)} are held by no node")
+    return ranges
+
+
+def _read_json_ranges(path: Path, names: list[str], layers: int | None) -> Ranges:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SimError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SimError(f"{path}: not a valid JSON file: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("ranges"), dict):
+        raise SimError(f"{path}: ranges: missing (expected an object node name -> [start, end])")
+    index = {name: i for i, name in enumerate(names)}
+    unknown_names = [name for name in data["ranges"] if name not in index]
+    if unknown_names:
+        raise SimError(f"{path}: ranges: unknown nodes {', '.join(unknown_names)}")
+    ranges: Ranges = {}
+    for name, r in data["ranges"].items():
+        if not (isinstance(r, list) and len(r) == 2 and all(_is_int(x) for x in r)):
+            raise SimError(f"{path}: ranges.{name}: expected [start, end] integers, got {r!r}")
+        s, e = r
+        if not (0 <= s <= e) or (layers is not None and e > layers):
+            raise SimError(f"{path}: ranges.{name}: invalid layer range [{s}, {e})"
+                           + (f" for {layers} layers" if layers is not None else ""))
+        if e > s:
+            ranges[index[name]] = (s, e)
+    return ranges
+
+
+def write_ranges_json(path, ranges: Ranges | Placement, cluster_or_problem: Cluster | PlacementProblem | None = None, *,
+                      planner: str = "", model: str = "", notes: dict | None = None) -> None:
+    """Write a placement as our JSON (the format of :meth:`Placement.to_dict`).
+
+    Given a :class:`Placement`, writes its ``to_dict()``; given ranges, the node names
+    come from ``cluster_or_problem``.
+    """
+    if isinstance(ranges, Placement):
+        data = ranges.to_dict()
+    else:
+        if cluster_or_problem is None:
+            raise TypeError("write_ranges_json needs the cluster or problem to name the nodes")
+        names = _names(cluster_or_problem)
+        data = {"planner": planner, "model": model,
+                "ranges": {names[i]: [int(s), int(e)] for i, (s, e) in sorted(ranges.items())},
+                "pipelines": None, "notes": notes or {}}
+    Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _spans(idx: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+    out, start, prev = [], idx[0], idx[0]
+    for i in idx[1:] + [None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(out)

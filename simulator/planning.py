@@ -1,0 +1,141 @@
+"""``sim plan``: choose (or evaluate) a placement and report its max-flow bound.
+
+Two inputs: our own cluster, model and cost model (the same path as ``sim run``), or a
+file of node and link capacities in Helix's MILP-input format (``--capacities``, e.g.
+``../shared/milp/helix-single24_llama2-70b.json`` or a user's measured capacities). With
+``--placement FILE`` the placement is read (our JSON or Helix's ``.ini``) and evaluated
+instead of solved. The report is the same either way; ``as_json`` gives it for machines
+and the JSON is what ``sim run --placement FILE`` reads.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from .errors import SimError
+from .placement_problem import PlacementProblem, Ranges
+
+
+@dataclass
+class PlanReport:
+    name: str
+    layers: int
+    rows: list[tuple[str, str, int, int]]  # node name, machine type, first layer, end layer
+    flow_value: float  # max-flow of the placement, tokens/s
+    coverage_bound: float
+    objective: float | None = None
+    bound: float | None = None
+    gap: float | None = None
+    seconds: float | None = None
+    method: str = "evaluated"
+    warm_start: float | None = None
+    status: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {
+            "name": self.name, "layers": self.layers, "method": self.method,
+            "ranges": {n: [s, e] for n, _, s, e in self.rows},
+            "types": {n: t for n, t, _, _ in self.rows},
+            "max_flow_tokens_per_s": self.flow_value, "objective": self.objective, "bound": self.bound,
+            "gap": self.gap, "solver_seconds": self.seconds, "warm_start": self.warm_start,
+            "coverage_bound": self.coverage_bound, "status": self.status, **self.extra,
+        }
+
+    def format(self) -> str:
+        lines = [f"placement of {self.layers} layers on {self.name} ({self.method})",
+                 f"  {'node':>12}  {'machine':<10} layers"]
+        for n, t, s, e in sorted(self.rows, key=lambda r: (r[2], r[0])):
+            lines.append(f"  {n:>12}  {t:<10} [{s:3d}, {e:3d})  {e - s:3d}")
+        lines.append(f"  max-flow bound   {self.flow_value:10.1f} tokens/s")
+        if self.objective is not None:
+            lines.append(f"  MILP objective   {self.objective:10.1f} tokens/s"
+                         + (f"  (warm start {self.warm_start:.1f})" if self.warm_start is not None else ""))
+        if self.bound is not None:
+            gap = "n/a" if self.gap is None or math.isnan(self.gap) else f"{self.gap:.2%}"
+            lines.append(f"  proven bound     {self.bound:10.1f} tokens/s   gap {gap}")
+        lines.append(f"  coverage bound   {self.coverage_bound:10.1f} tokens/s (sum of max_k k*T(k) / L)")
+        if self.seconds is not None:
+            lines.append(f"  solver           {self.seconds:.2f} s, {self.status}")
+        for k, v in self.extra.items():
+            lines.append(f"  {k:<16} {v}")
+        return "\n".join(lines)
+
+
+def report_for(problem: PlacementProblem, ranges: Ranges, result=None, partial: bool = False,
+               extra: dict | None = None) -> PlanReport:
+    from .flow import max_flow
+
+    flow = max_flow(problem, ranges, partial=partial).value
+    rows = [(problem.nodes[i].name, problem.nodes[i].type, s, e) for i, (s, e) in sorted(ranges.items())]
+    rep = PlanReport(problem.name, problem.layers, rows, flow, problem.coverage_bound(), extra=dict(extra or {}))
+    if result is not None:
+        rep.objective, rep.bound, rep.gap = result.objective, result.bound, result.gap
+        rep.seconds, rep.method, rep.warm_start, rep.status = result.seconds, result.method, \
+            result.warm_start_value, result.status
+    return rep
+
+
+def plan_from_capacities(path: str, placement_file: str | None = None, *, time_limit: float = 60.0,
+                         mip_gap: float = 1e-4) -> PlanReport:
+    """Solve (or evaluate) a placement straight from a Helix-format capacities file."""
+    from .flow import problem_from_helix_json, read_placement_file
+    from .milp import solve_placement
+
+    problem = problem_from_helix_json(path)
+    if placement_file:
+        return report_for(problem, read_placement_file(placement_file, problem),
+                          extra={"placement file": placement_file})
+    result = solve_placement(problem, time_limit=time_limit, mip_gap=mip_gap)
+    return report_for(problem, result.ranges, result)
+
+
+def plan_from_spec(spec) -> tuple[PlanReport, object]:
+    """Plan with our cluster/model/costs (the ``sim run`` options); returns (report, placement)."""
+    import numpy as np
+
+    from .cluster import load_cluster
+    from .costs import CostModel
+    from .models import load_model
+    from .placement import MemoryModel, check_fits
+    from .policies import PlanContext, plan, resolve_policy
+    from .runner import build_workload, planner_options, profile_dirs
+    from .throughput import BatchLimits, placement_problem
+
+    seeds = np.random.SeedSequence(spec.seed).spawn(3)
+    cluster = load_cluster(spec.cluster)
+    cluster.check_connected()
+    model = load_model(spec.model)
+    memory = MemoryModel(spec.gpu_memory_utilisation)
+    check_fits(cluster, model, memory)
+    costs = CostModel(model, profile_dirs(spec), roofline_only=spec.roofline_only)
+    mode = spec.mode
+    spec.mode = "offline"  # only the length statistics matter here
+    try:
+        workload = build_workload(spec, model, np.random.default_rng(seeds[0]))
+    finally:
+        spec.mode = mode
+    limits = BatchLimits(spec.max_seqs, spec.max_tokens)
+    planner, _ = resolve_policy(spec.policy, spec.placement, spec.scheduler or "random")
+    ctx = PlanContext(cluster, model, costs, workload.mean_input(), workload.mean_output(),
+                      np.random.default_rng(seeds[1]), memory, limits, planner_options(spec))
+    t0 = time.perf_counter()
+    placement = plan(planner, ctx)
+    seconds = time.perf_counter() - t0
+    problem = placement_problem(cluster, model, costs, memory, ctx.mean_input, ctx.mean_output, limits)
+    notes = {k: v for k, v in placement.notes.items() if not k.startswith("milp_")}
+    notes["mean input/output"] = f"{ctx.mean_input:.0f} / {ctx.mean_output:.0f} tokens"
+    rep = report_for(problem, placement.ranges, partial=spec.partial_inference, extra=notes)
+    n = placement.notes
+    if "milp_objective" in n:
+        rep.objective, rep.bound, rep.gap, rep.seconds = n["milp_objective"], n["milp_bound"], n["milp_gap"], \
+            n["milp_seconds"]
+        rep.method, rep.warm_start, rep.status = n["milp_method"], n["milp_warm_start"], n["milp_status"]
+    else:
+        rep.method, rep.seconds = planner, seconds
+    if not placement.ranges:
+        raise SimError("the planner placed no layers")
+    rep.extra = {**rep.extra, "planner": planner, "model": model.name}
+    return rep, placement

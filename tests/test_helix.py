@@ -1,0 +1,108 @@
+"""Helix's max-flow scheduler (IWRR) and policy wiring."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from simulator.cluster import load_cluster
+from simulator.models import load_model
+from simulator.placement import Placement
+from simulator.placement_problem import SINK, SOURCE, PlacementProblem, ProblemNode
+from simulator.policies import make_scheduler
+from simulator.policies.helix import MIN_EDGE_SHARE
+from simulator.workload import Request
+
+L = 32  # llama2-7b
+
+
+def problem_for(caps: dict[int, float], cluster) -> PlacementProblem:
+    nodes = [ProblemNode(n.name, n.machine.name, L, tuple([caps.get(n.id, 0.0)] * L)) for n in cluster.nodes]
+    links = {}
+    for a in [SOURCE, *range(len(nodes))]:
+        for b in [*range(len(nodes)), SINK]:
+            if a != b:
+                links[(a, b)] = 1e9
+    return PlacementProblem(L, nodes, links, "hand")
+
+
+class NoView:
+    def now(self):
+        return 0.0
+
+    def queue_length(self, node):
+        return 0
+
+    def free_kv_bytes(self, node):
+        return 1e18
+
+    def hop_delay(self, a, b):
+        return None
+
+
+def scheduler(caps, ranges, **kw):
+    cluster, model = load_cluster("tiny3"), load_model("llama2-7b")
+    placement = Placement(cluster, model, ranges, "hand")
+    return make_scheduler("helix", placement, np.random.default_rng(0), problem=problem_for(caps, cluster), **kw)
+
+
+def test_iwrr_traffic_follows_flows_within_2_percent():
+    # coordinator -> l4-0 (100 tok/s) or l4-1 (50 tok/s) for layers [0,16), then a100 [16,32) (1000 tok/s)
+    s = scheduler({1: 100.0, 2: 50.0, 0: 1000.0}, {1: (0, 16), 2: (0, 16), 0: (16, 32)})
+    rng = np.random.default_rng(1)
+    counts = {1: 0.0, 2: 0.0}
+    for i in range(10_000):
+        req = Request(i, 0.0, int(rng.integers(50, 2000)), 100)
+        r = s.route(req, NoView())
+        counts[r.nodes[0]] += req.input_tokens + s.mean_output
+        assert r.nodes[1] == 0 and r.layers == ((0, 16), (16, 32))
+        s.on_finish(req, r)
+    share = counts[1] / (counts[1] + counts[2])
+    assert share == pytest.approx(2 / 3, abs=0.02)
+
+
+def test_edges_under_min_share_are_skipped():
+    # l4-1 carries 3% of the flow: under the 5% mask, so it never gets a request
+    s = scheduler({1: 97.0, 2: 3.0, 0: 1000.0}, {1: (0, 16), 2: (0, 16), 0: (16, 32)})
+    assert 3.0 / 100.0 < MIN_EDGE_SHARE
+    firsts = {s.route(Request(i, 0.0, 100, 10), NoView()).nodes[0] for i in range(200)}
+    assert firsts == {1}
+
+
+def test_kv_reservations_steer_requests_and_are_released():
+    s = scheduler({1: 100.0, 2: 100.0, 0: 1000.0}, {1: (0, 16), 2: (0, 16), 0: (16, 32)})
+    big = Request(10**6, 0.0, 3000, 100)  # ids are unique per request, as in the engine
+    cap = s.capacity[1]
+    per_req = (3000 + s.mean_output) * 16 * s.kv_per_token_layer
+    fits = int(0.9 * cap // per_req)
+    routes = [s.route(Request(i, 0.0, 3000, 100), NoView()) for i in range(2 * fits)]
+    firsts = [r.nodes[0] for r in routes]
+    assert firsts.count(1) == fits and firsts.count(2) == fits  # both full, none overfilled
+    over = s.route(big, NoView())  # every node full: the request still gets a route and queues
+    assert over.nodes[0] in (1, 2)
+    for i, r in enumerate(routes):
+        s.on_finish(Request(i, 0.0, 3000, 100), r)
+    s.on_finish(big, over)
+    assert all(v == pytest.approx(0.0, abs=1e-3) for v in s.reserved.values())
+
+
+def test_routing_one_request_on_42_nodes_is_fast():
+    from simulator.costs import CostModel
+    from simulator.policies import PlanContext, plan
+
+    cluster, model = load_cluster("helix-42node"), load_model("llama2-70b")
+    ctx = PlanContext(cluster, model, CostModel(model, roofline_only=True), 1000.0, 200.0, np.random.default_rng(0))
+    placement = plan("separate", ctx)
+    from simulator.throughput import placement_problem
+
+    problem = placement_problem(cluster, model, ctx.costs, ctx.memory, 1000.0, 200.0)
+    s = make_scheduler("helix", placement, np.random.default_rng(0), problem=problem, partial_inference=True)
+    n = 2000
+    t0 = time.perf_counter()
+    for i in range(n):
+        s.on_finish(Request(i, 0.0, 500, 100), s.route(Request(i, 0.0, 500, 100), NoView()))
+    per_request = (time.perf_counter() - t0) / n
+    print(f"helix routing on 42 nodes: {per_request * 1e6:.0f} us per request")
+    assert per_request < 1e-3
