@@ -47,6 +47,7 @@ test: install
 bench: install
 	-@$(MAKE) --no-print-directory traces helix-profiles >/dev/null 2>&1
 	$(PY) -m benchmarks.sim_speed
+	$(PY) -m benchmarks.milp_bench
 
 lint: install
 	$(VENV)/bin/ruff check simulator tests benchmarks

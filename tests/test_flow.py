@@ -291,7 +291,7 @@ def test_helix_ini(tmp_path):
         read_placement_file(ini, problem)
 
 
-TWO_REGIONS = """
+NIC_LIMITED = """
 name = "links"
 coordinator = "r"
 [defaults]
@@ -338,7 +338,7 @@ def test_problem_from_cluster_tiny3():
 
 
 def test_problem_from_cluster_nics_and_missing_links():
-    cluster = cluster_from_toml(TWO_REGIONS)
+    cluster = cluster_from_toml(NIC_LIMITED)
     model = load_model("llama2-7b")
     act = model.activation_bytes_per_token
     problem = problem_from_cluster(cluster, model, capacity=lambda i, k: 10.0, max_layers=lambda i: 8)

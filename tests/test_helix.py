@@ -106,3 +106,63 @@ def test_routing_one_request_on_42_nodes_is_fast():
     per_request = (time.perf_counter() - t0) / n
     print(f"helix routing on 42 nodes: {per_request * 1e6:.0f} us per request")
     assert per_request < 1e-3
+
+
+# ---- the whole policy ---------------------------------------------------------------------------
+from conftest import HELIX_PROFILES, SHARED  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from simulator.runner import RunSpec, execute  # noqa: E402
+
+GUROBI_SINGLE24 = SHARED / "milp" / "placements" / "helix-single24_gurobi.ini"
+
+
+@pytest.mark.skipif(not (HELIX_PROFILES.exists() and GUROBI_SINGLE24.exists()), reason="needs Helix data")
+def test_depth_aware_bound_ranks_placements_as_simulation_does():
+    """The placement with the higher (depth-aware) bound also simulates faster; nothing beats its bound."""
+    from simulator.flow import max_flow
+    from simulator.policies.helix import DEFAULT_HOP_OVERHEAD_S
+    from simulator.throughput import placement_problem
+
+    common = dict(cluster="helix-single24", model="llama2-70b", trace="synthetic:conv", mode="offline",
+                  duration=300.0, warmup=60.0, profiles=[str(HELIX_PROFILES)], progress=False)
+    ours = execute(RunSpec(policy="helix", time_limit=20.0, **common))
+    theirs = execute(RunSpec(policy=None, placement=str(GUROBI_SINGLE24), scheduler="helix", **common))
+    p = ours.placement
+    problem = placement_problem(p.cluster, p.model, ours.costs, p.memory, ours.workload.mean_input(),
+                                ours.workload.mean_output(), hop_overhead_s=DEFAULT_HOP_OVERHEAD_S)
+    bound_ours = max_flow(problem, ours.placement.ranges).value
+    bound_theirs = max_flow(problem, theirs.placement.ranges).value
+    print(f"depth-aware bound: ours {bound_ours:.0f}, Gurobi's {bound_theirs:.0f}; simulated decode tokens/s: "
+          f"ours {ours.summary['decode_tokens_per_s']:.1f}, Gurobi's {theirs.summary['decode_tokens_per_s']:.1f}")
+    assert bound_ours > bound_theirs
+    assert ours.summary["decode_tokens_per_s"] > theirs.summary["decode_tokens_per_s"]
+    for r in (ours, theirs):
+        assert r.summary["total_tokens_per_s"] <= r.summary["max_flow_bound_tokens_per_s"]
+
+
+GPUS = ["A100-40GB", "A100-80GB", "L4", "T4", "V100-32GB", "L40S", "T4x2"]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(gpus=st.lists(st.sampled_from(GPUS), min_size=2, max_size=5), seed=st.integers(0, 100))
+def test_helix_policy_on_random_clusters(tmp_path_factory, gpus, seed):
+    """Placement valid, MILP at least its warm start, served tokens/s within the max-flow bound."""
+    from simulator.errors import SimError
+
+    nodes = "".join(f'[[nodes]]\ngpu = "{g}"\n' for g in gpus)
+    path = tmp_path_factory.mktemp("c") / "c.toml"
+    path.write_text(f'name = "rand"\n[regions.r]\nbandwidth = "10Gbps"\nlatency = "2ms"\n{nodes}')
+    try:
+        r = execute(RunSpec(cluster=str(path), model="llama2-13b", policy="helix", trace="synthetic:conv",
+                            mode="offline", duration=40.0, warmup=5.0, seed=seed, roofline_only=True,
+                            time_limit=10.0, progress=False))
+    except SimError as e:
+        assert "does not fit" in str(e)
+        return
+    p = r.placement
+    p.validate()
+    assert p.notes["milp_flow"] >= p.notes["milp_warm_start"] - 1e-6
+    assert r.summary["total_tokens_per_s"] <= r.summary["max_flow_bound_tokens_per_s"] * (1 + 1e-9)
+    assert r.summary["requests_finished"] > 0

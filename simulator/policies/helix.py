@@ -40,10 +40,14 @@ from .registry import POLICIES, PlanContext, register_planner, register_schedule
 
 MIN_EDGE_SHARE = 0.05  # Helix masks edges under 5% of the node's out-flow (paper section 5; code: global_maxflow)
 KV_RESERVE_HIGH_WATERMARK = 0.9  # Helix online: reserve expected KV up to 90% of a node's capacity
-# Depth-aware objective: fixed time per hop added to a node's iteration. One link latency (~1 ms)
-# plus, on average, half an iteration spent waiting for the node's current batch (tens of ms on
-# L4/T4 with Helix's tables), so a 30 ms default; tune with --hop-overhead.
-DEFAULT_HOP_OVERHEAD_S = 0.03
+# Depth-aware objective: fixed time per hop added to a node's iteration. A decode token waits at
+# every hop for the node's current iteration, which usually carries prompt work (a 1k-token prompt
+# costs ~50-65 ms per layer on L4/T4 in Helix's tables): measured in our engine, a hop costs 90-130 ms
+# whatever the node holds. Chosen by a sweep on helix-single24 / Llama-2-70B / Helix's tables,
+# offline: 0.04 s -> 343.5, 0.05-0.08 s -> 375.5, 0.12 s -> 394.0, 0.15 s -> 330.4 decode tokens/s
+# (paper objective: 336.3). Not monotone: near-optimal placements differ in how many routes they
+# open. Tune with --hop-overhead.
+DEFAULT_HOP_OVERHEAD_S = 0.12
 OBJECTIVES = ("depth-aware", "paper")
 
 
