@@ -49,9 +49,9 @@ class PlanReport:
                  f"  {'node':>12}  {'machine':<10} layers"]
         for n, t, s, e in sorted(self.rows, key=lambda r: (r[2], r[0])):
             lines.append(f"  {n:>12}  {t:<10} [{s:3d}, {e:3d})  {e - s:3d}")
-        lines.append(f"  max-flow bound   {self.flow_value:10.1f} tokens/s")
+        lines.append(f"  max-flow bound   {self.flow_value:10.1f} tokens/s (nodes at their own capacity T(k))")
         if self.objective is not None:
-            lines.append(f"  MILP objective   {self.objective:10.1f} tokens/s"
+            lines.append(f"  MILP objective   {self.objective:10.1f} tokens/s (under the planner's objective)"
                          + (f"  (warm start {self.warm_start:.1f})" if self.warm_start is not None else ""))
         if self.bound is not None:
             gap = "n/a" if self.gap is None or math.isnan(self.gap) else f"{self.gap:.2%}"
