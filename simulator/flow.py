@@ -45,11 +45,11 @@ import networkx as nx
 from .cluster import Cluster
 from .errors import SimError
 from .models import ModelSpec
-from .placement import Placement
+from .placement import Placement, layer_spans
 from .placement_problem import SINK, SOURCE, Endpoint, PlacementProblem, ProblemNode, Ranges
 
 # Bytes per token between the coordinator and a node (one int32 token id). The engine
-# (simulator.engine.simulation) uses the same value; it should import it from here.
+# (simulator.engine.simulation) imports it from here.
 TOKEN_ID_BYTES = 4
 
 
@@ -432,7 +432,7 @@ def read_placement_file(path, cluster_or_problem: Cluster | PlacementProblem, la
             covered[layer] = True
     missing = [k for k, c in enumerate(covered) if not c]
     if missing:
-        raise SimError(f"{path}: layers {_spans(missing)} are held by no node")
+        raise SimError(f"{path}: layers {layer_spans(missing)} are held by no node")
     return ranges
 
 
@@ -480,15 +480,3 @@ def write_ranges_json(path, ranges: Ranges | Placement, cluster_or_problem: Clus
                 "pipelines": None, "notes": notes or {}}
     Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
-
-def _spans(idx: list[int]) -> str:
-    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
-    out, start, prev = [], idx[0], idx[0]
-    for i in idx[1:] + [None]:
-        if i is not None and i == prev + 1:
-            prev = i
-            continue
-        out.append(f"{start}" if start == prev else f"{start}-{prev}")
-        if i is not None:
-            start = prev = i
-    return ", ".join(out)

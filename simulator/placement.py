@@ -87,7 +87,7 @@ class Placement:
                 covered[layer] = True
         missing = [i for i, c in enumerate(covered) if not c]
         if missing:
-            raise SimError(f"placement: layers {_spans(missing)} are held by no node")
+            raise SimError(f"placement: layers {layer_spans(missing)} are held by no node")
 
     def describe(self) -> str:
         lines = [f"placement ({self.planner or 'custom'}) of {self.model.name}, {self.model.layers} layers:"]
@@ -132,7 +132,8 @@ def check_fits(cluster: Cluster, model: ModelSpec, memory: MemoryModel | None = 
             f"({have / 1e9:.1f} GB usable); short by {model.layers - can} layers (~{short / 1e9:.1f} GB)")
 
 
-def _spans(idx: list[int]) -> str:
+def layer_spans(idx: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
     out, start, prev = [], idx[0], idx[0]
     for i in idx[1:] + [None]:
         if i is not None and i == prev + 1:

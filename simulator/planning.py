@@ -96,21 +96,12 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
     """Plan with our cluster/model/costs (the ``sim run`` options); returns (report, placement)."""
     import numpy as np
 
-    from .cluster import load_cluster
-    from .costs import CostModel
-    from .models import load_model
-    from .placement import MemoryModel, check_fits
     from .policies import PlanContext, plan, resolve_policy
-    from .runner import build_workload, planner_options, profile_dirs
+    from .runner import build_setup, build_workload, planner_options
     from .throughput import BatchLimits, placement_problem
 
     seeds = np.random.SeedSequence(spec.seed).spawn(3)
-    cluster = load_cluster(spec.cluster)
-    cluster.check_connected()
-    model = load_model(spec.model)
-    memory = MemoryModel(spec.gpu_memory_utilisation)
-    check_fits(cluster, model, memory)
-    costs = CostModel(model, profile_dirs(spec), roofline_only=spec.roofline_only)
+    cluster, model, memory, costs = build_setup(spec)
     mode = spec.mode
     spec.mode = "offline"  # only the length statistics matter here
     try:

@@ -129,18 +129,23 @@ def build_workload(spec: RunSpec, model: ModelSpec, rng: np.random.Generator) ->
     return apply_context_limit(w, model.max_context, spec.context_rule)
 
 
+def build_setup(spec: RunSpec) -> tuple[Cluster, ModelSpec, MemoryModel, CostModel]:
+    """Cluster (checked connected), model (checked to fit), memory model and cost model of ``spec``."""
+    cluster = load_cluster(spec.cluster)
+    cluster.check_connected()
+    model = load_model(spec.model)
+    memory = MemoryModel(spec.gpu_memory_utilisation)
+    check_fits(cluster, model, memory)
+    return cluster, model, memory, CostModel(model, profile_dirs(spec), roofline_only=spec.roofline_only)
+
+
 def execute(spec: RunSpec) -> RunResult:
     """Build everything from ``spec`` and run the simulation."""
     if spec.duration <= 0:
         raise SimError("--duration must be positive")
     seeds = np.random.SeedSequence(spec.seed).spawn(3)
     rng_workload, rng_plan, rng_sched = (np.random.default_rng(s) for s in seeds)
-    cluster = load_cluster(spec.cluster)
-    cluster.check_connected()
-    model = load_model(spec.model)
-    memory = MemoryModel(spec.gpu_memory_utilisation)
-    check_fits(cluster, model, memory)
-    costs = CostModel(model, profile_dirs(spec), roofline_only=spec.roofline_only)
+    cluster, model, memory, costs = build_setup(spec)
     workload = build_workload(spec, model, rng_workload)
     if not workload.requests:
         raise SimError("the workload has no requests in the chosen window")

@@ -39,6 +39,7 @@ import simpy
 
 from ..costs import CostModel
 from ..errors import SimError
+from ..flow import TOKEN_ID_BYTES  # one int32 token id between the coordinator and a node
 from ..metrics import (
     FINISHED,
     REJECTED,
@@ -53,7 +54,6 @@ from ..throughput import BatchLimits
 from ..workload import Request, Workload
 from .network import Network
 
-TOKEN_ID_BYTES = 4  # one int32 token id between the coordinator and a node
 HEADER_BYTES = 64  # per request in a transfer: id, position, route hop (small control header)
 KV_WATERMARK = 0.01  # share of a node's KV kept free when admitting prompts (vLLM's watermark)
 OFFLINE_KV_HIGH_WATERMARK = 0.9  # offline auto-admission: expected KV may fill this share (Helix uses 0.8-0.9)
