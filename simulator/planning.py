@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import SimError
 from .placement_problem import PlacementProblem, Ranges
@@ -102,12 +102,8 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
 
     seeds = np.random.SeedSequence(spec.seed).spawn(3)
     cluster, model, memory, costs = build_setup(spec)
-    mode = spec.mode
-    spec.mode = "offline"  # only the length statistics matter here
-    try:
-        workload = build_workload(spec, model, np.random.default_rng(seeds[0]))
-    finally:
-        spec.mode = mode
+    # only the length statistics matter here: the whole trace, no rate scaling or window
+    workload = build_workload(replace(spec, mode="offline"), model, np.random.default_rng(seeds[0]))
     limits = BatchLimits(spec.max_seqs, spec.max_tokens)
     planner, _ = resolve_policy(spec.policy, spec.placement, spec.scheduler or "random")
     ctx = PlanContext(cluster, model, costs, workload.mean_input(), workload.mean_output(),

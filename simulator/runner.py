@@ -167,9 +167,9 @@ def execute(spec: RunSpec) -> RunResult:
                                "cluster": cluster.name, "model": model.name, "mode": spec.mode,
                                **(offered_load(workload, spec) if spec.mode == "online" else {}),
                                "max_flow_bound_tokens_per_s": bound,
-                               "bound_share": summary_share(sim, spec, bound),
                                "simulated_s": spec.warmup + spec.duration, "wall_s": sim.wall_s,
                                "cost_sources": costs.sources()})
+    summary["bound_share"] = summary["total_tokens_per_s"] / bound if bound > 0 else None
     return RunResult(spec, cluster, model, placement, workload, costs, sim, summary)
 
 
@@ -178,15 +178,6 @@ def planner_options(spec: RunSpec) -> dict:
     if spec.hop_overhead is not None:
         opts["hop_overhead_s"] = spec.hop_overhead
     return opts
-
-
-def summary_share(sim: Simulation, spec: RunSpec, bound: float) -> float | None:
-    """Total tokens/s served in the window as a share of the max-flow bound."""
-    if bound <= 0:
-        return None
-    start, end = spec.warmup, spec.warmup + spec.duration
-    s = sim.series
-    return (s.window_sum(s.output, start, end) + s.window_sum(s.prompt, start, end)) / spec.duration / bound
 
 
 def offered_load(workload: Workload, spec: RunSpec) -> dict:

@@ -117,8 +117,8 @@ class HelixScheduler(Scheduler):
             best, fallback = None, None
             for cand in cands:
                 j, inv, load = cand
-                s, e = self.placement.ranges[j]
-                k = e - max(s, done)
+                s, e = self.graph.layers_after(j, done)
+                k = e - s
                 if k <= 0:
                     continue
                 score = load + tokens * inv
@@ -137,9 +137,8 @@ class HelixScheduler(Scheduler):
             cand[2] += tokens * cand[1]
             j = cand[0]
             nodes.append(j)
-            layers.append((done if done > self.placement.ranges[j][0] else self.placement.ranges[j][0],
-                           self.placement.ranges[j][1]))
-            done = self.placement.ranges[j][1]
+            layers.append(self.graph.layers_after(j, done))
+            done = layers[-1][1]
             at = j
         holds = []
         for j, (s, e) in zip(nodes, layers):
