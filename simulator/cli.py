@@ -112,6 +112,26 @@ def run(out, no_plots, quiet, **kw):
         click.echo(f"wrote {', '.join(p.name for p in paths)} to {out}")
 
 
+@cli.command("compare")
+@click.argument("labels", nargs=-1, required=True, metavar="POLICY...")
+@run_options
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="folder for compare.csv, the figures and one folder per run")
+@click.option("--rates", default=None, metavar="R1,R2,...", help="load sweep: comma-separated requests/s (online)")
+@click.option("--jobs", type=int, default=None, help="parallel runs (default: one per run, at most the CPUs; 1: in-process)")
+@click.option("--no-plots", is_flag=True)
+@click.option("--quiet", is_flag=True, help="no per-run lines or placements, only the table")
+def compare_cmd(labels, out, rates, jobs, no_plots, quiet, **kw):
+    """Run POLICY... (names or PLANNER+SCHEDULER) on the same cluster, model, workload and seed; compare them.
+
+    --placement / --scheduler override that part of every policy (an ablation).
+    """
+    from .compare import run_compare
+
+    run_compare(labels, kw, rates=rates, jobs=jobs, out=Path(out) if out else None, plots=not no_plots, quiet=quiet,
+                echo=click.echo, warn=lambda line: click.echo(line, err=True))
+
+
 @cli.command("plan")
 @run_options
 @click.option("--capacities", type=click.Path(dir_okay=False), default=None,

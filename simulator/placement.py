@@ -58,6 +58,9 @@ class Placement:
     pipelines: list[list[int]] | None = None
     memory: MemoryModel = field(default_factory=MemoryModel)
     notes: dict = field(default_factory=dict)
+    # Routes may enter a node mid-range and run only the rest of it (partial inference). Set by
+    # planners whose ranges overlap without lining up (Petals); ``--partial-inference`` sets it for any.
+    partial_inference: bool = False
 
     def layers(self, node: int) -> int:
         s, e = self.ranges.get(node, (0, 0))
@@ -110,6 +113,7 @@ class Placement:
             "model": self.model.name,
             "ranges": {self.cluster.nodes[n].name: list(r) for n, r in sorted(self.ranges.items())},
             "pipelines": [[self.cluster.nodes[n].name for n in p] for p in self.pipelines] if self.pipelines else None,
+            "partial_inference": self.partial_inference,
             "notes": self.notes,
         }
 

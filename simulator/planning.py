@@ -114,7 +114,8 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
     problem = placement_problem(cluster, model, costs, memory, ctx.mean_input, ctx.mean_output, limits)
     notes = {k: v for k, v in placement.notes.items() if not k.startswith("milp_")}
     notes["mean input/output"] = f"{ctx.mean_input:.0f} / {ctx.mean_output:.0f} tokens"
-    rep = report_for(problem, placement.ranges, partial=spec.partial_inference, extra=notes)
+    rep = report_for(problem, placement.ranges, partial=spec.partial_inference or placement.partial_inference,
+                     extra=notes)
     n = placement.notes
     if "milp_objective" in n:
         rep.objective, rep.bound, rep.gap, rep.seconds = n["milp_objective"], n["milp_bound"], n["milp_gap"], \

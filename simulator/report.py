@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _fmt_s(x) -> str:
+def format_seconds(x) -> str:
+    """A latency for people: "850 ms", "2.31 s", or "n/a"."""
     if x is None:
         return "n/a"
     return f"{x * 1e3:.0f} ms" if x < 1 else f"{x:.2f} s"
@@ -25,8 +26,8 @@ def format_summary(s: dict) -> str:
         f"{s['requests_rejected']} rejected, {s['requests_unfinished']} unfinished; {s['preemptions']} preemptions",
     ]
     for name, key in (("TTFT", "ttft"), ("TPOT", "tpot"), ("end-to-end", "e2e")):
-        lines.append(f"  {name:<12} mean {_fmt_s(s[f'{key}_mean_s'])}  p50 {_fmt_s(s[f'{key}_p50_s'])}  "
-                     f"p90 {_fmt_s(s[f'{key}_p90_s'])}  p99 {_fmt_s(s[f'{key}_p99_s'])}")
+        lines.append(f"  {name:<12} mean {format_seconds(s[f'{key}_mean_s'])}  p50 {format_seconds(s[f'{key}_p50_s'])}  "
+                     f"p90 {format_seconds(s[f'{key}_p90_s'])}  p99 {format_seconds(s[f'{key}_p99_s'])}")
     slo = [f"TTFT<={s['slo_ttft_s']} s" if s.get("slo_ttft_s") else "", f"TPOT<={s['slo_tpot_s']} s"
            if s.get("slo_tpot_s") else ""]
     slo_txt = " and ".join(x for x in slo if x) or "no SLO given"
@@ -71,7 +72,7 @@ def plot_run(df, series, summary: dict, out: Path) -> list[Path]:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("share of finished requests")
     fig.tight_layout()
-    paths.append(_save(fig, out / "latency_cdf.png"))
+    paths.append(save_figure(fig, out / "latency_cdf.png"))
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
     t = np.arange(len(series.output)) * series.bucket_s
@@ -84,7 +85,7 @@ def plot_run(df, series, summary: dict, out: Path) -> list[Path]:
     ax.legend(loc="upper right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    paths.append(_save(fig, out / "throughput.png"))
+    paths.append(save_figure(fig, out / "throughput.png"))
 
     busy = summary.get("node_busy_share", {})
     if busy:
@@ -98,7 +99,7 @@ def plot_run(df, series, summary: dict, out: Path) -> list[Path]:
         ax.legend()
         ax.set_title("node utilisation in the window")
         fig.tight_layout()
-        paths.append(_save(fig, out / "node_utilisation.png"))
+        paths.append(save_figure(fig, out / "node_utilisation.png"))
     return paths
 
 
@@ -109,7 +110,7 @@ def _moving_average(x: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([x[: n - 1] * 0 + np.nan, (c[n:] - c[:-n]) / n])
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     import matplotlib.pyplot as plt
 

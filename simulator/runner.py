@@ -154,10 +154,12 @@ def execute(spec: RunSpec) -> RunResult:
     ctx = PlanContext(cluster, model, costs, workload.mean_input(), workload.mean_output(), rng_plan, memory, limits,
                       planner_options(spec))
     placement = plan(planner, ctx)
+    placement.partial_inference |= spec.partial_inference
     problem = placement_problem(cluster, model, costs, memory, ctx.mean_input, ctx.mean_output, limits)
-    bound = max_flow(problem, placement.ranges, partial=spec.partial_inference).value
-    scheduler = make_scheduler(sched, placement, rng_sched, partial_inference=spec.partial_inference,
-                               problem=problem, mean_output=ctx.mean_output, limits=limits)
+    bound = max_flow(problem, placement.ranges, partial=placement.partial_inference).value
+    scheduler = make_scheduler(sched, placement, rng_sched, partial_inference=placement.partial_inference,
+                               problem=problem, mean_input=ctx.mean_input, mean_output=ctx.mean_output,
+                               limits=limits, costs=costs)
     config = EngineConfig(spec.mode, spec.duration, spec.warmup, spec.max_inflight, limits, spec.progress)
     sim = Simulation(placement, scheduler, costs, workload, config)
     records = sim.run()
@@ -174,7 +176,7 @@ def execute(spec: RunSpec) -> RunResult:
 
 
 def planner_options(spec: RunSpec) -> dict:
-    opts = {"objective": spec.objective, "time_limit": spec.time_limit, "mip_gap": spec.mip_gap}
+    opts = {"seed": spec.seed, "objective": spec.objective, "time_limit": spec.time_limit, "mip_gap": spec.mip_gap}
     if spec.hop_overhead is not None:
         opts["hop_overhead_s"] = spec.hop_overhead
     return opts

@@ -61,16 +61,20 @@ class Scheduler(ABC):
     name = "scheduler"
 
     def __init__(self, placement: Placement, rng: np.random.Generator, *, partial_inference: bool = False,
-                 problem=None, mean_output: float = 200.0, limits: BatchLimits | None = None):
+                 problem=None, mean_input: float = 1000.0, mean_output: float = 200.0,
+                 limits: BatchLimits | None = None, costs=None):
         """``problem``: the placement problem (node capacities, link capacities) for flow-based
-        schedulers; ``mean_output``: the expected output length (a scheduler does not know a
-        request's); ``limits``: the nodes' per-iteration batch limits."""
+        schedulers; ``mean_input`` / ``mean_output``: the expected prompt and output lengths (a
+        scheduler does not know a request's output length); ``limits``: the nodes'
+        per-iteration batch limits; ``costs``: the cost model, for latency-based routing."""
         self.placement = placement
         self.rng = rng
         self.graph = LayerGraph(placement, partial=partial_inference)
         self.problem = problem
+        self.mean_input = mean_input
         self.mean_output = mean_output
         self.limits = limits or BatchLimits()
+        self.costs = costs
 
     @abstractmethod
     def route(self, request: Request, view: ClusterView) -> Route:
@@ -78,7 +82,9 @@ class Scheduler(ABC):
 
     # ---- feedback callbacks (both drivers call these) --------------------------------------
     def on_hop(self, src: int, dst: int, delay_s: float) -> None:
-        """An iteration's output left ``src`` and was ready at ``dst`` ``delay_s`` later."""
+        """Work sent by ``src`` entered the link and, ``delay_s`` later, had run on ``dst`` and was
+        ready to leave it (transfer + queueing + compute). ``src`` is the coordinator's index
+        (``cluster.coordinator``) for the first hop of an iteration."""
 
     def on_finish(self, request: Request, route: Route) -> None:
         """A request finished (or was dropped) and no longer uses ``route``."""

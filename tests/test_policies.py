@@ -87,8 +87,10 @@ def test_policy_registry_names():
     assert resolve_policy("separate") == ("separate", "weighted-pipelines")
     assert resolve_policy(None, "separate", "random") == ("separate", "random")
     assert resolve_policy("helix") == ("helix-milp", "helix")
+    assert resolve_policy("swarm") == ("swarm", "swarm")
+    assert resolve_policy("helix", scheduler="shortest-queue") == ("helix-milp", "shortest-queue")
     with pytest.raises(SimError, match="not yet available"):
-        resolve_policy("swarm")
+        resolve_policy("hexgen2")
 
 
 GPU_CHOICES = ["A100-40GB", "A100-80GB", "L4", "T4", "V100-32GB", "L40S", "H100-80GB", "T4x2", "L4x2"]
@@ -96,25 +98,30 @@ GPU_CHOICES = ["A100-40GB", "A100-80GB", "L4", "T4", "V100-32GB", "L40S", "H100-
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(gpus=st.lists(st.sampled_from(GPU_CHOICES), min_size=2, max_size=6), seed=st.integers(0, 1000),
-       scheduler=st.sampled_from(["weighted-pipelines", "random"]), offline=st.booleans())
-def test_engine_invariants_on_random_clusters(gpus, seed, scheduler, offline):
+       policy=st.sampled_from([("separate", "weighted-pipelines"), ("separate", "random"),
+                               ("separate-plus", "shortest-queue"), ("swarm", "swarm"), ("petals", "petals"),
+                               ("petals", "swarm"), ("swarm", "random")]), offline=st.booleans())
+def test_engine_invariants_on_random_clusters(gpus, seed, policy, offline):
     """Every request ends once, KV balances, finished requests got all their tokens, same seed same run."""
+    planner, scheduler = policy
     nodes = "".join(f'[[nodes]]\ngpu = "{g}"\n' for g in gpus)
     cluster = cluster_from_toml(f'name = "rand"\n[regions.r]\nbandwidth = "10Gbps"\nlatency = "2ms"\n{nodes}')
     model = load_model("llama2-13b")
     try:
         check_fits(cluster, model)
-        placement = plan("separate", ctx_for(cluster, model, seed))
+        placement = plan(planner, ctx_for(cluster, model, seed))
     except SimError:
         return  # too small a cluster for one pipeline of any type: a valid, reported outcome
+    costs = CostModel(model, roofline_only=True)
 
     def run():
         rng = np.random.default_rng(seed)
         w = synthetic("conv", n=60 if offline else None, duration_s=None if offline else 40.0, rate=1.5, rng=rng)
-        sched = make_scheduler(scheduler, placement, np.random.default_rng(seed))
+        sched = make_scheduler(scheduler, placement, np.random.default_rng(seed),
+                               partial_inference=placement.partial_inference, costs=costs)
         cfg = EngineConfig(mode="offline" if offline else "online", duration_s=30, warmup_s=5,
                            max_inflight=8 if offline else None, progress=False)
-        sim = Simulation(placement, sched, CostModel(model, roofline_only=True), w, cfg)
+        sim = Simulation(placement, sched, costs, w, cfg)
         return sim, sim.run()
 
     sim, records = run()

@@ -369,8 +369,8 @@ class Simulation:
         for f, ep in batch:
             if f.epoch != ep:
                 continue
-            if track and f.hop > 0:
-                prev = f.nodes[f.hop - 1]
+            if track:  # the hop that brought the item here: link entry -> ready to leave this node
+                prev = f.nodes[f.hop - 1] if f.hop > 0 else self.coord
                 delay = now - f.sent_at
                 self.hop_delays[(prev, node_id)] = delay
                 self.scheduler.on_hop(prev, node_id, delay)

@@ -4,7 +4,7 @@
 ablations. A new policy is a new small module that registers itself here.
 """
 
-from . import helix, random_routing, separate  # noqa: F401  (register)
+from . import helix, petals, random_routing, separate, shortest_queue, swarm  # noqa: F401  (register)
 from .registry import (
                        PLANNED,
                        PLANNERS,

@@ -34,9 +34,7 @@ PLANNERS: dict[str, Callable[[PlanContext], Placement]] = {}
 SCHEDULERS: dict[str, type] = {}
 POLICIES: dict[str, tuple[str, str]] = {}  # policy -> (planner, scheduler)
 # Policies the papers define that later work adds; named so that users get a clear answer.
-PLANNED = {"swarm": "Swarm placement and routing",
-           "petals": "Petals placement", "hexgen2": "HexGen-2 disaggregated serving",
-           "shortest-queue": "shortest-queue routing", "distserve": "DistServe-style disaggregation"}
+PLANNED = {"hexgen2": "HexGen-2 disaggregated serving", "distserve": "DistServe-style disaggregation"}
 
 
 def register_planner(name: str):

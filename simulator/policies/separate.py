@@ -7,6 +7,9 @@ files). A type whose nodes cannot hold the model together is left out. Requests 
 pipelines in proportion to each pipeline's estimated capacity
 (:func:`simulator.throughput.pipeline_capacity`), by smooth weighted round-robin
 (nginx's algorithm: deterministic, exact proportions over any window).
+
+``separate-plus`` (SP+, Helix's 42-node baseline) adds mixed pipelines of the machines
+SP leaves out; see :func:`plan_separate_plus`.
 """
 
 from __future__ import annotations
@@ -29,28 +32,30 @@ def equal_chunks(layers: int, parts: int) -> list[tuple[int, int]]:
     return out
 
 
-@register_planner("separate")
-def plan_separate(ctx: PlanContext) -> Placement:
+def _type_pipelines(ctx: PlanContext) -> tuple[list[list[int]], dict[str, str], list[int]]:
+    """One pipeline per machine type that can hold the model: (pipelines, skipped types, left-over nodes)."""
     cluster, model = ctx.cluster, ctx.model
     by_type: dict[str, list[int]] = {}
     for node in cluster.nodes:
         by_type.setdefault(node.machine.name, []).append(node.id)
-    ranges, pipelines, skipped, caps = {}, [], {}, []
+    pipelines, skipped, leftover = [], {}, []
     for mtype, nodes in by_type.items():
+        leftover += nodes[model.layers:]
         nodes = nodes[: model.layers]
-        chunks = equal_chunks(model.layers, len(nodes))
-        biggest = max(e - s for s, e in chunks)
         can = ctx.memory.max_layers(cluster, model, nodes[0])
-        if biggest > can:
+        if len(nodes) * can < model.layers:
             skipped[mtype] = f"{len(nodes)} nodes x {can} layers < {model.layers}"
+            leftover += nodes
             continue
-        for n, r in zip(nodes, chunks):
-            ranges[n] = r
         pipelines.append(nodes)
-    if not pipelines:
-        raise SimError(f"separate: no machine type of cluster {cluster.name} can hold {model.name} in one "
-                       f"pipeline ({'; '.join(f'{t}: {why}' for t, why in skipped.items())})")
-    placement = Placement(cluster, model, ranges, "separate", pipelines, ctx.memory)
+    return pipelines, skipped, leftover
+
+
+def _pipeline_placement(ctx: PlanContext, pipelines: list[list[int]], ranges: dict, planner: str) -> Placement:
+    """The placement of ``pipelines`` with each pipeline's estimated capacity in its notes."""
+    cluster, model = ctx.cluster, ctx.model
+    placement = Placement(cluster, model, ranges, planner, pipelines, ctx.memory)
+    caps = []
     for p in pipelines:
         stages = [(ctx.costs.layer_cost(cluster.nodes[n].machine), placement.layers(n),
                    placement.kv_capacity_bytes(n)) for n in p]
@@ -59,7 +64,113 @@ def plan_separate(ctx: PlanContext) -> Placement:
         caps.append(pipeline_capacity(stages, model, ctx.mean_input, ctx.mean_output, ctx.limits,
                                       latency).requests_per_s)
     placement.notes["pipeline_capacity_rps"] = caps
+    return placement
+
+
+def _no_pipeline(ctx: PlanContext, planner: str, skipped: dict[str, str]) -> SimError:
+    return SimError(f"{planner}: no machine type of cluster {ctx.cluster.name} can hold {ctx.model.name} in one "
+                    f"pipeline ({'; '.join(f'{t}: {why}' for t, why in skipped.items())})")
+
+
+@register_planner("separate")
+def plan_separate(ctx: PlanContext) -> Placement:
+    pipelines, skipped, _ = _type_pipelines(ctx)
+    if not pipelines:
+        raise _no_pipeline(ctx, "separate", skipped)
+    ranges = {n: r for p in pipelines for n, r in zip(p, equal_chunks(ctx.model.layers, len(p)))}
+    placement = _pipeline_placement(ctx, pipelines, ranges, "separate")
     placement.notes["skipped_types"] = skipped
+    return placement
+
+
+def proportional_layers(layers: int, weights: list[float], caps: list[int]) -> list[int]:
+    """Split ``layers`` over stages in proportion to ``weights``, stage i taking at most ``caps[i]``.
+
+    Water-filling: stages whose share exceeds their cap take the cap, the rest share
+    what remains; integer counts by largest remainder, every stage at least one layer.
+    Requires ``len(weights) <= layers <= sum(caps)``.
+    """
+    n = len(weights)
+    counts = [0.0] * n
+    free, left = set(range(n)), float(layers)
+    while free:
+        total = sum(weights[i] for i in free)
+        share = {i: left * weights[i] / total for i in free}
+        over = [i for i in free if share[i] > caps[i]]
+        if not over:
+            counts = [share.get(i, counts[i]) for i in range(n)]
+            break
+        for i in over:
+            counts[i] = float(caps[i])
+            left -= caps[i]
+            free.discard(i)
+    out = [max(1, min(caps[i], int(c))) for i, c in enumerate(counts)]
+    order = sorted(range(n), key=lambda i: counts[i] - int(counts[i]), reverse=True)
+    while sum(out) < layers:
+        i = next(i for i in order if out[i] < caps[i])
+        out[i] += 1
+        order.remove(i)
+        order.append(i)
+    while sum(out) > layers:
+        i = max((i for i in range(n) if out[i] > 1), key=lambda i: out[i] - counts[i])
+        out[i] -= 1
+    return out
+
+
+@register_planner("separate-plus")
+def plan_separate_plus(ctx: PlanContext) -> Placement:
+    """SP+ (Helix section 6.1, 42-node cluster): SP, plus mixed pipelines of the machines SP leaves out.
+
+    The machines of types that cannot hold the model alone (and any beyond one per
+    layer) form mixed pipelines, fastest first, each taking machines until they hold
+    the model. When the left-over machines cannot hold it, the type pipelines lend the
+    machines they do not need (those beyond ``ceil(L / max_layers)``), as Helix's SP+
+    lends T4s to a V100 pipeline. A mixed pipeline splits the layers in proportion to
+    each machine's one-layer throughput, within what it can hold.
+    """
+    cluster, model, L = ctx.cluster, ctx.model, ctx.model.layers
+    pipelines, skipped, pool = _type_pipelines(ctx)
+    can = {n.id: ctx.memory.max_layers(cluster, model, n.id) for n in cluster.nodes}
+    origin = {}  # borrowed node -> the type pipeline that lent it
+    held = sum(can[n] for n in pool)
+    spare = sorted(((n, p) for p in pipelines for n in p[-(len(p) - -(-L // can[p[0]])):]
+                    if len(p) > -(-L // can[p[0]])), key=lambda np_: -can[np_[0]])
+    if pool and held < L <= held + sum(can[n] for n, _ in spare):  # borrow, biggest first, to complete one
+        for n, p in spare:
+            if held >= L:
+                break
+            p.remove(n)
+            origin[n] = p
+            pool.append(n)
+            held += can[n]
+    speed = {n: ctx.costs.layer_cost(cluster.nodes[n].machine).decode(1, int(ctx.mean_input)) for n in pool}
+    pool = [n for n in sorted(pool, key=lambda n: (speed[n], n)) if can[n] > 0]
+    mixed, idle = [], []
+    while pool:
+        take, held = [], 0
+        while pool and held < L and len(take) < L:
+            take.append(pool.pop(0))
+            held += can[take[-1]]
+        if held >= L:
+            mixed.append(take)
+            continue
+        for n in take:  # not enough for a pipeline: lent nodes go back, the rest stay idle
+            if n in origin:
+                origin[n].append(n)
+            else:
+                idle.append(n)
+    ranges = {n: r for p in pipelines for n, r in zip(p, equal_chunks(L, len(p)))}
+    for p in mixed:
+        counts = proportional_layers(L, [1.0 / speed[n] for n in p], [can[n] for n in p])
+        start = 0
+        for n, k in zip(p, counts):
+            ranges[n] = (start, start + k)
+            start += k
+    if not pipelines and not mixed:
+        raise _no_pipeline(ctx, "separate-plus", skipped)
+    placement = _pipeline_placement(ctx, pipelines + mixed, ranges, "separate-plus")
+    placement.notes.update(skipped_types=skipped, mixed_pipelines=len(mixed),
+                           idle=[cluster.nodes[n].name for n in idle])
     return placement
 
 
@@ -90,3 +201,4 @@ class PipelineSplitScheduler(Scheduler):
 
 
 POLICIES["separate"] = ("separate", "weighted-pipelines")
+POLICIES["separate-plus"] = ("separate-plus", "weighted-pipelines")
