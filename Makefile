@@ -10,7 +10,7 @@ TRACES_SRC   ?= $(if $(wildcard $(SHARED)/traces/*.csv),$(SHARED)/traces,)
 PROFILES_SRC ?= $(if $(wildcard $(SHARED)/profiles/helix_asplos25/README.md),$(SHARED)/profiles/helix_asplos25,)
 HELIX_PROFILES := profiles/helix_asplos25
 
-.PHONY: install install-dev demo test bench traces helix-profiles data lint clean
+.PHONY: install install-dev install-torch demo test bench profile traces helix-profiles data lint clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,24 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 install-dev: install
+
+# torch (the profiler; pinned, the CPU build where a local wheel provides it) and nvidia-ml-py (device facts).
+# The simulator itself (`sim`) never imports torch.
+$(VENV)/.installed-torch: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[dev,gpu]'
+	touch $@
+
+install-torch: $(VENV)/.installed-torch
+
+# Time real transformer layers on this machine and write latency tables that `sim` then uses:
+#   make profile GPU=L4 [MODEL=llama2-70b[,llama3-8b]]   (default: the preset clusters' models)
+#   make profile GPU=cpu                                 (no GPU needed; a small LLaMA-style model)
+GPU   ?=
+MODEL ?=
+comma := ,
+profile: install-torch
+	@test -n "$(GPU)" || { echo "usage: make profile GPU=L4 [MODEL=llama2-70b]   (GPU=cpu profiles the CPU)" >&2; exit 1; }
+	$(PY) -m profiler --gpu $(GPU) $(foreach m,$(subst $(comma), ,$(MODEL)),--model $(m))
 
 traces: install
 	$(PY) -m simulator.datasets traces --dest traces $(if $(TRACES_SRC),--source $(TRACES_SRC))
@@ -40,17 +58,18 @@ demo: install
 	  $(if $(wildcard $(HELIX_PROFILES)/llama2_70b),--profiles $(HELIX_PROFILES)) \
 	  --rate $(DEMO_RATE) --duration 1800 --warmup 300 --seed 0 --out results/demo
 
-test: install
+test: install-torch
 	-@$(MAKE) --no-print-directory traces helix-profiles >/dev/null 2>&1
 	$(PY) -m pytest
 
-bench: install
+bench: install-torch
 	-@$(MAKE) --no-print-directory traces helix-profiles >/dev/null 2>&1
 	$(PY) -m benchmarks.sim_speed
 	$(PY) -m benchmarks.milp_bench
+	$(PY) -m benchmarks.profiler_accuracy
 
 lint: install
-	$(VENV)/bin/ruff check simulator tests benchmarks
+	$(VENV)/bin/ruff check simulator profiler tests benchmarks
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis *.egg-info

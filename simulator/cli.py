@@ -213,6 +213,35 @@ def costs(gpu, model, profiles):
 
 
 @cli.command()
+@click.argument("gpu")
+@click.option("--model", "models", multiple=True, help="fit only to tables of this model (repeatable)")
+@click.option("--profiles", multiple=True, help="folder of measured latency tables (repeatable)")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="calibration file to write or update [default: FIRST_PROFILES_DIR/calibration.json, "
+                   "else profiler/tables/calibration.json]")
+def calibrate(gpu, models, profiles, out):
+    """Refit GPU's roofline efficiency factors (e.g. L40S, or L4x2's GPU) to its measured tables.
+
+    Later runs whose profiles folders include the file use them for GPU and for GPUs of its
+    family that have no calibration or fitted factors of their own.
+    """
+    from .costs.calibrate import CALIBRATION_FILE, calibrate as fit_one, format_result, read_notes, write_calibration
+    from .hardware import parse_machine
+    from .models import load_model
+    from .runner import REPO_PROFILES, RunSpec, profile_dirs
+
+    spec = parse_machine(gpu).gpu
+    dirs = profile_dirs(RunSpec(profiles=list(profiles)))
+    result = fit_one(spec, dirs, [load_model(m) for m in models])
+    path = Path(out) if out else (Path(profiles[0]) if profiles else REPO_PROFILES) / CALIBRATION_FILE
+    write_calibration(path, spec.name, result.entry())
+    click.echo(format_result(result))
+    click.echo(f"wrote {path}")
+    for note in read_notes(path, spec.name, profile_dirs(RunSpec(profiles=list(profiles)))):  # now with the file
+        click.echo(note)
+
+
+@cli.command()
 def gpus():
     """List the GPU catalog."""
     from .hardware import GPUS

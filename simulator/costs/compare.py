@@ -43,7 +43,11 @@ def find_table(machine: MachineType, model: ModelSpec, profile_dirs: Iterable[pa
 
 def compare(machine: MachineType, model: ModelSpec, profile_dirs: Iterable[pathlib.Path] = ()) -> pd.DataFrame:
     """Measured vs roofline over the measured grid; the roofline alone (measured NaN) if no table."""
-    roofline = Roofline.default(machine, model)
+    from .calibrate import load_calibrations  # (calibrate -> fit -> compare: import here)
+
+    profile_dirs = list(profile_dirs)
+    calibrations = load_calibrations(profile_dirs)
+    roofline = Roofline.default(machine, model, calibrations)
     table = find_table(machine, model, profile_dirs)
     if table is not None:
         df = compare_table(table, roofline)
@@ -59,7 +63,7 @@ def compare(machine: MachineType, model: ModelSpec, profile_dirs: Iterable[pathl
         df["error_pct"] = np.nan
         df = df[COLUMNS]
         df.attrs.update(machine=machine.name, model=model.name, source=None)
-    df.attrs["efficiency_from"] = efficiency_for(machine.gpu)[1]
+    df.attrs["efficiency_from"] = efficiency_for(machine.gpu, calibrations)[1]
     return df
 
 

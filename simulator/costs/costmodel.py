@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from ..hardware import MachineType
 from ..models import ModelSpec
 from .layer import LayerCost
-from .roofline import roofline_cost
+from .calibrate import load_calibrations
+from .roofline import Efficiency, roofline_cost
 from .tables import MeasuredTable, load_tables, measured_cost
 
 
@@ -16,14 +17,19 @@ class CostModel:
     """Layer costs of ``model`` on any machine type.
 
     A machine type uses the measured table whose model and machine names match (tables
-    found under ``profile_dirs``; the first folder listed wins a tie), else the fitted
-    roofline (``roofline_only=True`` skips the tables). Each machine type's LayerCost
-    is built once, on first request, and cached.
+    found under ``profile_dirs``; the first folder listed wins a tie), else the roofline
+    with the GPU's efficiency factors (``roofline.efficiency_for``): those of a
+    ``calibration.json`` at the top of a profile folder (``sim calibrate``; first folder
+    wins per GPU) when one applies, else the built-in Helix fits. ``roofline_only=True``
+    skips the measured tables but still applies the calibrations (they are part of the
+    roofline). Each machine type's LayerCost is built once, on first request, and cached.
     """
 
     def __init__(self, model: ModelSpec, profile_dirs: Iterable[pathlib.Path] = (), *,
                  roofline_only: bool = False):
         self.model = model
+        profile_dirs = list(profile_dirs)
+        self.calibrations: dict[str, Efficiency] = load_calibrations(profile_dirs)
         self.tables: dict[str, MeasuredTable] = {}
         if not roofline_only:
             for folder in profile_dirs:
@@ -36,10 +42,11 @@ class CostModel:
         cost = self._costs.get(machine.name)
         if cost is None:
             table = self.tables.get(machine.name)
-            cost = measured_cost(table, self.model) if table else roofline_cost(machine, self.model)
+            cost = measured_cost(table, self.model) if table else roofline_cost(machine, self.model, self.calibrations)
             self._costs[machine.name] = cost
         return cost
 
     def sources(self) -> dict[str, str]:
-        """Machine name -> "measured:<dir>" or "roofline", for the machines asked so far."""
+        """Machine name -> "measured:<dir>", "roofline" or "roofline(calibrated:<gpu>)", for the
+        machines asked so far."""
         return {name: c.source for name, c in self._costs.items()}

@@ -41,14 +41,21 @@ bandwidth), produced by::
 
     python -m simulator.costs.fit /path/to/helix_asplos25
 
-GPUs without a table borrow a fitted GPU's factors by family (``BORROWED_EFFICIENCY``):
-Hopper, datacenter Ampere and AMD Instinct -> A100's; Volta -> V100's; Ada and GA102
-(A10G, RTX A6000) -> L4's; Turing -> T4's; anything else -> A100's. These are defaults,
-not measurements: profile the GPU (``profiler/``) when it matters.
+GPUs without a table borrow a fitted GPU's factors by architecture family (``GPU_FAMILY``,
+``FAMILY_FITTED_GPU`` -> ``BORROWED_EFFICIENCY``): Hopper, datacenter Ampere and AMD
+Instinct -> A100's; Volta -> V100's; Ada and GA102 (A10G, RTX A6000) -> L4's; Turing ->
+T4's; anything else -> A100's. These are defaults, not measurements: profile the GPU
+(``profiler/``) when it matters.
+
+Calibrations (``sim calibrate GPU``, :mod:`.calibrate`) refit the three factors of one GPU
+to its own measured tables. :func:`efficiency_for` resolves a GPU's factors in this order:
+its calibration; its Helix fit (``GPU_EFFICIENCY``); the calibration of a GPU of the same
+family (alphabetically first if several); the borrowed Helix fit; A100's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,17 +102,59 @@ ALLREDUCE_LATENCY_S = 10e-6
 PREFILL_SEQUENCE_TOKENS = 1024
 ALLREDUCES_PER_LAYER = 2  # Megatron-style TP: after attention and after the MLP
 
-BORROWED_EFFICIENCY = {  # GPU without a fitted table -> the fitted GPU whose factors it uses
-    "A100-80GB": "A100-40GB", "H100-80GB": "A100-40GB", "H200": "A100-40GB",
-    "MI250": "A100-40GB", "MI300X": "A100-40GB", "V100-32GB": "V100-16GB",
-    "L40": "L4", "L40S": "L4", "RTX-4090": "L4", "A10G": "L4", "RTX-A6000": "L4",
+# Architecture family of every catalog GPU (simulator/hardware.py GPUS): GPUs of one family
+# share SMs/CUs, tensor cores, cache hierarchy and memory technology, so they reach similar
+# fractions of their datasheet peaks. Sources: NVIDIA Tesla V100 (Volta, GV100), Turing
+# (TU104), A100 Tensor Core (Ampere GA100), Ampere GA102 (A10G, RTX A6000), Ada Lovelace
+# (AD102: L40, L40S, RTX 4090; AD104: L4) and H100 Tensor Core (Hopper GH100; H200 is GH100
+# with HBM3e) architecture whitepapers; AMD CDNA 2 (MI250) and CDNA 3 (MI300X) whitepapers.
+GPU_FAMILY: dict[str, str] = {
+    "V100-16GB": "volta", "V100-32GB": "volta",
+    "T4": "turing",
+    "A100-40GB": "ampere-datacenter", "A100-80GB": "ampere-datacenter",
+    "A10G": "ampere-ga102", "RTX-A6000": "ampere-ga102",
+    "L4": "ada", "L40": "ada", "L40S": "ada", "RTX-4090": "ada",
+    "H100-80GB": "hopper", "H200": "hopper",
+    "MI250": "cdna2", "MI300X": "cdna3",
 }
-DEFAULT_EFFICIENCY_GPU = "A100-40GB"
+# Family -> the Helix-fitted GPU whose factors its GPUs borrow (same family where one was
+# fitted; else the closest: GA102 -> L4 (a graphics-class die with GDDR, like Ada), Hopper
+# and CDNA -> A100 (HBM datacenter parts)).
+FAMILY_FITTED_GPU: dict[str, str] = {
+    "volta": "V100-16GB", "turing": "T4", "ampere-datacenter": "A100-40GB", "ampere-ga102": "L4",
+    "ada": "L4", "hopper": "A100-40GB", "cdna2": "A100-40GB", "cdna3": "A100-40GB",
+}
+DEFAULT_EFFICIENCY_GPU = "A100-40GB"  # a GPU with no family (not in the catalog)
+# GPU without a fitted table -> the fitted GPU whose factors it uses
+BORROWED_EFFICIENCY: dict[str, str] = {g: FAMILY_FITTED_GPU[f] for g, f in GPU_FAMILY.items()
+                                       if g not in GPU_EFFICIENCY}
 
 
-def efficiency_for(gpu: GPUSpec) -> tuple[Efficiency, str]:
-    """The GPU's efficiency factors and the fitted GPU they come from."""
-    name = gpu.name if gpu.name in GPU_EFFICIENCY else BORROWED_EFFICIENCY.get(gpu.name, DEFAULT_EFFICIENCY_GPU)
+def family_of(gpu: GPUSpec | str) -> str | None:
+    """The GPU's architecture family, None if unknown."""
+    return GPU_FAMILY.get(gpu if isinstance(gpu, str) else gpu.name)
+
+
+def efficiency_for(gpu: GPUSpec, calibrations: Mapping[str, Efficiency] | None = None) -> tuple[Efficiency, str]:
+    """The GPU's efficiency factors and where they come from.
+
+    ``calibrations``: GPU name -> calibrated factors (:func:`.calibrate.load_calibrations`).
+    Order: (1) this GPU's calibration, label ``"calibrated:<gpu>"``; (2) its Helix fit; (3)
+    the calibration of a GPU of the same family (alphabetically first), ``"calibrated:<that
+    gpu>"``; (4) the Helix fit it borrows; (5) A100's. For (2), (4) and (5) the label is the
+    fitted GPU's name (``"L4"``), as before calibrations existed.
+    """
+    calibrations = calibrations or {}
+    if gpu.name in calibrations:
+        return calibrations[gpu.name], f"calibrated:{gpu.name}"
+    if gpu.name in GPU_EFFICIENCY:
+        return GPU_EFFICIENCY[gpu.name], gpu.name
+    family = family_of(gpu)
+    if family is not None:
+        same = sorted(g for g in calibrations if family_of(g) == family)
+        if same:
+            return calibrations[same[0]], f"calibrated:{same[0]}"
+    name = BORROWED_EFFICIENCY.get(gpu.name, DEFAULT_EFFICIENCY_GPU)
     return GPU_EFFICIENCY[name], name
 
 
@@ -128,8 +177,9 @@ class Roofline:
     allreduce_latency_s: float = ALLREDUCE_LATENCY_S
 
     @classmethod
-    def default(cls, machine: MachineType, model: ModelSpec) -> Roofline:
-        return cls(machine, model, efficiency_for(machine.gpu)[0])
+    def default(cls, machine: MachineType, model: ModelSpec,
+                calibrations: Mapping[str, Efficiency] | None = None) -> Roofline:
+        return cls(machine, model, efficiency_for(machine.gpu, calibrations)[0])
 
     def _kernel(self, flops, bytes_):
         gpu, d = self.machine.gpu, self.machine.count
@@ -165,8 +215,15 @@ class Roofline:
         return self._dense(b) + attn + self._allreduce(b) + self.eff.overhead_s
 
 
-def roofline_cost(machine: MachineType, model: ModelSpec) -> LayerCost:
-    """The roofline with the default (fitted or borrowed) factors, pre-tabulated."""
-    r = Roofline.default(machine, model)
-    return LayerCost.tabulate(machine.name, model.name, "roofline", model.max_context,
+def roofline_cost(machine: MachineType, model: ModelSpec,
+                  calibrations: Mapping[str, Efficiency] | None = None) -> LayerCost:
+    """The roofline with the GPU's factors (see :func:`efficiency_for`), pre-tabulated.
+
+    Source ``"roofline"`` with the built-in (Helix-fitted or borrowed) factors,
+    ``"roofline(calibrated:<gpu>)"`` with a calibration's.
+    """
+    eff, label = efficiency_for(machine.gpu, calibrations)
+    r = Roofline(machine, model, eff)
+    source = f"roofline({label})" if label.startswith("calibrated:") else "roofline"
+    return LayerCost.tabulate(machine.name, model.name, source, model.max_context,
                               r.prefill, lambda b, c: r.decode(b, b * c), step_overhead_s=r.eff.overhead_s)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import csv
 import json
 import pathlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +60,7 @@ HELIX_MACHINES = {"a100": "A100-40GB", "v100": "V100-16GB", "l4": "L4", "l4x2": 
 # holds on average 750 + 240/2 tokens of KV.
 HELIX_DECODE_CONTEXT = 870.0
 MS = 1e-3
+CPU_MACHINE = re.compile(r"cpu(x\d+)?")  # machine folders of CPU profiles (cpu, cpux2 for tensor parallel)
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,8 @@ def _machine_name(folder: pathlib.Path, helix: bool) -> str:
     name = folder.name
     if helix and name.lower() in HELIX_MACHINES:
         return HELIX_MACHINES[name.lower()]
+    if CPU_MACHINE.fullmatch(name.lower()):
+        return name.lower()  # a CPU profile (``python -m profiler --gpu cpu``): read, never matched by a cluster node
     try:
         return parse_machine(name).name
     except SimError as e:
@@ -205,4 +209,5 @@ def measured_cost(table: MeasuredTable, model: ModelSpec) -> LayerCost:
     dec = _decode_grid(table.decode, np.maximum(batches, 1.0), context_grid(model.max_context))
     tokens = np.maximum(prefill_grid(model.max_context), 1.0)
     pre = _extend(table.prefill[:, 0], table.prefill[:, 1], tokens, floor=(1.0, float(dec[1, 0])))
-    return LayerCost(table.machine, table.model, table.source, pre, dec)
+    overhead = float(table.meta.get("step_overhead_s") or 0.0)  # the profiler measures it from mixed steps
+    return LayerCost(table.machine, table.model, table.source, pre, dec, step_overhead_s=overhead)

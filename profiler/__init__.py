@@ -1,0 +1,1 @@
+"""Times real transformer layers and writes the simulator's latency tables."""

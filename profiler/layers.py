@@ -1,0 +1,365 @@
+"""One decoder layer of a real model, in plain torch, for timing.
+
+:func:`build_layer` builds a single decoder layer with a model's real dimensions
+(:class:`~simulator.models.ModelSpec`) and random weights, and :meth:`DecoderLayer.step`
+runs it the way vLLM-style continuous-batching engines run one iteration: the tokens of
+all sequences are packed into one ``[T, hidden]`` batch (the prompt tokens of each
+prefill sequence, in order, then one token per decode sequence). The dense parts (norms,
+projections, MLP) run once over all ``T`` rows; attention runs per prefill sequence
+(causal, over its own tokens, with ``scaled_dot_product_attention``) and, for the
+decode sequences together, over a KV cache into which the new token's K and V are
+written in place.
+
+Architectures:
+
+* ``llama`` (LLaMA, Llama 2/3, Mistral): RMSNorm -> Q/K/V projections without bias
+  (grouped-query attention when ``kv_heads < heads``) -> rotary position embeddings
+  (RoPE, theta 10000, GPT-NeoX "rotate half" layout as in Hugging Face's Llama) ->
+  attention -> O projection -> residual -> RMSNorm -> SwiGLU MLP
+  (``down(silu(gate(x)) * up(x))``) -> residual.
+* ``opt``: LayerNorm -> Q/K/V with bias -> attention (OPT's learned positions are added
+  to the embeddings, outside the layers) -> O projection with bias -> residual ->
+  LayerNorm -> fc1 -> ReLU -> fc2 -> residual.
+
+As in vLLM, Q/K/V are one fused matmul and so are gate/up (same numbers as separate ones).
+
+Tensor parallelism follows Megatron-LM (Shoeybi et al., 2019, "Megatron-LM: Training
+Multi-Billion Parameter Language Models Using Model Parallelism"): Q/K/V, gate/up and fc1
+are split by columns (each of ``tp_size`` ranks holds ``heads / tp_size`` query heads,
+``kv_heads / tp_size`` KV heads -- or one replicated KV head when ``kv_heads < tp_size``,
+as vLLM does -- and ``intermediate / tp_size`` MLP columns); O, down and fc2 are split by
+rows and their partial outputs summed with ``torch.distributed.all_reduce`` (twice per
+layer). Biases of row-parallel layers are added once, after the all-reduce.
+
+Weights are random (timing does not depend on their values), scaled by
+``1 / sqrt(fan_in)`` so activations stay finite in fp16. The full, unsharded weights are
+drawn from a seeded ``torch.Generator`` in a fixed order and each rank keeps its shard,
+so a layer built with the same seed computes the same function whatever ``tp_size``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from simulator.models import ModelSpec
+
+ROPE_THETA = 10000.0
+NORM_EPS = 1e-5
+_MAX_CACHED = 256  # step metadata (positions, inputs) kept per shape
+
+
+@dataclass
+class KVCache:
+    """K and V of a batch of sequences for one layer (this rank's KV heads)."""
+
+    k: torch.Tensor  # [batch, local_kv_heads, capacity, head_dim]
+    v: torch.Tensor
+
+
+# ---- weights ----------------------------------------------------------------------------
+
+
+def _check_tp(model: ModelSpec, tp_rank: int, tp_size: int) -> None:
+    if tp_size < 1:
+        raise ValueError(f"tp_size must be >= 1, got {tp_size}")
+    if not 0 <= tp_rank < tp_size:
+        raise ValueError(f"tp_rank must be in [0, {tp_size}), got {tp_rank}")
+    if model.heads % tp_size:
+        raise ValueError(f"model '{model.name}': heads ({model.heads}) not divisible by tp_size ({tp_size})")
+    if model.intermediate % tp_size:
+        raise ValueError(f"model '{model.name}': intermediate ({model.intermediate}) not divisible by "
+                         f"tp_size ({tp_size})")
+    kv = model.kv_heads
+    if (kv >= tp_size and kv % tp_size) or (kv < tp_size and tp_size % kv):
+        raise ValueError(f"model '{model.name}': kv_heads ({kv}) must be a multiple or a divisor of tp_size ({tp_size})")
+
+
+def _weight_shapes(model: ModelSpec) -> list[tuple[str, tuple[int, ...], int | None]]:
+    """(name, full shape, fan_in) in generation order; fan_in None for norm weights/biases."""
+    h, d, i = model.hidden, model.head_dim, model.intermediate
+    q, kv = model.heads * d, model.kv_heads * d
+    opt = model.arch == "opt"
+    out: list[tuple[str, tuple[int, ...], int | None]] = [("norm1_w", (h,), None)]
+    if opt:
+        out.append(("norm1_b", (h,), None))
+    out += [("wq", (q, h), h), ("wk", (kv, h), h), ("wv", (kv, h), h)]
+    if opt:
+        out += [("bq", (q,), h), ("bk", (kv,), h), ("bv", (kv,), h)]
+    out.append(("wo", (h, q), q))
+    if opt:
+        out.append(("bo", (h,), q))
+    out.append(("norm2_w", (h,), None))
+    if opt:
+        out += [("norm2_b", (h,), None), ("w_fc1", (i, h), h), ("b_fc1", (i,), h), ("w_fc2", (h, i), i),
+                ("b_fc2", (h,), i)]
+    else:
+        out += [("w_gate", (i, h), h), ("w_up", (i, h), h), ("w_down", (h, i), i)]
+    return out
+
+
+def _iter_full_weights(model: ModelSpec, seed: int, device) -> Iterator[tuple[str, torch.Tensor]]:
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    for name, shape, fan_in in _weight_shapes(model):
+        t = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+        if fan_in is not None:
+            t.mul_(fan_in ** -0.5)
+        elif name.endswith("_w"):  # norm gains around 1
+            t.mul_(0.1).add_(1.0)
+        else:  # norm biases
+            t.mul_(0.1)
+        yield name, t
+
+
+def full_weights(model: ModelSpec, seed: int = 0, device="cpu") -> dict[str, torch.Tensor]:
+    """The full (unsharded) float32 weights :func:`build_layer` shards, by name.
+
+    Names: ``norm1_w``, ``wq``, ``wk``, ``wv``, ``wo``, ``norm2_w`` and ``w_gate``, ``w_up``,
+    ``w_down`` (llama) or ``norm1_b``, ``bq``, ``bk``, ``bv``, ``bo``, ``norm2_b``, ``w_fc1``,
+    ``b_fc1``, ``w_fc2``, ``b_fc2`` (opt). Matrices are ``[out, in]`` as in ``F.linear``.
+    """
+    return dict(_iter_full_weights(model, seed, torch.device(device)))
+
+
+def kv_head_ids(model: ModelSpec, tp_rank: int, tp_size: int) -> list[int]:
+    """Global KV heads rank ``tp_rank`` holds (one replicated head when kv_heads < tp_size)."""
+    kv = model.kv_heads
+    if kv >= tp_size:
+        n = kv // tp_size
+        return list(range(tp_rank * n, (tp_rank + 1) * n))
+    return [tp_rank * kv // tp_size]
+
+
+# ---- the layer -------------------------------------------------------------------------------
+
+
+class DecoderLayer(torch.nn.Module):
+    """One decoder layer (this rank's shard) of ``model``; see the module docstring."""
+
+    def __init__(self, model: ModelSpec, *, device="cpu", dtype=torch.float32, tp_rank: int = 0, tp_size: int = 1,
+                 group=None, seed: int = 0):
+        super().__init__()
+        _check_tp(model, tp_rank, tp_size)
+        self.model, self.tp_rank, self.tp_size, self.group = model, tp_rank, tp_size, group
+        device = torch.device(device)
+        d = model.head_dim
+        self.local_heads = model.heads // tp_size
+        self.kv_head_ids = kv_head_ids(model, tp_rank, tp_size)
+        self.local_kv_heads = len(self.kv_head_ids)
+        self.local_intermediate = model.intermediate // tp_size
+        self.is_llama = model.arch == "llama"
+
+        hq = slice(tp_rank * self.local_heads * d, (tp_rank + 1) * self.local_heads * d)
+        k0 = self.kv_head_ids[0] * d
+        hk = slice(k0, k0 + self.local_kv_heads * d)
+        im = slice(tp_rank * self.local_intermediate, (tp_rank + 1) * self.local_intermediate)
+        col = {"wq": hq, "wk": hk, "wv": hk, "bq": hq, "bk": hk, "bv": hk,
+               "w_gate": im, "w_up": im, "w_fc1": im, "b_fc1": im}  # shard rows of [out, in]
+        row = {"wo": hq, "w_down": im, "w_fc2": im}  # shard columns
+
+        local: dict[str, torch.Tensor] = {}
+        for name, t in _iter_full_weights(model, seed, device):
+            if name in col:
+                t = t[col[name]]
+            elif name in row:
+                t = t[:, row[name]]
+            local[name] = t.to(dtype=dtype).contiguous()  # norms and row-parallel biases: replicated
+            del t
+
+        def param(t: torch.Tensor) -> torch.nn.Parameter:
+            return torch.nn.Parameter(t, requires_grad=False)
+
+        self.norm1_w = param(local["norm1_w"])
+        self.norm2_w = param(local["norm2_w"])
+        self.w_qkv = param(torch.cat([local["wq"], local["wk"], local["wv"]]))
+        self.wo = param(local["wo"])
+        if self.is_llama:
+            self.norm1_b = self.norm2_b = self.b_qkv = self.bo = self.b_up = self.b_down = None
+            self.w_up = param(torch.cat([local["w_gate"], local["w_up"]]))  # fused gate/up
+            self.w_down = param(local["w_down"])
+        else:
+            self.norm1_b = param(local["norm1_b"])
+            self.norm2_b = param(local["norm2_b"])
+            self.b_qkv = param(torch.cat([local["bq"], local["bk"], local["bv"]]))
+            self.bo = param(local["bo"])
+            self.w_up, self.b_up = param(local["w_fc1"]), param(local["b_fc1"])
+            self.w_down, self.b_down = param(local["w_fc2"]), param(local["b_fc2"])
+        del local
+
+        self._rope_cos = self._rope_sin = None
+        if self.is_llama:
+            self._build_rope(max(model.max_context, 1))
+        self._positions: dict[tuple, torch.Tensor] = {}
+        self._inputs: dict[int, torch.Tensor] = {}
+
+    # ---- properties ---------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.w_qkv.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.w_qkv.dtype
+
+    def weight_bytes(self) -> int:
+        """Bytes of this rank's weights (norms and row-parallel biases are replicated on every rank)."""
+        return sum(p.numel() * p.element_size() for p in self.parameters())
+
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        """A zero-filled KV cache for ``batch`` sequences of up to ``capacity`` tokens."""
+        shape = (batch, self.local_kv_heads, capacity, self.model.head_dim)
+        return KVCache(torch.zeros(shape, device=self.device, dtype=self.dtype),
+                       torch.zeros(shape, device=self.device, dtype=self.dtype))
+
+    def cache_bytes(self, batch: int, capacity: int) -> int:
+        """Bytes :meth:`new_cache` allocates (K and V)."""
+        return 2 * batch * self.local_kv_heads * capacity * self.model.head_dim * self.dtype.itemsize
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _build_rope(self, n: int) -> None:
+        d = self.model.head_dim
+        inv_freq = 1.0 / ROPE_THETA ** (torch.arange(0, d, 2, device=self.device, dtype=torch.float32) / d)
+        freqs = torch.outer(torch.arange(n, device=self.device, dtype=torch.float32), inv_freq)  # [n, d/2]
+        self._rope_cos = freqs.cos().to(self.dtype)
+        self._rope_sin = freqs.sin().to(self.dtype)
+
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x`` [T, heads, head_dim] by per-row angles (cos/sin: [T, 1, head_dim/2])."""
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+    def _position_ids(self, lengths: tuple[int, ...], batch: int, context: int) -> torch.Tensor:
+        key = (lengths, batch, context)
+        pos = self._positions.get(key)
+        if pos is None:
+            parts = [torch.arange(n) for n in lengths] + [torch.full((batch,), context)]
+            pos = torch.cat(parts).to(self.device)
+            if len(self._positions) >= _MAX_CACHED:
+                self._positions.clear()
+            self._positions[key] = pos
+        return pos
+
+    def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        if self.tp_size > 1:
+            dist.all_reduce(t, group=self.group)
+        return t
+
+    def _norm(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        if self.is_llama:
+            return F.rms_norm(x, (x.shape[-1],), w, NORM_EPS)
+        return F.layer_norm(x, (x.shape[-1],), w, b, NORM_EPS)
+
+    # ---- the step -----------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, prefill_lengths: Sequence[int] = (), decode: KVCache | None = None, decode_context: int = 0,
+             x: torch.Tensor | None = None) -> torch.Tensor:
+        """One engine iteration of this layer over a packed batch; returns ``[T, hidden]``.
+
+        Rows of ``x`` (``T = sum(prefill_lengths) + decode batch``): the prompt tokens of
+        each prefill sequence, then one token per decode sequence. Every decode sequence
+        has ``decode_context`` tokens in ``decode``; the new token's K/V are written at
+        position ``decode_context`` and its query attends over positions
+        ``[0, decode_context]``. ``x=None`` uses a random input cached per shape.
+        """
+        m = self.model
+        lengths = tuple(int(n) for n in prefill_lengths)
+        if any(n <= 0 for n in lengths):
+            raise ValueError(f"prefill lengths must be positive, got {lengths}")
+        batch = 0
+        if decode is not None:
+            batch = decode.k.shape[0]
+            want = (batch, self.local_kv_heads, decode.k.shape[2], m.head_dim)
+            if tuple(decode.k.shape) != want or tuple(decode.v.shape) != want:
+                raise ValueError(f"decode cache must be [batch, {self.local_kv_heads}, capacity, {m.head_dim}], "
+                                 f"got k {tuple(decode.k.shape)} and v {tuple(decode.v.shape)}")
+            if decode_context < 0:
+                raise ValueError(f"decode_context must be >= 0, got {decode_context}")
+            if decode_context + 1 > decode.k.shape[2]:
+                raise ValueError(f"decode_context + 1 ({decode_context + 1}) exceeds the cache capacity "
+                                 f"({decode.k.shape[2]})")
+        else:
+            decode_context = 0
+        n_prefill = sum(lengths)
+        total = n_prefill + batch
+        if total == 0:
+            raise ValueError("empty step: no prefill tokens and no decode sequences")
+        if x is None:
+            x = self._inputs.get(total)
+            if x is None:
+                if len(self._inputs) >= _MAX_CACHED:
+                    self._inputs.clear()
+                x = self._inputs[total] = make_input(self, (), total)
+        elif tuple(x.shape) != (total, m.hidden):
+            raise ValueError(f"x must be [{total}, {m.hidden}], got {tuple(x.shape)}")
+
+        d, hq, hkv = m.head_dim, self.local_heads, self.local_kv_heads
+
+        # attention block
+        h = self._norm(x, self.norm1_w, self.norm1_b)
+        qkv = F.linear(h, self.w_qkv, self.b_qkv)
+        q, k, v = qkv.split([hq * d, hkv * d, hkv * d], dim=-1)
+        q, k, v = q.view(total, hq, d), k.view(total, hkv, d), v.view(total, hkv, d)
+        if self.is_llama:
+            pos = self._position_ids(lengths, batch, decode_context)
+            need = max(max(lengths, default=0), decode_context + 1)
+            if need > self._rope_cos.shape[0]:
+                self._build_rope(max(need, 2 * self._rope_cos.shape[0]))
+            cos, sin = self._rope_cos[pos].unsqueeze(1), self._rope_sin[pos].unsqueeze(1)
+            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+
+        attn = torch.empty(total, hq, d, device=x.device, dtype=x.dtype)
+        gqa = hq != hkv
+        start = 0
+        for n in lengths:  # per-sequence causal attention over its own tokens
+            s = slice(start, start + n)
+            qs, ks, vs = (t[s].transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # [1, heads, n, d]
+            o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=gqa)
+            attn[s] = o[0].transpose(0, 1)
+            start += n
+        if batch:
+            c = decode_context
+            decode.k[:, :, c].copy_(k[n_prefill:])
+            decode.v[:, :, c].copy_(v[n_prefill:])
+            qd = q[n_prefill:].unsqueeze(2)  # [batch, heads, 1, d]
+            o = F.scaled_dot_product_attention(qd, decode.k[:, :, :c + 1], decode.v[:, :, :c + 1], enable_gqa=gqa)
+            attn[n_prefill:] = o.squeeze(2)
+
+        out = self._all_reduce(F.linear(attn.view(total, hq * d), self.wo))
+        if self.bo is not None:
+            out += self.bo
+        x = x + out
+
+        # MLP block
+        h = self._norm(x, self.norm2_w, self.norm2_b)
+        up = F.linear(h, self.w_up, self.b_up)
+        if self.is_llama:
+            gate, up = up.chunk(2, dim=-1)
+            up = F.silu(gate) * up
+        else:
+            up = F.relu(up)
+        out = self._all_reduce(F.linear(up, self.w_down))
+        if self.b_down is not None:
+            out += self.b_down
+        return x + out
+
+    forward = step
+
+
+def build_layer(model: ModelSpec, *, device="cpu", dtype=torch.float32, tp_rank: int = 0, tp_size: int = 1,
+                group=None, seed: int = 0) -> DecoderLayer:
+    """This rank's shard of one decoder layer of ``model``, with random weights (see the module docstring)."""
+    return DecoderLayer(model, device=device, dtype=dtype, tp_rank=tp_rank, tp_size=tp_size, group=group, seed=seed)
+
+
+def make_input(layer: DecoderLayer, prefill_lengths: Sequence[int], decode_batch: int, seed: int = 0) -> torch.Tensor:
+    """Random hidden states ``[sum(prefill_lengths) + decode_batch, hidden]`` on the layer's device and dtype."""
+    total = sum(int(n) for n in prefill_lengths) + int(decode_batch)
+    gen = torch.Generator(device=layer.device)
+    gen.manual_seed(seed)
+    x = torch.randn(total, layer.model.hidden, generator=gen, device=layer.device, dtype=torch.float32)
+    return x.to(layer.dtype)
