@@ -69,6 +69,9 @@ def run_options(f):
         click.option("--arrival", type=click.Choice(["poisson", "gamma"]), default="poisson",
                      help="synthetic traces: arrival process"),
         click.option("--burstiness", type=float, default=1.0, help="gamma arrivals: coefficient of variation"),
+        click.option("--workload-class", type=click.Choice(["HPHD", "HPLD", "LPHD", "LPLD"], case_sensitive=False),
+                     default=None,
+                     help="HexGen-2 class: heavy/light prefill x heavy/light decode (split at the trace's medians)"),
     ]
     for o in reversed(opts):
         f = o(f)

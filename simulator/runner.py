@@ -36,6 +36,7 @@ from .workload import (
     scale_rate,
     synthetic,
     time_window,
+    workload_class,
 )
 
 REPO_PROFILES = Path(__file__).resolve().parent.parent / "profiler" / "tables"  # measured tables shipped in the repo
@@ -74,6 +75,7 @@ class RunSpec:
     mip_gap: float = 1e-4  # MILP relative gap at which the solver stops
     arrival: str = "poisson"  # synthetic arrivals: poisson or gamma
     burstiness: float = 1.0  # gamma arrivals: coefficient of variation
+    workload_class: str | None = None  # HexGen-2 class HPHD/HPLD/LPHD/LPLD (split at the trace's medians); None = all
     progress: bool = True
 
 
@@ -108,24 +110,53 @@ def profile_dirs(spec: RunSpec) -> list[Path]:
 
 
 def build_workload(spec: RunSpec, model: ModelSpec, rng: np.random.Generator) -> Workload:
+    """The run's workload: load or generate, keep --workload-class, rescale the rate, window, context rule.
+
+    A workload class keeps its quadrant of the whole loaded trace (or generated set), arrival times as they
+    were; --rate / --token-rate then rescale the class's own arrivals. A synthetic class with a target rate
+    is cut from a longer generated set, so that after rescaling it still covers warmup + duration.
+    """
     horizon = spec.warmup + spec.duration
     trace = spec.trace or "synthetic:conv"
-    if trace.startswith("synthetic"):
+    synth = trace.startswith("synthetic")
+    if spec.mode == "online" and spec.rate and spec.token_rate:
+        raise SimError("give --rate or --token-rate, not both")
+
+    def pick(w: Workload) -> Workload:
+        if spec.workload_class is None:
+            return w
+        w = workload_class(w, spec.workload_class)
+        if not w.requests and not w.rejected:
+            raise SimError(f"workload class {spec.workload_class}: no requests in {w.source}")
+        return w
+
+    def rescale(w: Workload) -> Workload:
+        if spec.token_rate:
+            return scale_rate(w, tokens_per_s=spec.token_rate)
+        if spec.rate and (not synth or spec.workload_class):
+            return scale_rate(w, requests_per_s=spec.rate)
+        return w
+
+    if synth:
         kind = trace.split(":", 1)[1] if ":" in trace else "conv"
         rate = spec.rate or 1.0
         n = None if spec.mode == "online" else max(1000, int(horizon * 20))
-        w = synthetic(kind, n=n, duration_s=horizon if n is None else None, rate=rate, arrival=spec.arrival,
-                      cv=spec.burstiness, rng=rng)
+        stretch = 8.0 if spec.mode == "online" and spec.workload_class and (spec.rate or spec.token_rate) else 1.0
+        for _ in range(8):
+            w = synthetic(kind, n=n, duration_s=horizon * stretch if n is None else None, rate=rate,
+                          arrival=spec.arrival, cv=spec.burstiness, rng=rng)
+            w = pick(w)
+            if stretch == 1.0:
+                break
+            scaled = rescale(w)
+            end = scaled.requests[-1].arrival_s if scaled.requests else 0.0
+            if end >= horizon or not scaled.requests:
+                break
+            stretch *= 1.25 * horizon / end if end > 0 else 2.0
     else:
-        w = load_trace(resolve_trace(trace))
+        w = pick(load_trace(resolve_trace(trace)))
     if spec.mode == "online":
-        if spec.rate and spec.token_rate:
-            raise SimError("give --rate or --token-rate, not both")
-        if spec.token_rate:
-            w = scale_rate(w, tokens_per_s=spec.token_rate)
-        elif spec.rate and not trace.startswith("synthetic"):
-            w = scale_rate(w, requests_per_s=spec.rate)
-        w = time_window(w, 0.0, horizon)
+        w = time_window(rescale(w), 0.0, horizon)
     return apply_context_limit(w, model.max_context, spec.context_rule)
 
 
