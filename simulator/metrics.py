@@ -44,6 +44,7 @@ class RequestRecord:
     tokens_generated: int = 0
     preemptions: int = 0
     route: str = ""
+    kv_transfer_s: float = 0.0  # disaggregated serving: time the KV cache spent moving to the decode nodes
 
 
 @dataclass
@@ -120,6 +121,8 @@ def summarize(records: list[RequestRecord], series: TokenSeries, nodes: list[Nod
         "requests_unfinished": outcomes.count(UNFINISHED),
         "requests_finished_in_window": len(fin),
         "preemptions": int(sum(r.preemptions for r in records)),
+        "kv_transfer_mean_s": (float(np.mean([r.kv_transfer_s for r in fin if r.kv_transfer_s > 0]))
+                               if any(r.kv_transfer_s > 0 for r in fin) else None),
         **_stats(ttft, "ttft"),
         **_stats(tpot, "tpot"),
         **_stats(e2e, "e2e"),

@@ -31,13 +31,27 @@ class NoRoute(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """The nodes a request visits, and the layer range ``[start, end)`` it runs on each."""
+    """The nodes a request visits, and the layer range ``[start, end)`` it runs on each.
+
+    ``decode`` set: disaggregated serving (DistServe, HexGen-2). The prompt runs on
+    ``nodes``, its KV cache then moves to ``decode.nodes`` (layer slices between the
+    nodes holding the same layers) and every decode iteration runs there. The two node
+    sets must be disjoint.
+    """
 
     nodes: tuple[int, ...]
     layers: tuple[tuple[int, int], ...]
+    decode: Route | None = None
 
     def layer_counts(self) -> tuple[int, ...]:
         return tuple(e - s for s, e in self.layers)
+
+    def node_layers(self) -> list[tuple[int, int]]:
+        """(node, layers held for this request) over the prompt route and the decode route."""
+        out = list(zip(self.nodes, self.layer_counts()))
+        if self.decode is not None:
+            out += list(zip(self.decode.nodes, self.decode.layer_counts()))
+        return out
 
 
 class ClusterView(Protocol):

@@ -16,6 +16,13 @@ batching):
   item needs), then hands each item to its next hop. One event per iteration.
 * **Links** (:class:`~simulator.engine.network.Network`): latency + bytes/bandwidth,
   NICs shared by reservation, one batched transfer per next hop and iteration.
+* **Disaggregated serving** (a route with a ``decode`` part, DistServe / HexGen-2): the
+  prompt runs on the prompt nodes; then the KV cache (prompt tokens x KV bytes per token
+  per layer) moves to the decode nodes, each prompt node sending the layers it holds to
+  the decode nodes holding them, all pairs at once over the links (sharing NICs and links
+  with other traffic); KV is reserved on the decode nodes when the transfer starts (it
+  waits, FIFO per decode route, while they lack room) and freed on the prompt nodes when
+  it ends; decode iterations then run on the decode nodes.
 * **KV memory** per node: capacity = usable memory minus the weights held; a prompt
   allocates its tokens x layers held, a decode step one token x layers. A prompt waits
   in the queue while memory is short; a decode step that finds memory full preempts the
@@ -79,6 +86,7 @@ class Flight:
 
     __slots__ = (
         "context",
+        "transfer_start",
         "counts",
         "epoch",
         "generated",
@@ -107,6 +115,7 @@ class Flight:
         self.kv: dict[int, float] = {}  # node -> KV bytes held there
         self.sent_at = 0.0
         self.reserved = 0.0  # offline admission: expected KV bytes per layer
+        self.transfer_start = 0.0  # disaggregated: when the KV cache started moving to the decode nodes
 
 
 class NodeSim:
@@ -165,6 +174,7 @@ class NodeSim:
         self.resident.pop(f, None)
         if nbytes:
             self.poke()
+            self.sim.memory_freed()
 
     def free_kv(self) -> float:
         return self.kv_capacity - self.kv_used
@@ -282,6 +292,10 @@ class Simulation:
         self.act_bytes = self.model.activation_bytes_per_token
         self.kv_layer = self.model.kv_bytes_per_token_per_layer
         self.hop_delays: dict[tuple[int, int], float] = {}
+        # disaggregated serving: prompts done whose KV waits for room on their decode nodes, per decode route
+        self.waiting_transfers: dict[tuple[int, ...], deque] = {}
+        self.transfer_waits = 0
+        self._retry_scheduled = False
         self.track_hops = type(scheduler).on_hop is not Scheduler.on_hop
         self.pending: deque = deque()  # offline: (request, record, route) waiting for admission
         self._starts: dict[int, list] = {}  # prompts started at this instant, per first node
@@ -301,7 +315,10 @@ class Simulation:
             route = self.scheduler.route(req, self.view)
         except NoRoute as e:
             return self._reject(rec, f"no route: {e}")
-        for node, k in zip(route.nodes, route.layer_counts()):
+        if route.decode is not None and set(route.nodes) & set(route.decode.nodes):
+            raise SimError(f"scheduler {self.scheduler.name}: a disaggregated route must use different nodes for "
+                           f"the prompt and for decoding")
+        for node, k in route.node_layers():
             need = (req.input_tokens + req.output_tokens) * k * self.kv_layer
             cap = self.nodes[node].kv_capacity
             if need > cap * (1 - KV_WATERMARK):
@@ -309,6 +326,8 @@ class Simulation:
                 return self._reject(rec, f"kv too small: needs {need / 1e9:.2f} GB of KV on "
                                          f"{self.cluster.nodes[node].name}, capacity {cap / 1e9:.2f} GB")
         rec.route = ">".join(self.cluster.nodes[n].name for n in route.nodes)
+        if route.decode is not None:
+            rec.route += " => " + ">".join(self.cluster.nodes[n].name for n in route.decode.nodes)
         if self.config.mode == "offline" and self.config.max_inflight is None and not self._admit(req, route):
             self.pending.append((req, rec, route))
             return True
@@ -326,7 +345,7 @@ class Simulation:
 
     def _admit(self, req: Request, route: Route) -> bool:
         per_layer = self._expected_kv(req)
-        for node, k in zip(route.nodes, route.layer_counts()):
+        for node, k in route.node_layers():
             ns = self.nodes[node]
             if ns.kv_expected + per_layer * k > OFFLINE_KV_HIGH_WATERMARK * ns.kv_capacity and ns.kv_expected > 0:
                 return False
@@ -337,7 +356,7 @@ class Simulation:
         self.inflight[req.id] = f
         if self.config.mode == "offline" and self.config.max_inflight is None:
             f.reserved = self._expected_kv(req)
-            for node, k in zip(f.nodes, f.counts):
+            for node, k in route.node_layers():
                 self.nodes[node].kv_expected += f.reserved * k
         self._starts.setdefault(f.nodes[0], []).append((f, f.epoch))
 
@@ -400,6 +419,7 @@ class Simulation:
             if f.epoch != ep:
                 continue
             rec = f.rec
+            was_prompt = f.is_prompt
             if f.is_prompt:
                 if f.generated == 0:
                     rec.first_token_s = now
@@ -414,6 +434,9 @@ class Simulation:
             if f.generated >= f.req.output_tokens:
                 self.finish(f)
                 continue
+            if was_prompt and f.route.decode is not None:
+                self.start_transfer(f, ep)
+                continue
             f.hop = 0
             nxt.setdefault(f.nodes[0], []).append((f, ep))
         for dst, group in nxt.items():
@@ -425,7 +448,7 @@ class Simulation:
         for node in list(f.kv):
             self.nodes[node].release(f)
         if f.reserved:
-            for node, k in zip(f.nodes, f.counts):
+            for node, k in f.route.node_layers():
                 self.nodes[node].kv_expected -= f.reserved * k
             f.reserved = 0.0
 
@@ -447,7 +470,71 @@ class Simulation:
         f.is_prompt = True
         f.prompt_len = f.req.input_tokens + f.generated
         f.context = 0
+        f.nodes, f.counts = f.route.nodes, f.route.layer_counts()  # disaggregated: back to the prompt nodes
         self.send(self.coord, f.nodes[0], [(f, f.epoch)], f.prompt_len * TOKEN_ID_BYTES)
+
+    # ---- disaggregated serving: the KV cache moves from the prompt nodes to the decode nodes --------
+    def start_transfer(self, f: Flight, ep: int) -> None:
+        """After the prompt: reserve KV on the decode nodes (or wait for it) and send the cache there."""
+        dec = f.route.decode
+        need = [(j, k * self.kv_layer * f.context) for j, k in zip(dec.nodes, dec.layer_counts())]
+        if self.waiting_transfers.get(dec.nodes) or any(self.nodes[j].free_kv() < b for j, b in need):
+            self.waiting_transfers.setdefault(dec.nodes, deque()).append((f, ep))  # KV stays on the prompt nodes
+            self.transfer_waits += 1
+            return
+        self._send_kv(f, ep, need)
+
+    def _send_kv(self, f: Flight, ep: int, need: list[tuple[int, float]]) -> None:
+        """Each prompt node sends the layers it holds to the decode nodes holding them, all at once."""
+        now = self.env.now
+        for j, nbytes in need:
+            self.nodes[j].alloc(f, nbytes)
+        done = now
+        dec = f.route.decode
+        for i, (si, ei) in zip(f.route.nodes, f.route.layers):
+            for j, (sj, ej) in zip(dec.nodes, dec.layers):
+                overlap = min(ei, ej) - max(si, sj)
+                if overlap > 0:
+                    done = max(done, self.net.reserve(i, j, overlap * self.kv_layer * f.context, now))
+        f.transfer_start = now
+        ev = self.env.timeout(done - now)
+        ev.callbacks.append(lambda _e: self._kv_arrived(f, ep))
+
+    def _kv_arrived(self, f: Flight, ep: int) -> None:
+        if f.epoch != ep:  # preempted meanwhile: its KV was freed everywhere
+            return
+        for i in f.route.nodes:
+            self.nodes[i].release(f)
+        f.rec.kv_transfer_s += self.env.now - f.transfer_start
+        dec = f.route.decode
+        f.nodes, f.counts = dec.nodes, dec.layer_counts()
+        f.hop = 0
+        self.send(self.coord, f.nodes[0], [(f, ep)], TOKEN_ID_BYTES)
+
+    def memory_freed(self) -> None:
+        """Some node freed KV: retry waiting transfers (in a separate event, not inside the caller)."""
+        if self.waiting_transfers and not self._retry_scheduled:
+            self._retry_scheduled = True
+            self.env.timeout(0).callbacks.append(lambda _e: self._retry_transfers())
+
+    def _retry_transfers(self) -> None:
+        """Per decode route, FIFO: start waiting transfers while the head fits."""
+        self._retry_scheduled = False
+        for nodes in list(self.waiting_transfers):
+            queue = self.waiting_transfers[nodes]
+            while queue:
+                f, ep = queue[0]
+                if f.epoch != ep:
+                    queue.popleft()
+                    continue
+                dec = f.route.decode
+                need = [(j, k * self.kv_layer * f.context) for j, k in zip(dec.nodes, dec.layer_counts())]
+                if any(self.nodes[j].free_kv() < b for j, b in need):
+                    break
+                queue.popleft()
+                self._send_kv(f, ep, need)
+            if not queue:
+                del self.waiting_transfers[nodes]
 
     # ---- arrivals ------------------------------------------------------------------
     def arrivals(self):
