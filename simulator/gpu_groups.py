@@ -30,33 +30,47 @@ Assumptions (none of them is in the paper)
    links for partitioning, they are not a capacity model). The coordinator is no GPU.
 3. **K.** :func:`group_count` is the brief's formula, which ignores that a GPU cannot
    be shared by two groups. :func:`partition` therefore also caps k by a packing count:
-   per connected component, GPUs sorted by memory (largest first) are packed greedily,
-   a group closing as soon as it holds ``need``; the number of closed groups is the
-   component's capacity, and a set's capacity is the sum over its components (a group
-   that spans two unlinked components could not run TP/PP). Every cut of k is noted.
+   per connected component, the better of two greedy packings of its GPUs sorted by
+   memory (next fit, largest first; and largest-plus-smallest), a group closing as soon
+   as it holds ``need``; a set's capacity is the sum over its components (a group that
+   spans two unlinked components could not run TP/PP). Both are lower bounds of the
+   best packing (bin covering is NP-hard). Every cut of k is noted.
 4. **Recursive bisection.** A set that must become ``k`` groups is split into sides
    that become ``k // 2`` and ``k - k // 2`` groups (k = 5 -> 2 and 3). Each side must
    have capacity (assumption 3) for its number of groups. A disconnected set is first
    split by components (see 7).
 5. **Spectral sweep.** The Fiedler vector is the second eigenvector of the normalised
    Laplacian ``I - D^-1/2 W D^-1/2`` (scaled back by ``D^-1/2``, i.e. Shi-Malik's
-   normalised cut) of the set's GPU graph. Sign: the entry of largest magnitude is made
-   positive. Machines (more exactly, *blocks*: a whole machine, or the part of a
-   machine an earlier cut left on this side) are sorted by the mean Fiedler value of
-   their GPUs (ties: lowest GPU) and cut between two blocks ("sweep cut"). Where the
-   sides need different numbers of groups both ends of the order are tried. The
+   normalised cut) of the set's GPU graph, among vectors that are constant on each
+   *block* (a whole machine, or the part of a machine an earlier cut left on this
+   side). The GPUs of a block have identical links, so this is solved exactly and
+   cheaply on the block quotient graph (an equitable partition); modes that vary inside
+   a block would split a machine and give no order of blocks. Sign: the entry of
+   largest magnitude is made positive. Blocks are sorted by their Fiedler value (ties:
+   lowest GPU) and cut between two blocks ("sweep cut"). Where the sides need
+   different numbers of groups, both ends of the order are tried. The
    target is the memory-proportional point ``memory(A) = memory x k_A / k``. Among the
    feasible cuts, the one closest to the target and every one within
    ``BALANCE_SLACK x memory / k`` of it (at least as close as the closest) are
-   candidates; the candidate with the lowest ratio cut ``cut x (1/memory(A) +
-   1/memory(B))`` wins (ties within 1e-9: the one closest to the target). So the split
-   is memory-proportional give or take half a group, and picks the sparsest link cut
-   in that window.
-6. **Whole machines.** A cut falls between blocks. Only when no block cut is feasible
-   (a machine alone holds more than a side needs, e.g. one 8-GPU machine becoming 2
-   groups) is a cut allowed inside one block: GPUs then keep the block order, by local
-   index inside a block, so at most one machine is split per bisection; it is named in
-   ``notes["split_machines"]``.
+   candidates. Among them, those whose ratio cut ``cut x (1/memory(A) + 1/memory(B))``
+   is within ``RATIO_TOLERANCE`` (10 %) of the lowest count as equally good, and the
+   one closest to the target wins. So the split is memory-proportional give or take
+   half a group, leaves that point only for a clearly sparser link cut (an island
+   boundary), and is not pulled off balance by link jitter of a few percent.
+6. **Whole machines.** A cut falls between blocks, and cuts whose sides can form their
+   groups from whole blocks (the packing of assumption 3 over blocks instead of GPUs)
+   are preferred (``level`` "whole" in ``notes["bisections"]``); next come block cuts
+   that are feasible only at GPU granularity ("machine": a later bisection will split
+   a machine). Only when no block cut is feasible (a machine alone holds more than a
+   side needs, e.g. one 8-GPU machine becoming 2 groups) is a cut allowed inside one
+   block ("gpu"): GPUs keep the block order, by local index inside a block, so at most
+   one machine is split per bisection. ``notes["split_machines"]`` names the machines
+   whose GPUs end up in more than one group. When the spectral order offers no "whole"
+   cut but the set's blocks could form all k groups whole, the chosen "machine" cut (or,
+   if there is none, the block cut nearest the target) is repaired by the one block
+   move or swap that makes both sides whole-feasible with the lowest ratio cut (same
+   10 % rule; "whole (repaired)"). The spectral order carries little information on a
+   uniform network, which is where this matters (e.g. the ``hexgen2-het1`` preset).
 7. **Disconnected sets.** Components are handed groups one at a time by the D'Hondt
    rule on memory (next group to the component with the largest
    ``memory / (groups so far + 1)``), never beyond a component's capacity. A component
@@ -98,7 +112,7 @@ KV_HEADROOM = 0.2  # assumption: KV cache room = 20 % of the weights again
 KL_PASSES = 10  # networkx's default max_iter for kernighan_lin_bisection
 BALANCE_SLACK = 0.5  # cuts within half a group's memory of the proportional point compete
 DEFAULT_MEMORY = MemoryModel()
-_TIE = 1e-9  # relative tolerance when comparing ratio cuts
+RATIO_TOLERANCE = 0.1  # ratio cuts within 10 % of the best count as equal (balance decides)
 
 
 @dataclass(frozen=True, order=True)
@@ -275,7 +289,6 @@ class _Partitioner:
         self.need = self.weights * (1.0 + kv_headroom)
         self.reductions: list[str] = []
         self.bisections: list[dict] = []
-        self.split_machines: list[str] = []
         self.unlinked: list[str] = []
         self.kl = {"tried": 0, "kept": 0}
 
@@ -290,10 +303,12 @@ class _Partitioner:
         cross = label[:, None] != label[None, :]
         cut = float(np.triu(self.w * cross, 1).sum())
         mem = [float(self.mem[g].sum()) for g in groups]
+        split = sorted({int(self.node_of[i]) for g in groups for i in g
+                        if np.any(label[self.node_of == self.node_of[i]] != label[i])})
         notes = {
             "k_requested": k, "k_memory": k_max, "k": len(groups),
             "weights_bytes": self.weights, "kv_headroom": self.kv_headroom, "need_bytes": self.need,
-            "reductions": self.reductions, "split_machines": sorted(set(self.split_machines)),
+            "reductions": self.reductions, "split_machines": [self.cluster.nodes[n].name for n in split],
             "unlinked": self.unlinked, "kernighan_lin": dict(self.kl), "bisections": self.bisections,
             "seed": self.seed,
         }
@@ -301,31 +316,61 @@ class _Partitioner:
 
     # ---- capacity -------------------------------------------------------------------
     def _cover(self, gpus: np.ndarray) -> int:
-        """Greedy packing count: groups closed in descending-memory order (assumption 3)."""
-        mems = self.mem[gpus]
-        if mems.size and np.all(mems == mems[0]):
-            per = math.ceil(self.need / mems[0] - 1e-12) if mems[0] > 0 else math.inf
-            return int(mems.size // per) if per < math.inf else 0
-        count, acc = 0, 0.0
-        for x in np.sort(mems)[::-1]:
+        """Packing count of GPUs (assumption 3)."""
+        return self._cover_mems(self.mem[gpus])
+
+    def _cover_mems(self, mems: np.ndarray) -> int:
+        """Packing count (assumption 3): the better of two greedy packings of the items
+        sorted by memory, largest first: "next fit" (fill a group in that order) and
+        "largest plus smallest" (a group starts with the largest item left and is topped
+        up with the smallest ones)."""
+        mems = np.sort(np.asarray(mems, dtype=float))[::-1]
+        if mems.size == 0 or mems[0] <= 0:
+            return 0
+        if mems[0] == mems[-1]:
+            return int(mems.size // math.ceil(self.need / mems[0] - 1e-12))
+        next_fit, acc = 0, 0.0
+        for x in mems:
             acc += x
             if acc >= self.need:
-                count, acc = count + 1, 0.0
-        return count
+                next_fit, acc = next_fit + 1, 0.0
+        pair_up, lo, hi = 0, 0, mems.size - 1
+        while lo <= hi:
+            acc = mems[lo]
+            lo += 1
+            while acc < self.need and lo <= hi:
+                acc += mems[hi]
+                hi -= 1
+            if acc >= self.need:
+                pair_up += 1
+        return max(next_fit, pair_up)
 
     def _components(self, adjacency: np.ndarray) -> list[list[int]]:
         """Connected components of a (block-level) adjacency matrix, in index order."""
-        if len(adjacency) == 0:
-            return []
-        _, labels = connected_components(adjacency > 0, directed=False)
-        comps: dict[int, list[int]] = {}
-        for i, lab in enumerate(labels):
-            comps.setdefault(int(lab), []).append(i)
-        return list(comps.values())
+        linked = np.asarray(adjacency) > 0
+        seen = np.zeros(len(linked), dtype=bool)
+        comps = []
+        for start in range(len(linked)):
+            if seen[start]:
+                continue
+            reach = np.zeros(len(linked), dtype=bool)
+            reach[start] = True
+            while True:
+                grown = reach | linked[reach].any(axis=0)
+                if (grown == reach).all():
+                    break
+                reach = grown
+            seen |= reach
+            comps.append([int(i) for i in np.flatnonzero(reach)])
+        return comps
 
-    def _capacity(self, parts: list[np.ndarray], adjacency: np.ndarray) -> int:
+    def _capacity(self, parts: list[np.ndarray], adjacency: np.ndarray, whole: bool = False) -> int:
         """Sum over linked components of the packing count; ``adjacency`` is the
-        block-level matrix of ``parts`` (blocks of one machine share all links)."""
+        block-level matrix of ``parts`` (blocks of one machine share all links).
+        ``whole``: pack whole blocks instead of GPUs (groups that split no machine)."""
+        if whole:
+            return sum(self._cover_mems(np.array([self.mem[parts[i]].sum() for i in comp]))
+                       for comp in self._components(adjacency))
         return sum(self._cover(np.concatenate([parts[i] for i in comp])) for comp in self._components(adjacency))
 
     def _block_matrix(self, blocks: list[np.ndarray]) -> np.ndarray:
@@ -386,14 +431,25 @@ class _Partitioner:
         return groups
 
     # ---- one bisection ----------------------------------------------------------------
-    def _fiedler(self, idx: np.ndarray) -> np.ndarray:
-        """Fiedler vector of the normalised Laplacian (assumption 5), one value per GPU."""
-        w = self.w[np.ix_(idx, idx)]
-        w = w / w.max()
-        d = w.sum(axis=1)
-        inv = 1.0 / np.sqrt(d)
-        lap = np.eye(len(idx)) - inv[:, None] * w * inv[None, :]
-        _, vec = eigh(lap, subset_by_index=[1, 1])
+    @staticmethod
+    def _fiedler(wb: np.ndarray) -> np.ndarray:
+        """Fiedler vector of the set's normalised GPU Laplacian, one value per block
+        (assumption 5), solved on the block quotient graph.
+
+        GPUs of one block have identical links (same machine), so the blocks are an
+        equitable partition of the GPU graph: its block-constant eigenvectors are
+        exactly the solutions of ``L_q x = lambda D_q x`` with ``L_q`` the Laplacian of
+        the block graph ``wb`` (between-block sums) and ``D_q`` the blocks' total GPU
+        degree (within-block links included). Modes that vary inside a block would
+        split a machine and give no order of blocks, so they are not looked at.
+        """
+        scale = wb.max()
+        w = wb / scale
+        degree = w.sum(axis=1)  # includes the within-block links on the diagonal
+        between = w - np.diag(np.diag(w))
+        lap = np.diag(between.sum(axis=1)) - between
+        inv = 1.0 / np.sqrt(degree)
+        _, vec = eigh(inv[:, None] * lap * inv[None, :], subset_by_index=[1, 1])
         v = vec[:, 0] * inv
         if v[np.argmax(np.abs(v))] < 0:
             v = -v
@@ -403,9 +459,7 @@ class _Partitioner:
         """One memory-feasible bisection into sides of k//2 and k - k//2 groups, or None."""
         k_a, k_b = k // 2, k - k // 2
         idx = np.concatenate(blocks)
-        fied = self._fiedler(idx)
-        starts = np.cumsum([0] + [len(b) for b in blocks])
-        value = [float(fied[starts[i]:starts[i + 1]].mean()) for i in range(len(blocks))]
+        value = self._fiedler(wb).tolist() if len(blocks) > 1 else [0.0]
         order = sorted(range(len(blocks)), key=lambda i: (value[i], int(blocks[i][0])))
         total = float(self.mem[idx].sum())
         target = total * k_a / k
@@ -423,18 +477,37 @@ class _Partitioner:
                 cands.append(_Cut(abs(cum[p - 1] - target), o, p, float(cum[p - 1]), total - float(cum[p - 1]),
                                   float(cuts[p])))
 
-        def block_feasible(c: _Cut) -> bool:
+        def block_feasible(c: _Cut, whole: bool) -> bool:
             seq = seqs[orients.index(c.orient)]
             a, b = seq[:c.pos], seq[c.pos:]
-            return (self._capacity([blocks[i] for i in a], wb[np.ix_(a, a)]) >= k_a
-                    and self._capacity([blocks[i] for i in b], wb[np.ix_(b, b)]) >= k_b)
+            return (self._capacity([blocks[i] for i in a], wb[np.ix_(a, a)], whole) >= k_a
+                    and self._capacity([blocks[i] for i in b], wb[np.ix_(b, b)], whole) >= k_b)
 
-        best = _choose(cands, block_feasible, slack)
-        level = "machine"
+        # Assumption 6: prefer cuts whose sides can form their groups from whole blocks.
+        level = "whole"
+        best = _choose(cands, lambda c: block_feasible(c, True), slack)
+        a_ids = b_ids = None
         if best is not None:
             seq = seqs[orients.index(best.orient)]
-            side_a = [blocks[i] for i in seq[:best.pos]]
-            side_b = [blocks[i] for i in seq[best.pos:]]
+            a_ids, b_ids = list(seq[:best.pos]), list(seq[best.pos:])
+        else:
+            level = "machine"
+            best = _choose(cands, lambda c: block_feasible(c, False), slack)
+            base = best or min(cands, key=lambda c: (c.dev, c.orient, c.pos), default=None)
+            if base is not None:
+                seq = seqs[orients.index(base.orient)]
+                a_ids, b_ids = list(seq[:base.pos]), list(seq[base.pos:])
+                repaired = None
+                if self._capacity(blocks, wb, True) >= k:
+                    repaired = self._whole_repair(blocks, wb, a_ids, b_ids, k_a, k_b, target)
+                if repaired is not None:
+                    a_ids, b_ids, best = repaired
+                    level = "whole (repaired)"
+                elif best is None:
+                    a_ids = b_ids = None
+        if best is not None:
+            side_a = [blocks[i] for i in a_ids]
+            side_b = [blocks[i] for i in b_ids]
         else:
             # Assumption 6: one machine split, GPUs in block order.
             level = "gpu"
@@ -470,18 +543,41 @@ class _Partitioner:
             if best is None:
                 return None
             seq, j, side_a, side_b = gpu_sides(best)
-            self.split_machines.append(self.cluster.nodes[int(self.node_of[blocks[seq[j]][0]])].name)
 
         record = {"path": path, "gpus": int(len(idx)), "k": k, "sides": [k_a, k_b], "level": level,
                   "memory_share": best.mem_a / total, "cut_spectral": best.cut}
-        side_a, side_b, outcome, cut = self._kernighan_lin(side_a, side_b, k_a, k_b, best.cut)
+        side_a, side_b, outcome, cut = self._kernighan_lin(side_a, side_b, k_a, k_b, best.cut,
+                                                           level.startswith("whole"))
         record.update(kernighan_lin=outcome, cut=cut)
         self.bisections.append(record)
         return (side_a, k_a), (side_b, k_b)
 
-    def _kernighan_lin(self, side_a, side_b, k_a, k_b, cut):
+    def _whole_repair(self, blocks, wb, a_ids, b_ids, k_a, k_b, target):
+        """Assumption 6: one block moved or two swapped so that both sides can form their
+        groups from whole blocks; the lowest ratio cut wins (10 % tolerance, then the
+        most proportional). None if no such move exists."""
+        total = float(sum(self.mem[b].sum() for b in blocks))
+        options = [([x], []) for x in a_ids if len(a_ids) > 1] + [([], [y]) for y in b_ids if len(b_ids) > 1]
+        options += [([x], [y]) for x in a_ids for y in b_ids]
+        found = []
+        for n, (out_a, out_b) in enumerate(options):
+            a = [i for i in a_ids if i not in out_a] + out_b
+            b = [i for i in b_ids if i not in out_b] + out_a
+            if (self._capacity([blocks[i] for i in a], wb[np.ix_(a, a)], True) < k_a
+                    or self._capacity([blocks[i] for i in b], wb[np.ix_(b, b)], True) < k_b):
+                continue
+            mem_a = float(sum(self.mem[blocks[i]].sum() for i in a))
+            found.append((_Cut(abs(mem_a - target), 0, n, mem_a, total - mem_a, float(wb[np.ix_(a, b)].sum())), a, b))
+        if not found:
+            return None
+        best = min(c.ratio for c, _, _ in found)
+        cut, a, b = min((f for f in found if f[0].ratio <= best * (1.0 + RATIO_TOLERANCE)),
+                        key=lambda f: (f[0].dev, f[0].pos))
+        return sorted(a), sorted(b), cut
+
+    def _kernighan_lin(self, side_a, side_b, k_a, k_b, cut, whole):
         """Assumption 8: KL over blocks; kept only if it lowers the cut and both sides
-        still have capacity."""
+        still have capacity (of whole blocks, if the spectral split had that)."""
         parts = side_a + side_b
         if len(side_a) < 1 or len(side_b) < 1 or len(parts) < 3 or self.kl_passes == 0:
             return side_a, side_b, "skipped", cut
@@ -509,8 +605,8 @@ class _Partitioner:
             return side_a, side_b, "no gain", cut
         new_a = [parts[i] for i in a_ids]
         new_b = [parts[i] for i in b_ids]
-        if (self._capacity(new_a, wb[np.ix_(a_ids, a_ids)]) < k_a
-                or self._capacity(new_b, wb[np.ix_(b_ids, b_ids)]) < k_b):
+        if (self._capacity(new_a, wb[np.ix_(a_ids, a_ids)], whole) < k_a
+                or self._capacity(new_b, wb[np.ix_(b_ids, b_ids)], whole) < k_b):
             return side_a, side_b, f"refused (memory; cut {new_cut:.4g})", cut
         self.kl["kept"] += 1
         return new_a, new_b, "kept", new_cut
@@ -549,7 +645,8 @@ def _prefix_cuts(w: np.ndarray) -> np.ndarray:
 
 
 def _choose(cands: list[_Cut], feasible, slack: float) -> _Cut | None:
-    """Assumption 5: lowest ratio cut among feasible cuts near the proportional point."""
+    """Assumption 5: the most proportional of the near-best ratio cuts among the
+    feasible cuts near the proportional point."""
     window = None
     pool = []
     for c in sorted(cands, key=lambda c: (c.dev, c.orient, c.pos)):
@@ -563,4 +660,4 @@ def _choose(cands: list[_Cut], feasible, slack: float) -> _Cut | None:
     if not pool:
         return None
     best = min(c.ratio for c in pool)
-    return min((c for c in pool if c.ratio <= best * (1.0 + _TIE)), key=lambda c: (c.dev, c.orient, c.pos))
+    return min((c for c in pool if c.ratio <= best * (1.0 + RATIO_TOLERANCE)), key=lambda c: (c.dev, c.orient, c.pos))
