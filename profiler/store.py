@@ -48,16 +48,19 @@ class ProfileStore:
             rows = list(csv.reader(fh))
         if rows and tuple(rows[0]) != columns:
             raise SimError(f"{path}: header must be '{','.join(columns)}' to resume; move the file away or use --fresh")
+        cut_short = False
         for lineno, row in enumerate(rows[1:], start=2):
             try:
                 key, value = tuple(int(float(x)) for x in row[:-1]), float(row[-1])
             except (ValueError, IndexError):
                 if lineno == len(rows):  # a line cut short by an interruption: time that point again
+                    cut_short = True
                     continue
                 raise SimError(f"{path}:{lineno}: malformed row '{','.join(row)}'") from None
             if len(key) == len(columns) - 1:
                 out[key] = value
-        self._rewrite(kind, out)  # drop a cut-short last line before appending
+        if cut_short or not rows or not path.read_bytes().endswith(b"\n"):
+            self._rewrite(kind, out)  # drop the cut-short line (or write the header) before appending
         return out
 
     def _rewrite(self, kind: str, points: dict) -> None:

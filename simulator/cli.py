@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -78,23 +77,6 @@ def run_options(f):
     return f
 
 
-def spec_from_options(kw: dict):
-    from .runner import RunSpec
-
-    kw = dict(kw)
-    kw["profiles"] = list(kw.get("profiles") or [])
-    kw["slo_ttft"] = kw.get("slo_ttft") or math.inf
-    kw["slo_tpot"] = kw.get("slo_tpot") or math.inf
-    if not kw.get("policy") and not (kw.get("placement") and kw.get("scheduler")):
-        from .policies.registry import is_placement_file
-
-        if kw.get("placement") and is_placement_file(kw["placement"]):
-            kw["scheduler"] = kw.get("scheduler") or "helix"  # a stored placement is served by max-flow routing
-        else:
-            kw["policy"] = "separate"
-    return RunSpec(**{k: v for k, v in kw.items() if k in RunSpec.__dataclass_fields__})
-
-
 @cli.command()
 @run_options
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="folder for CSV, JSON and plots")
@@ -103,7 +85,7 @@ def spec_from_options(kw: dict):
 def run(out, no_plots, quiet, **kw):
     """Simulate a cluster serving a workload and print the summary."""
     from .report import format_summary
-    from .runner import execute, write_outputs
+    from .runner import execute, spec_from_options, write_outputs
 
     spec = spec_from_options(kw)
     spec.progress = not quiet
@@ -146,6 +128,7 @@ def plan_cmd(capacities, as_json, out, **kw):
     import json
 
     from .planning import plan_from_capacities, plan_from_spec
+    from .runner import spec_from_options
 
     if capacities:
         rep = plan_from_capacities(capacities, kw.get("placement"), time_limit=kw["time_limit"], mip_gap=kw["mip_gap"])

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .errors import SimError
 from .report import format_seconds
-from .runner import RunSpec
+from .runner import RunSpec, spec_from_options
 
 
 @dataclass
@@ -73,7 +73,6 @@ def parse_rates(text: str) -> list[float]:
 
 def spec_for(label: str, options: dict) -> RunSpec:
     """The RunSpec of policy ``label`` under the ``sim run`` options (overrides applied, policy validated)."""
-    from .cli import spec_from_options
     from .policies import resolve_policy
     from .policies.registry import is_placement_file
 

@@ -110,6 +110,7 @@ def summarize(records: list[RequestRecord], series: TokenSeries, nodes: list[Nod
     tpot = np.array([(r.finish_s - r.first_token_s) / (r.output_tokens - 1) for r in multi])
     good = [r for r in fin if r.first_token_s - r.arrival_s <= slo.ttft_s and
             (r.output_tokens <= 1 or (r.finish_s - r.first_token_s) / (r.output_tokens - 1) <= slo.tpot_s)]
+    moved = np.array([r.kv_transfer_s for r in fin if r.kv_transfer_s > 0])  # disaggregated: KV hand-offs
     total_tps = (out_tokens + prompt_tokens) / window
     summary = {
         "decode_tokens_per_s": out_tokens / window,
@@ -121,8 +122,7 @@ def summarize(records: list[RequestRecord], series: TokenSeries, nodes: list[Nod
         "requests_unfinished": outcomes.count(UNFINISHED),
         "requests_finished_in_window": len(fin),
         "preemptions": int(sum(r.preemptions for r in records)),
-        "kv_transfer_mean_s": (float(np.mean([r.kv_transfer_s for r in fin if r.kv_transfer_s > 0]))
-                               if any(r.kv_transfer_s > 0 for r in fin) else None),
+        "kv_transfer_mean_s": float(moved.mean()) if moved.size else None,
         **_stats(ttft, "ttft"),
         **_stats(tpot, "tpot"),
         **_stats(e2e, "e2e"),

@@ -95,6 +95,26 @@ class RunResult:
         return self.sim.records
 
 
+def spec_from_options(kw: dict) -> RunSpec:
+    """A RunSpec from the options of ``sim run`` (shared by run, plan and compare).
+
+    Without ``--policy`` (and without both ``--placement`` and ``--scheduler``): a stored
+    placement file is served by max-flow routing (``helix``), anything else by ``separate``.
+    """
+    kw = dict(kw)
+    kw["profiles"] = list(kw.get("profiles") or [])
+    kw["slo_ttft"] = kw.get("slo_ttft") or math.inf
+    kw["slo_tpot"] = kw.get("slo_tpot") or math.inf
+    if not kw.get("policy") and not (kw.get("placement") and kw.get("scheduler")):
+        from .policies.registry import is_placement_file
+
+        if kw.get("placement") and is_placement_file(kw["placement"]):
+            kw["scheduler"] = kw.get("scheduler") or "helix"  # a stored placement is served by max-flow routing
+        else:
+            kw["policy"] = "separate"
+    return RunSpec(**{k: v for k, v in kw.items() if k in RunSpec.__dataclass_fields__})
+
+
 def profile_dirs(spec: RunSpec) -> list[Path]:
     """Measured-table folders: --profiles, then $SIM_PROFILES, then the repo's profiler/tables."""
     dirs = [Path(p) for p in spec.profiles]

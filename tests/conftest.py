@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
-import os
+# Property tests draw the same examples on every run (CI included): a failure reproduces, and a
+# green suite stays green. HYPOTHESIS_PROFILE=explore draws fresh random examples instead.
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 # Public data, used when present: what `make traces helix-profiles` fetched into the repo,
 # else the shared folder beside the checkout (CI), else $SIM_SHARED.

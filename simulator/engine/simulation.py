@@ -477,12 +477,17 @@ class Simulation:
     def start_transfer(self, f: Flight, ep: int) -> None:
         """After the prompt: reserve KV on the decode nodes (or wait for it) and send the cache there."""
         dec = f.route.decode
-        need = [(j, k * self.kv_layer * f.context) for j, k in zip(dec.nodes, dec.layer_counts())]
+        need = self._decode_kv(f)
         if self.waiting_transfers.get(dec.nodes) or any(self.nodes[j].free_kv() < b for j, b in need):
             self.waiting_transfers.setdefault(dec.nodes, deque()).append((f, ep))  # KV stays on the prompt nodes
             self.transfer_waits += 1
             return
         self._send_kv(f, ep, need)
+
+    def _decode_kv(self, f: Flight) -> list[tuple[int, float]]:
+        """(decode node, KV bytes of the request's context for the layers it holds there)."""
+        dec = f.route.decode
+        return [(j, k * self.kv_layer * f.context) for j, k in zip(dec.nodes, dec.layer_counts())]
 
     def _send_kv(self, f: Flight, ep: int, need: list[tuple[int, float]]) -> None:
         """Each prompt node sends the layers it holds to the decode nodes holding them, all at once."""
@@ -527,8 +532,7 @@ class Simulation:
                 if f.epoch != ep:
                     queue.popleft()
                     continue
-                dec = f.route.decode
-                need = [(j, k * self.kv_layer * f.context) for j, k in zip(dec.nodes, dec.layer_counts())]
+                need = self._decode_kv(f)
                 if any(self.nodes[j].free_kv() < b for j, b in need):
                     break
                 queue.popleft()

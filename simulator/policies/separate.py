@@ -14,6 +14,8 @@ SP leaves out; see :func:`plan_separate_plus`.
 
 from __future__ import annotations
 
+import math
+
 from ..errors import SimError
 from ..placement import Placement
 from ..scheduling import NoRoute, Route, Scheduler
@@ -133,8 +135,10 @@ def plan_separate_plus(ctx: PlanContext) -> Placement:
     can = {n.id: ctx.memory.max_layers(cluster, model, n.id) for n in cluster.nodes}
     origin = {}  # borrowed node -> the type pipeline that lent it
     held = sum(can[n] for n in pool)
-    spare = sorted(((n, p) for p in pipelines for n in p[-(len(p) - -(-L // can[p[0]])):]
-                    if len(p) > -(-L // can[p[0]])), key=lambda np_: -can[np_[0]])
+    def needed(p: list[int]) -> int:  # machines of one type that hold the model together
+        return math.ceil(L / can[p[0]])
+
+    spare = sorted(((n, p) for p in pipelines for n in p[needed(p):]), key=lambda np_: -can[np_[0]])
     if pool and held < L <= held + sum(can[n] for n, _ in spare):  # borrow, biggest first, to complete one
         for n, p in spare:
             if held >= L:
