@@ -141,7 +141,8 @@ def plan_cmd(capacities, as_json, out, **kw):
     if out:
         Path(out).write_text(doc + "\n")
         if not as_json:
-            click.echo(f"wrote {out} (use it with: sim run --placement {out})")
+            reuse = "" if getattr(rep, "groups", None) else f" (use it with: sim run --placement {out})"
+            click.echo(f"wrote {out}{reuse}")
 
 
 @cli.group(invoke_without_command=True)
@@ -254,13 +255,12 @@ def models():
 @cli.command()
 def policies():
     """List the registered policies, planners and schedulers."""
-    from .policies import PLANNED, PLANNERS, POLICIES, SCHEDULERS
+    from .policies import PLANNERS, POLICIES, SCHEDULERS
 
     for name, (p, s) in sorted(POLICIES.items()):
         click.echo(f"policy     {name:<18} placement {p}, scheduler {s}")
     click.echo(f"placements {', '.join(sorted(PLANNERS))}")
     click.echo(f"schedulers {', '.join(sorted(SCHEDULERS))}")
-    click.echo(f"planned    {', '.join(sorted(PLANNED))} (not yet available)")
 
 
 def main(argv=None):

@@ -151,11 +151,16 @@ class Cluster:
     """Nodes, link matrices (bytes/s, seconds) and NICs, coordinator at index ``n``.
 
     The matrices and NIC arrays are read-only; copy them to experiment.
+
+    ``nic_of`` (length n + 1, default ``0..n``) says which NIC each node sends and
+    receives through. Nodes with the same entry share one NIC, and traffic between them
+    does not cross it (it stays inside the machine). Only derived clusters whose nodes
+    are parts of one machine set it (:mod:`simulator.stage_cluster`); a TOML file cannot.
     """
 
     def __init__(self, name: str, description: str, nodes: list[Node], regions: list[str],
                  coordinator_region: str, bandwidth, latency, nic_in, nic_out,
-                 seed: int | None = None):
+                 seed: int | None = None, nic_of=None):
         self.name = name
         self.description = description
         self.nodes = list(nodes)
@@ -168,6 +173,9 @@ class Cluster:
         self.latency = _frozen(latency, (m, m))
         self.nic_in = _frozen(nic_in, (m,))
         self.nic_out = _frozen(nic_out, (m,))
+        self.nic_of = tuple(int(x) for x in (range(m) if nic_of is None else nic_of))
+        if len(self.nic_of) != m or self.nic_of[-1] in self.nic_of[:-1]:
+            raise SimError(f"cluster '{name}': nic_of needs one entry per node plus the coordinator's own")
         self._by_name = {node.name: node for node in self.nodes}
 
     # ---- lookups --------------------------------------------------------------
@@ -359,7 +367,7 @@ class Cluster:
             return NotImplemented
         return (self.name == other.name and self.description == other.description
                 and self.nodes == other.nodes and self.regions == other.regions
-                and self.coordinator_region == other.coordinator_region
+                and self.coordinator_region == other.coordinator_region and self.nic_of == other.nic_of
                 and all(np.array_equal(getattr(self, f), getattr(other, f))
                         for f in ("bandwidth", "latency", "nic_in", "nic_out")))
 

@@ -61,6 +61,9 @@ class Placement:
     # Routes may enter a node mid-range and run only the rest of it (partial inference). Set by
     # planners whose ranges overlap without lining up (Petals); ``--partial-inference`` sets it for any.
     partial_inference: bool = False
+    # Disaggregated serving (HexGen-2, DistServe): the simulator.disaggregated.ServingPlan whose
+    # stages are this placement's nodes (the cluster is then its stage cluster).
+    serving: object | None = None
 
     def layers(self, node: int) -> int:
         s, e = self.ranges.get(node, (0, 0))
@@ -134,6 +137,40 @@ def check_fits(cluster: Cluster, model: ModelSpec, memory: MemoryModel | None = 
             f"{model.name} does not fit on cluster {cluster.name}: it needs {model.layers} layers "
             f"({need / 1e9:.1f} GB of weights plus KV room) but the nodes hold at most {can} layers "
             f"({have / 1e9:.1f} GB usable); short by {model.layers - can} layers (~{short / 1e9:.1f} GB)")
+
+
+def proportional_layers(layers: int, weights: list[float], caps: list[int]) -> list[int]:
+    """Split ``layers`` over stages in proportion to ``weights``, stage i taking at most ``caps[i]``.
+
+    Water-filling: stages whose share exceeds their cap take the cap, the rest share
+    what remains; integer counts by largest remainder, every stage at least one layer.
+    Requires ``len(weights) <= layers <= sum(caps)``.
+    """
+    n = len(weights)
+    counts = [0.0] * n
+    free, left = set(range(n)), float(layers)
+    while free:
+        total = sum(weights[i] for i in free)
+        share = {i: left * weights[i] / total for i in free}
+        over = [i for i in free if share[i] > caps[i]]
+        if not over:
+            counts = [share.get(i, counts[i]) for i in range(n)]
+            break
+        for i in over:
+            counts[i] = float(caps[i])
+            left -= caps[i]
+            free.discard(i)
+    out = [max(1, min(caps[i], int(c))) for i, c in enumerate(counts)]
+    order = sorted(range(n), key=lambda i: counts[i] - int(counts[i]), reverse=True)
+    while sum(out) < layers:
+        i = next(i for i in order if out[i] < caps[i])
+        out[i] += 1
+        order.remove(i)
+        order.append(i)
+    while sum(out) > layers:
+        i = max((i for i in range(n) if out[i] > 1), key=lambda i: out[i] - counts[i])
+        out[i] -= 1
+    return out
 
 
 def layer_spans(idx: list[int]) -> str:

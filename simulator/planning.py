@@ -93,7 +93,11 @@ def plan_from_capacities(path: str, placement_file: str | None = None, *, time_l
 
 
 def plan_from_spec(spec) -> tuple[PlanReport, object]:
-    """Plan with our cluster/model/costs (the ``sim run`` options); returns (report, placement)."""
+    """Plan with our cluster/model/costs (the ``sim run`` options); returns (report, placement).
+
+    For a disaggregated planner the report is its :class:`~simulator.disaggregated.ServingPlan`
+    (groups, roles, plans, flows, max-flow per refinement iteration, planner time).
+    """
     import numpy as np
 
     from .policies import PlanContext, plan, resolve_policy
@@ -111,6 +115,8 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
     t0 = time.perf_counter()
     placement = plan(planner, ctx)
     seconds = time.perf_counter() - t0
+    if placement.serving is not None:  # disaggregated (hexgen2, distserve): its own report
+        return placement.serving, placement
     problem = placement_problem(cluster, model, costs, memory, ctx.mean_input, ctx.mean_output, limits)
     notes = {k: v for k, v in placement.notes.items() if not k.startswith("milp_")}
     notes["mean input/output"] = f"{ctx.mean_input:.0f} / {ctx.mean_output:.0f} tokens"

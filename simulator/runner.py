@@ -206,8 +206,11 @@ def execute(spec: RunSpec) -> RunResult:
                       planner_options(spec))
     placement = plan(planner, ctx)
     placement.partial_inference |= spec.partial_inference
-    problem = placement_problem(cluster, model, costs, memory, ctx.mean_input, ctx.mean_output, limits)
-    bound = max_flow(problem, placement.ranges, partial=placement.partial_inference).value
+    if placement.serving is not None:  # disaggregated: the planner's prefill -> decode max-flow
+        problem, bound = None, placement.serving.bound_tokens_per_s
+    else:
+        problem = placement_problem(cluster, model, costs, memory, ctx.mean_input, ctx.mean_output, limits)
+        bound = max_flow(problem, placement.ranges, partial=placement.partial_inference).value
     scheduler = make_scheduler(sched, placement, rng_sched, partial_inference=placement.partial_inference,
                                problem=problem, mean_input=ctx.mean_input, mean_output=ctx.mean_output,
                                limits=limits, costs=costs)

@@ -17,7 +17,7 @@ from simulator.placement import Placement
 from simulator.policies import PlanContext, make_scheduler, plan
 from simulator.policies.heuristic_view import NodeView, view_from_context, view_from_problem
 from simulator.policies.petals import CACHE_PENALTY_S, choose_window, petals_windows
-from simulator.policies.separate import proportional_layers
+from simulator.placement import proportional_layers
 from simulator.policies.swarm import EPSILON, GAMMA, stage_count, swarm_stages
 from simulator.workload import Request, synthetic
 

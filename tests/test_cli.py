@@ -58,7 +58,7 @@ def test_offline_mode_and_random_policy():
     (["run", "--cluster", "nope"], "unknown cluster preset 'nope'; known: "),
     (["run", "--cluster", "tiny3", "--model", "gpt-9"], "unknown model 'gpt-9'; known: "),
     (["run", "--cluster", "tiny3", "--model", "llama2-7b", "--policy", "fastest"], "unknown policy 'fastest'"),
-    (["run", "--cluster", "tiny3", "--model", "llama2-7b", "--policy", "hexgen2"], "not yet available"),
+    (["run", "--cluster", "tiny3", "--model", "llama1-30b", "--policy", "hexgen2"], "at least two model replicas"),
     (["run", "--cluster", "tiny3", "--model", "llama1-65b"], "does not fit"),
     (["run", "--cluster", "tiny3", "--model", "llama2-7b", "--trace", "missing.csv"], "missing.csv"),
     (["costs", "Z100", "llama2-7b"], "unknown GPU 'Z100'; known: "),

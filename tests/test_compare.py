@@ -10,7 +10,6 @@ from click.testing import CliRunner
 
 from simulator.cli import cli, main
 from simulator.compare import build_runs, parse_rates
-from simulator.errors import SimError
 
 FAST = ["--cluster", "tiny3", "--model", "llama2-7b", "--trace", "synthetic:conv", "--rate", "1",
         "--duration", "60", "--warmup", "10", "--roofline-only"]
@@ -111,7 +110,6 @@ def test_same_command_twice_is_deterministic():
 
 @pytest.mark.parametrize("args, needle", [
     (["separate", "fastest"], "unknown policy 'fastest'; known: "),
-    (["separate", "hexgen2"], "not yet available"),
     (["helix-milp+nope"], "unknown scheduler 'nope'"),
     (["separate", "separate"], "given twice"),
     (["separate", "--policy", "helix"], "as arguments"),
@@ -160,5 +158,3 @@ def test_python_api_runs_share_everything_but_the_policy():
     assert [(r.spec.policy, r.spec.placement, r.spec.scheduler) for r in runs[:2]] == [
         ("helix", None, None), (None, "separate", "random")]
     assert {r.spec.seed for r in runs} == {5} and not any(r.spec.progress for r in runs)
-    with pytest.raises(SimError, match="not yet available"):
-        build_runs(["separate", "hexgen2"], {"cluster": "tiny3", "model": "llama2-7b"})

@@ -89,8 +89,8 @@ def test_policy_registry_names():
     assert resolve_policy("helix") == ("helix-milp", "helix")
     assert resolve_policy("swarm") == ("swarm", "swarm")
     assert resolve_policy("helix", scheduler="shortest-queue") == ("helix-milp", "shortest-queue")
-    with pytest.raises(SimError, match="not yet available"):
-        resolve_policy("hexgen2")
+    assert resolve_policy("hexgen2") == ("hexgen2", "hexgen2")
+    assert resolve_policy("distserve") == ("distserve", "distserve")
 
 
 GPU_CHOICES = ["A100-40GB", "A100-80GB", "L4", "T4", "V100-32GB", "L40S", "H100-80GB", "T4x2", "L4x2"]

@@ -38,15 +38,20 @@ class CostModel:
                         self.tables.setdefault(t.machine, t)
         self._costs: dict[str, LayerCost] = {}
 
-    def layer_cost(self, machine: MachineType) -> LayerCost:
-        cost = self._costs.get(machine.name)
+    def layer_cost(self, machine: MachineType, tp_link: tuple[float, float] | None = None) -> LayerCost:
+        """The layer cost on ``machine``; ``tp_link = (bandwidth, latency)`` when its GPUs sit in
+        different machines and all-reduce over the network (always the roofline: no table
+        measures that)."""
+        key = machine.name if tp_link is None else (machine.name, *tp_link)
+        cost = self._costs.get(key)
         if cost is None:
-            table = self.tables.get(machine.name)
-            cost = measured_cost(table, self.model) if table else roofline_cost(machine, self.model, self.calibrations)
-            self._costs[machine.name] = cost
+            table = self.tables.get(machine.name) if tp_link is None else None
+            cost = measured_cost(table, self.model) if table else \
+                roofline_cost(machine, self.model, self.calibrations, tp_link)
+            self._costs[key] = cost
         return cost
 
     def sources(self) -> dict[str, str]:
         """Machine name -> "measured:<dir>", "roofline" or "roofline(calibrated:<gpu>)", for the
         machines asked so far."""
-        return {name: c.source for name, c in self._costs.items()}
+        return {c.machine: c.source for c in self._costs.values()}

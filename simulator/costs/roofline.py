@@ -215,15 +215,35 @@ class Roofline:
         return self._dense(b) + attn + self._allreduce(b) + self.eff.overhead_s
 
 
+def network_allreduce(tp: int, bandwidth: float, latency_s: float) -> tuple[float, float]:
+    """(algorithm bandwidth, latency per all-reduce) of a ring all-reduce over network links.
+
+    A TP group that spans machines (HexGen-2 section 3, the alpha-beta model of the HexGen
+    cost functions): the ring's 2 (d-1) steps each pay the link latency alpha, and each
+    GPU moves 2 (d-1)/d of the message at the link bandwidth beta (the :class:`Roofline`
+    ring term); ``bandwidth`` is the slowest link of the ring (its NIC included).
+    """
+    return bandwidth, 2.0 * (tp - 1) * latency_s
+
+
 def roofline_cost(machine: MachineType, model: ModelSpec,
-                  calibrations: Mapping[str, Efficiency] | None = None) -> LayerCost:
+                  calibrations: Mapping[str, Efficiency] | None = None,
+                  tp_link: tuple[float, float] | None = None) -> LayerCost:
     """The roofline with the GPU's factors (see :func:`efficiency_for`), pre-tabulated.
 
     Source ``"roofline"`` with the built-in (Helix-fitted or borrowed) factors,
-    ``"roofline(calibrated:<gpu>)"`` with a calibration's.
+    ``"roofline(calibrated:<gpu>)"`` with a calibration's. ``tp_link = (bandwidth B/s,
+    latency s)``: the machine's GPUs are tensor-parallel over network links rather than
+    inside one machine (:func:`network_allreduce`).
     """
     eff, label = efficiency_for(machine.gpu, calibrations)
-    r = Roofline(machine, model, eff)
+    if tp_link is None:
+        r = Roofline(machine, model, eff)
+        name = machine.name
+    else:
+        bw, lat = network_allreduce(machine.count, *tp_link)
+        r = Roofline(machine, model, eff, allreduce_bw=bw, allreduce_latency_s=lat)
+        name = f"{machine.name}@net"
     source = f"roofline({label})" if label.startswith("calibrated:") else "roofline"
-    return LayerCost.tabulate(machine.name, model.name, source, model.max_context,
+    return LayerCost.tabulate(name, model.name, source, model.max_context,
                               r.prefill, lambda b, c: r.decode(b, b * c), step_overhead_s=r.eff.overhead_s)

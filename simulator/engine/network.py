@@ -8,6 +8,9 @@ transfer starts when the link and both NICs are free, so a NIC sending to severa
 links interleaves them at its own rate while each link carries one transfer at a time.
 Transfers to the same next hop are batched by the engine into one transfer.
 
+Nodes that are parts of one machine (``Cluster.nic_of``, the stages of a disaggregated
+plan) share that machine's NIC, and transfers between them cross no NIC (NVLink/PCIe).
+
 Pure Python (no SimPy): the engine asks :meth:`Network.reserve` for the arrival time
 and schedules the delivery itself; the runtime can shape its sends with the same
 object.
@@ -27,11 +30,15 @@ class Network:
         n = len(cluster.nodes) + 1
         self.bw = cluster.bandwidth.tolist()
         self.lat = cluster.latency.tolist()
-        self.nic_in = [float(x) for x in cluster.nic_in]
-        self.nic_out = [float(x) for x in cluster.nic_out]
+        self.nic = list(cluster.nic_of)  # node -> the NIC it uses
+        nics = max(self.nic) + 1
+        self.nic_in, self.nic_out = [math.inf] * nics, [math.inf] * nics
+        for i, k in enumerate(self.nic):  # nodes sharing a NIC carry the same values; the tightest counts
+            self.nic_in[k] = min(self.nic_in[k], float(cluster.nic_in[i]))
+            self.nic_out[k] = min(self.nic_out[k], float(cluster.nic_out[i]))
         self.link_free = [[0.0] * n for _ in range(n)]
-        self.in_free = [0.0] * n
-        self.out_free = [0.0] * n
+        self.in_free = [0.0] * nics
+        self.out_free = [0.0] * nics
         self.bytes_sent = [[0.0] * n for _ in range(n)]
 
     def connected(self, src: int, dst: int) -> bool:
@@ -42,13 +49,19 @@ class Network:
         bw = self.bw[src][dst]
         if bw <= 0:
             raise ValueError(f"no link {src} -> {dst}")
-        nic_out, nic_in = self.nic_out[src], self.nic_in[dst]
-        start = max(now, self.link_free[src][dst], self.out_free[src], self.in_free[dst])
+        a, b = self.nic[src], self.nic[dst]
+        if a == b:  # inside one machine: no NIC crossed
+            start = max(now, self.link_free[src][dst])
+            self.link_free[src][dst] = start + nbytes / bw
+            self.bytes_sent[src][dst] += nbytes
+            return start + nbytes / bw + self.lat[src][dst]
+        nic_out, nic_in = self.nic_out[a], self.nic_in[b]
+        start = max(now, self.link_free[src][dst], self.out_free[a], self.in_free[b])
         rate = min(bw, nic_out, nic_in)
         self.link_free[src][dst] = start + nbytes / bw
         if not math.isinf(nic_out):
-            self.out_free[src] = start + nbytes / nic_out
+            self.out_free[a] = start + nbytes / nic_out
         if not math.isinf(nic_in):
-            self.in_free[dst] = start + nbytes / nic_in
+            self.in_free[b] = start + nbytes / nic_in
         self.bytes_sent[src][dst] += nbytes
         return start + nbytes / rate + self.lat[src][dst]

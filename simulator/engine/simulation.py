@@ -19,10 +19,12 @@ batching):
 * **Disaggregated serving** (a route with a ``decode`` part, DistServe / HexGen-2): the
   prompt runs on the prompt nodes; then the KV cache (prompt tokens x KV bytes per token
   per layer) moves to the decode nodes, each prompt node sending the layers it holds to
-  the decode nodes holding them, all pairs at once over the links (sharing NICs and links
-  with other traffic); KV is reserved on the decode nodes when the transfer starts (it
-  waits, FIFO per decode route, while they lack room) and freed on the prompt nodes when
-  it ends; decode iterations then run on the decode nodes.
+  the decode nodes holding them, all pairs at once over the links in layer slices of at
+  most ``KV_SLICE_BYTES`` (other traffic on the links and NICs interleaves between
+  slices); KV is reserved on the decode nodes when the transfer starts (it waits, FIFO
+  per decode route, while they lack room) and freed on the prompt nodes when it ends;
+  decode iterations then run on the decode nodes. Offline admission books only the
+  prompt's KV on the prompt nodes, until the transfer ends.
 * **KV memory** per node: capacity = usable memory minus the weights held; a prompt
   allocates its tokens x layers held, a decode step one token x layers. A prompt waits
   in the queue while memory is short; a decode step that finds memory full preempts the
@@ -64,6 +66,10 @@ from .network import Network
 HEADER_BYTES = 64  # per request in a transfer: id, position, route hop (small control header)
 KV_WATERMARK = 0.01  # share of a node's KV kept free when admitting prompts (vLLM's watermark)
 OFFLINE_KV_HIGH_WATERMARK = 0.9  # offline auto-admission: expected KV may fill this share (Helix uses 0.8-0.9)
+# Disaggregated KV hand-off in slices of whole layers up to this size (transfer engines move KV
+# layer-wise in chunks: Splitwise layer-wise transfer, Mooncake's transfer engine); 16 MB is 5 ms
+# at 25 Gb/s, the longest a token or activation message waits behind a KV slice on a NIC.
+KV_SLICE_BYTES = 16e6
 PROGRESS_AFTER_S = 3.0  # print a progress bar when a run takes longer than this (wall seconds)
 
 
@@ -93,6 +99,7 @@ class Flight:
         "hop",
         "is_prompt",
         "kv",
+        "kv_streams",
         "nodes",
         "prompt_len",
         "rec",
@@ -114,8 +121,9 @@ class Flight:
         self.epoch = 0
         self.kv: dict[int, float] = {}  # node -> KV bytes held there
         self.sent_at = 0.0
-        self.reserved = 0.0  # offline admission: expected KV bytes per layer
+        self.reserved: dict[int, float] = {}  # offline admission: node -> expected KV bytes booked there
         self.transfer_start = 0.0  # disaggregated: when the KV cache started moving to the decode nodes
+        self.kv_streams = 0  # disaggregated: prompt -> decode node pairs still sending KV
 
 
 class NodeSim:
@@ -343,11 +351,21 @@ class Simulation:
     def _expected_kv(self, req: Request) -> float:
         return (req.input_tokens + self._mean_output) * self.kv_layer
 
-    def _admit(self, req: Request, route: Route) -> bool:
+    def _reservations(self, req: Request, route: Route) -> list[tuple[int, float]]:
+        """Offline admission: (node, KV bytes the request is expected to hold there). The whole expected
+        context on a colocated route and on a disaggregated route's decode nodes; only the prompt on its
+        prompt nodes, booked until the KV has moved (:meth:`_kv_arrived`)."""
         per_layer = self._expected_kv(req)
-        for node, k in route.node_layers():
+        if route.decode is None:
+            return [(n, per_layer * k) for n, k in zip(route.nodes, route.layer_counts())]
+        prompt = req.input_tokens * self.kv_layer
+        return [(n, prompt * k) for n, k in zip(route.nodes, route.layer_counts())] + \
+            [(n, per_layer * k) for n, k in zip(route.decode.nodes, route.decode.layer_counts())]
+
+    def _admit(self, req: Request, route: Route) -> bool:
+        for node, nbytes in self._reservations(req, route):
             ns = self.nodes[node]
-            if ns.kv_expected + per_layer * k > OFFLINE_KV_HIGH_WATERMARK * ns.kv_capacity and ns.kv_expected > 0:
+            if ns.kv_expected + nbytes > OFFLINE_KV_HIGH_WATERMARK * ns.kv_capacity and ns.kv_expected > 0:
                 return False
         return True
 
@@ -355,9 +373,9 @@ class Simulation:
         f = Flight(req, rec, route)
         self.inflight[req.id] = f
         if self.config.mode == "offline" and self.config.max_inflight is None:
-            f.reserved = self._expected_kv(req)
-            for node, k in route.node_layers():
-                self.nodes[node].kv_expected += f.reserved * k
+            f.reserved = dict(self._reservations(req, route))
+            for node, nbytes in f.reserved.items():
+                self.nodes[node].kv_expected += nbytes
         self._starts.setdefault(f.nodes[0], []).append((f, f.epoch))
 
     def _flush_starts(self) -> None:
@@ -447,10 +465,9 @@ class Simulation:
     def _free_route(self, f: Flight) -> None:
         for node in list(f.kv):
             self.nodes[node].release(f)
-        if f.reserved:
-            for node, k in f.route.node_layers():
-                self.nodes[node].kv_expected -= f.reserved * k
-            f.reserved = 0.0
+        for node, nbytes in f.reserved.items():
+            self.nodes[node].kv_expected -= nbytes
+        f.reserved = {}
 
     def finish(self, f: Flight) -> None:
         f.rec.outcome = FINISHED
@@ -471,6 +488,11 @@ class Simulation:
         f.prompt_len = f.req.input_tokens + f.generated
         f.context = 0
         f.nodes, f.counts = f.route.nodes, f.route.layer_counts()  # disaggregated: back to the prompt nodes
+        if f.reserved and f.route.decode is not None:  # book the recompute's prompt KV again
+            for node, k in zip(f.nodes, f.counts):
+                if node not in f.reserved:
+                    f.reserved[node] = f.prompt_len * self.kv_layer * k
+                    self.nodes[node].kv_expected += f.reserved[node]
         self.send(self.coord, f.nodes[0], [(f, f.epoch)], f.prompt_len * TOKEN_ID_BYTES)
 
     # ---- disaggregated serving: the KV cache moves from the prompt nodes to the decode nodes --------
@@ -490,26 +512,46 @@ class Simulation:
         return [(j, k * self.kv_layer * f.context) for j, k in zip(dec.nodes, dec.layer_counts())]
 
     def _send_kv(self, f: Flight, ep: int, need: list[tuple[int, float]]) -> None:
-        """Each prompt node sends the layers it holds to the decode nodes holding them, all at once."""
-        now = self.env.now
+        """Each prompt node sends the layers it holds to the decode nodes holding them, all pairs at once."""
         for j, nbytes in need:
             self.nodes[j].alloc(f, nbytes)
-        done = now
         dec = f.route.decode
+        streams = []
         for i, (si, ei) in zip(f.route.nodes, f.route.layers):
             for j, (sj, ej) in zip(dec.nodes, dec.layers):
                 overlap = min(ei, ej) - max(si, sj)
                 if overlap > 0:
-                    done = max(done, self.net.reserve(i, j, overlap * self.kv_layer * f.context, now))
-        f.transfer_start = now
-        ev = self.env.timeout(done - now)
-        ev.callbacks.append(lambda _e: self._kv_arrived(f, ep))
+                    streams.append((i, j, overlap))
+        f.transfer_start = self.env.now
+        f.kv_streams = len(streams)
+        for i, j, layers in streams:
+            self.env.process(self._kv_stream(f, ep, i, j, layers))
+
+    def _kv_stream(self, f: Flight, ep: int, src: int, dst: int, layers: int):
+        """Send ``layers`` layers of the request's KV from ``src`` to ``dst`` in layer slices of at most
+        :data:`KV_SLICE_BYTES`, each booked on the link and NICs when the previous one has left, so other
+        traffic (activations, tokens) interleaves between slices instead of queueing behind the whole cache."""
+        per_layer = self.kv_layer * f.context
+        step = max(1, int(KV_SLICE_BYTES // per_layer)) if per_layer > 0 else layers
+        net, lat = self.net, self.net.lat[src][dst]
+        while layers > 0:
+            n = min(step, layers)
+            layers -= n
+            arrive = net.reserve(src, dst, n * per_layer, self.env.now)
+            yield self.env.timeout((arrive if layers == 0 else arrive - lat) - self.env.now)
+            if f.epoch != ep:  # preempted: the cache was freed everywhere
+                return
+        f.kv_streams -= 1
+        if f.kv_streams == 0:
+            self._kv_arrived(f, ep)
 
     def _kv_arrived(self, f: Flight, ep: int) -> None:
         if f.epoch != ep:  # preempted meanwhile: its KV was freed everywhere
             return
         for i in f.route.nodes:
             self.nodes[i].release(f)
+            if i in f.reserved:  # offline admission: the prompt's KV booking ends with the transfer
+                self.nodes[i].kv_expected -= f.reserved.pop(i)
         f.rec.kv_transfer_s += self.env.now - f.transfer_start
         dec = f.route.decode
         f.nodes, f.counts = dec.nodes, dec.layer_counts()

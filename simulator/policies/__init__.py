@@ -4,9 +4,8 @@
 ablations. A new policy is a new small module that registers itself here.
 """
 
-from . import helix, petals, random_routing, separate, shortest_queue, swarm  # noqa: F401  (register)
+from . import distserve, helix, hexgen2, petals, random_routing, separate, shortest_queue, swarm  # noqa: F401  (register)
 from .registry import (
-                       PLANNED,
                        PLANNERS,
                        POLICIES,
                        SCHEDULERS,
@@ -16,5 +15,5 @@ from .registry import (
                        resolve_policy,
 )
 
-__all__ = ["PLANNED", "PLANNERS", "POLICIES", "SCHEDULERS", "PlanContext", "make_scheduler", "plan",
+__all__ = ["PLANNERS", "POLICIES", "SCHEDULERS", "PlanContext", "make_scheduler", "plan",
            "resolve_policy"]

@@ -33,8 +33,6 @@ class PlanContext:
 PLANNERS: dict[str, Callable[[PlanContext], Placement]] = {}
 SCHEDULERS: dict[str, type] = {}
 POLICIES: dict[str, tuple[str, str]] = {}  # policy -> (planner, scheduler)
-# Policies the papers define that later work adds; named so that users get a clear answer.
-PLANNED = {"hexgen2": "HexGen-2 disaggregated serving", "distserve": "DistServe-style disaggregation"}
 
 
 def register_planner(name: str):
@@ -55,9 +53,6 @@ def register_scheduler(name: str):
 def _lookup(kind: str, name: str, table: dict):
     if name in table:
         return table[name]
-    if name in PLANNED:
-        raise SimError(f"{kind} '{name}' ({PLANNED[name]}) is not yet available; available: "
-                       f"{', '.join(sorted(table))}")
     raise unknown(kind, name, table)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 from ..errors import SimError
-from ..placement import Placement
+from ..placement import Placement, proportional_layers
 from ..scheduling import NoRoute, Route, Scheduler
 from ..throughput import pipeline_capacity
 from .registry import POLICIES, PlanContext, register_planner, register_scheduler
@@ -83,40 +83,6 @@ def plan_separate(ctx: PlanContext) -> Placement:
     placement = _pipeline_placement(ctx, pipelines, ranges, "separate")
     placement.notes["skipped_types"] = skipped
     return placement
-
-
-def proportional_layers(layers: int, weights: list[float], caps: list[int]) -> list[int]:
-    """Split ``layers`` over stages in proportion to ``weights``, stage i taking at most ``caps[i]``.
-
-    Water-filling: stages whose share exceeds their cap take the cap, the rest share
-    what remains; integer counts by largest remainder, every stage at least one layer.
-    Requires ``len(weights) <= layers <= sum(caps)``.
-    """
-    n = len(weights)
-    counts = [0.0] * n
-    free, left = set(range(n)), float(layers)
-    while free:
-        total = sum(weights[i] for i in free)
-        share = {i: left * weights[i] / total for i in free}
-        over = [i for i in free if share[i] > caps[i]]
-        if not over:
-            counts = [share.get(i, counts[i]) for i in range(n)]
-            break
-        for i in over:
-            counts[i] = float(caps[i])
-            left -= caps[i]
-            free.discard(i)
-    out = [max(1, min(caps[i], int(c))) for i, c in enumerate(counts)]
-    order = sorted(range(n), key=lambda i: counts[i] - int(counts[i]), reverse=True)
-    while sum(out) < layers:
-        i = next(i for i in order if out[i] < caps[i])
-        out[i] += 1
-        order.remove(i)
-        order.append(i)
-    while sum(out) > layers:
-        i = max((i for i in range(n) if out[i] > 1), key=lambda i: out[i] - counts[i])
-        out[i] -= 1
-    return out
 
 
 @register_planner("separate-plus")
