@@ -65,6 +65,11 @@ class ClusterView(Protocol):
     def free_kv_bytes(self, node: int) -> float:
         """KV bytes not yet allocated on ``node``."""
 
+    def kv_room_bytes(self, node: int) -> float:
+        """KV bytes a newly routed request may still claim on ``node``: the free KV, or less where
+        admission books KV ahead of use (the engine's offline auto-admission: the room left under
+        its watermark after the bookings of admitted requests)."""
+
     def hop_delay(self, src: int, dst: int) -> float | None:
         """Last observed delay of a hop src -> dst (send start to ready at dst), or None."""
 

@@ -698,6 +698,13 @@ class EngineView:
     def free_kv_bytes(self, node: int) -> float:
         return self._sim.nodes[node].free_kv()
 
+    def kv_room_bytes(self, node: int) -> float:
+        sim = self._sim
+        ns = sim.nodes[node]
+        if sim.config.mode == "offline" and sim.config.max_inflight is None:
+            return min(ns.free_kv(), OFFLINE_KV_HIGH_WATERMARK * ns.kv_capacity - ns.kv_expected)
+        return ns.free_kv()
+
     def hop_delay(self, src: int, dst: int) -> float | None:
         return self._sim.hop_delays.get((src, dst))
 

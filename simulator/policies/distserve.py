@@ -155,7 +155,7 @@ class DistServeScheduler(DisaggregatedScheduler):
 
         def load(j):  # the tightest stage's free KV in units of what the request needs there
             r = self.routes[j]
-            return min(view.free_kv_bytes(n) / (whole * k * self.kv_layer) for n, k in zip(r.nodes, r.layer_counts()))
+            return min(view.kv_room_bytes(n) / (whole * k * self.kv_layer) for n, k in zip(r.nodes, r.layer_counts()))
         j = max(cands, key=lambda g: (load(g), -g))
         return self._route(i, j)
 

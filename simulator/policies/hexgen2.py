@@ -257,7 +257,7 @@ class DisaggregatedScheduler(Scheduler):
 
     def _room(self, view, group: int, tokens: float) -> bool:
         route = self.routes[group]
-        return all(view.free_kv_bytes(n) >= tokens * k * self.kv_layer
+        return all(view.kv_room_bytes(n) >= tokens * k * self.kv_layer
                    for n, k in zip(route.nodes, route.layer_counts()))
 
     def _route(self, i: int, j: int) -> Route:
