@@ -96,6 +96,9 @@ class Placement:
             raise SimError(f"placement: layers {layer_spans(missing)} are held by no node")
 
     def describe(self) -> str:
+        if self.serving is not None:  # disaggregated: groups, roles, plans and flows
+            return f"placement ({self.planner}) of {self.model.name}, {self.model.layers} layers, " + \
+                self.serving.describe()
         lines = [f"placement ({self.planner or 'custom'}) of {self.model.name}, {self.model.layers} layers:"]
         if self.pipelines:
             for i, p in enumerate(self.pipelines):
