@@ -152,7 +152,7 @@ class ServingPlan:
                 if f > 0:
                     lines.append(f"    {i:2d} -> {j:2d}  {f:7.2f}  (cap {caps.get((i, j), math.nan):.2f})")
         if self.flow.cut:
-            lines.append("  bottleneck (constraints with a shadow price): " + ", ".join(_edge_name(e) for e in self.flow.cut))
+            lines.append("  bottleneck (shadow price > 0): " + ", ".join(_edge_name(e) for e in self.flow.cut))
         if self.history:
             lines.append("  max-flow per refinement iteration (req/s):")
             for it, change, v in self.history:
