@@ -67,6 +67,7 @@ bench: install-torch
 	$(PY) -m benchmarks.sim_speed
 	$(PY) -m benchmarks.milp_bench
 	$(PY) -m benchmarks.profiler_accuracy
+	$(PY) -m benchmarks.hexgen2_planner
 
 lint: install
 	$(VENV)/bin/ruff check simulator profiler tests benchmarks

@@ -19,7 +19,8 @@ e. **Refinement** (:class:`Refiner`), guided by the minimum cut: the groups on s
    edges are the bottleneck. Candidate changes: flip any group's role; move one
    *block* (a group's GPUs on one machine: machines stay whole, as in step a) from a
    group off the bottleneck to a bottleneck group; swap two blocks between a bottleneck
-   group and another; merge a bottleneck group with one of the :data:`MERGE_PARTNERS`
+   group and another (with more than :data:`LARGE_K` groups: flips and swap partners only
+   among the bottleneck groups and the donors); merge a bottleneck group with one of the :data:`MERGE_PARTNERS`
    best-linked groups of its role (moving a group's last block: fewer, larger replicas,
    which is how a decode group short of KV memory grows; the paper lists moves and swaps,
    merging is our reading of moving all of a group's GPUs). Every candidate is re-planned
@@ -51,6 +52,9 @@ MAX_ITERATIONS = 50  # refinement cap (the paper gives none)
 MIN_GAIN = 1e-6  # relative max-flow gain a change must bring to be kept
 DONORS_PER_ITERATION = 6  # groups off the bottleneck that may lend a block: those with the most spare capacity
 MERGE_PARTNERS = 3  # groups of the same role a bottleneck group may absorb (the best linked)
+# Above this many groups, role flips and swap partners are limited to the bottleneck groups and the
+# donors (each candidate costs one max-flow LP, which grows with prefill x decode groups).
+LARGE_K = 16
 
 
 def plan_inputs(ctx: PlanContext) -> PlanInputs:
@@ -123,16 +127,17 @@ class Refiner:
     def candidates(self, groups, roles, flow) -> list[Change]:
         k = len(groups)
         out = []
-        for i in range(k):  # role flips
-            r = list(roles)
-            r[i] = DECODE if roles[i] == PREFILL else PREFILL
-            out.append(Change(f"flip group {i} to {r[i]}", groups, r))
         bottleneck = sorted(flow.bottleneck_groups())
         if not bottleneck:  # nothing saturated in a group (flow 0): everyone may receive
             bottleneck = list(range(k))
         donors = [i for i in range(k) if i not in bottleneck]
         donors.sort(key=lambda i: -self._spare(i, roles[i], groups, flow))
         donors = donors[:DONORS_PER_ITERATION]
+        large = k > LARGE_K  # many groups: flips and swap partners only among the bottleneck and the donors
+        for i in sorted(set(bottleneck) | set(donors)) if large else range(k):  # role flips
+            r = list(roles)
+            r[i] = DECODE if roles[i] == PREFILL else PREFILL
+            out.append(Change(f"flip group {i} to {r[i]}", groups, r))
         for r in bottleneck:
             for d in self._merge_partners(r, groups, roles):
                 g = [x for i, x in enumerate(groups) if i != d]
@@ -144,7 +149,7 @@ class Refiner:
                         g = list(groups)
                         g[d], g[r] = groups[d] - b, groups[r] | b
                         out.append(Change(f"move {self._label(b)} from group {d} to {r}", g, roles))
-            for d in range(k):
+            for d in donors if large else range(k):
                 if d == r:
                     continue
                 for br in self._blocks(groups[r]):
