@@ -15,13 +15,15 @@ b. **Roles.** Each group's best prefill plan and best decode plan are costed
 c. **Plans**: prefill groups the TP x PP plan of lowest prefill latency, decode groups
    the plan of highest decode throughput within their KV memory.
 d. **Max-flow** over source -> prefill -> decode -> sink (:mod:`simulator.serving_flow`).
-e. **Refinement** (:class:`Refiner`), guided by the minimum cut: the groups on saturated
-   edges are the bottleneck. Candidate changes: flip any group's role; move one
-   *block* (a group's GPUs on one machine: machines stay whole, as in step a) from a
-   group off the bottleneck to a bottleneck group; swap two blocks between a bottleneck
-   group and another (with more than :data:`LARGE_K` groups: flips and swap partners only
-   among the bottleneck groups and the donors); merge a bottleneck group with one of the :data:`MERGE_PARTNERS`
-   best-linked groups of its role (moving a group's last block: fewer, larger replicas,
+e. **Refinement** (:class:`Refiner`), guided by the bottleneck: the groups named by the
+   flow's binding constraints (shadow price > 0, as a minimum cut would name them).
+   Candidate changes: flip any group's role; move one *block* (a group's GPUs on one
+   machine: machines stay whole, as in step a) from one of the
+   :data:`DONORS_PER_ITERATION` groups with the most spare capacity to a bottleneck group;
+   swap two blocks between a bottleneck group and another (with more than :data:`LARGE_K`
+   groups: only the smallest bottleneck groups receive, and flips and swap partners are
+   limited to them and the donors); merge a bottleneck group with one of the
+   :data:`MERGE_PARTNERS` best-linked groups of its role (moving a group's last block: fewer, larger replicas,
    which is how a decode group short of KV memory grows; the paper lists moves and swaps,
    merging is our reading of moving all of a group's GPUs). Every candidate is re-planned
    (steps c and d); the best one is kept only if it raises the max-flow by more than
@@ -52,8 +54,9 @@ MAX_ITERATIONS = 50  # refinement cap (the paper gives none)
 MIN_GAIN = 1e-6  # relative max-flow gain a change must bring to be kept
 DONORS_PER_ITERATION = 6  # groups off the bottleneck that may lend a block: those with the most spare capacity
 MERGE_PARTNERS = 3  # groups of the same role a bottleneck group may absorb (the best linked)
-# Above this many groups, role flips and swap partners are limited to the bottleneck groups and the
-# donors (each candidate costs one max-flow LP, which grows with prefill x decode groups).
+# Above this many groups, only the DONORS_PER_ITERATION smallest bottleneck groups receive, and role
+# flips and swap partners are limited to them and the donors (each candidate costs one max-flow LP,
+# which grows with prefill x decode groups).
 LARGE_K = 16
 
 
@@ -133,7 +136,9 @@ class Refiner:
         donors = [i for i in range(k) if i not in bottleneck]
         donors.sort(key=lambda i: -self._spare(i, roles[i], groups, flow))
         donors = donors[:DONORS_PER_ITERATION]
-        large = k > LARGE_K  # many groups: flips and swap partners only among the bottleneck and the donors
+        large = k > LARGE_K  # many groups: the smallest bottleneck groups receive; flips and swaps among them and donors
+        if large:
+            bottleneck = sorted(sorted(bottleneck, key=lambda i: (len(groups[i]), i))[:DONORS_PER_ITERATION])
         for i in sorted(set(bottleneck) | set(donors)) if large else range(k):  # role flips
             r = list(roles)
             r[i] = DECODE if roles[i] == PREFILL else PREFILL
