@@ -23,16 +23,33 @@ Clusters
   :data:`SEED` = 0 (``cluster_from_toml(..., seed=0)``); each machine's NIC equals its
   region's link bandwidth; the coordinator sits in the first region.
 
-  ``hexgen2-gen64``: 64 GPUs in 14 machines, regions ``east`` (100 Gb/s inside) and ``west``
-  (50 Gb/s), 10 Gb/s +- 20 % and 20 ms +- 5 ms between them. ``hexgen2-gen320``: 320 GPUs in
-  52 machines, four regions of 80 GPUs (100, 50, 25 and 50 Gb/s inside), 5 Gb/s +- 20 % and
-  40 ms +- 10 ms between regions. Links inside a region have +- 10 % jitter and 1 ms. The
-  machines of each region are listed in :data:`CLUSTERS` (``--show-toml`` prints the files);
-  the GPU totals are asserted.
+  Links inside a region: the region's bandwidth +- 10 % (uniform per link), 1 ms. Machines
+  are written ``GPU x GPUs-per-machine x count``:
 
-``--sizes 24,64,320`` and ``--models llama2-70b,opt-30b`` choose the runs; ``--profile N``
-runs each under cProfile and prints the N functions of largest cumulative time;
-``--show-toml`` prints the generated TOML files.
+  ``hexgen2-gen64``: 64 GPUs in 14 machines, 2 regions; between them 10 Gb/s +- 20 %,
+  20 ms +- 5 ms.
+
+  - ``east`` (100 Gb/s): H100-80GB x8 x1, A100-80GB x8 x2, L40 x4 x2  (32 GPUs)
+  - ``west`` (50 Gb/s): A100-80GB x4 x2, RTX-A6000 x8 x1, RTX-A6000 x4 x2, L40 x2 x4  (32 GPUs)
+
+  ``hexgen2-gen320``: 320 GPUs in 52 machines, 4 regions of 80 GPUs; between regions
+  5 Gb/s +- 20 %, 40 ms +- 10 ms.
+
+  - ``r1`` (100 Gb/s): H100-80GB x8 x4, A100-80GB x8 x4, L40 x4 x4
+  - ``r2`` (50 Gb/s): A100-80GB x8 x4, L40 x8 x2, RTX-A6000 x8 x2, RTX-A6000 x4 x4
+  - ``r3`` (25 Gb/s): H100-80GB x8 x2, L40 x4 x4, RTX-A6000 x8 x6
+  - ``r4`` (50 Gb/s): A100-80GB x8 x2, A100-80GB x4 x4, H100-80GB x4 x2, L40 x8 x2,
+    RTX-A6000 x8 x2, RTX-A6000 x2 x4
+
+  The same data is :data:`CLUSTERS` (``--show-toml`` prints the TOML files; the GPU totals
+  are asserted).
+
+``--sizes 24,64,320`` and ``--models llama2-70b,opt-30b`` choose the runs; ``--time-limit S``
+(default 300) stops a run after S seconds and prints how far it came (groups, refinement
+iterations completed, evaluations, the best max-flow so far, the time of grouping and
+initial roles, candidates per iteration); ``--profile N`` runs each under cProfile and
+prints the N functions of largest cumulative and of largest own time; ``--show-toml``
+prints the generated TOML files.
 """
 
 from __future__ import annotations
@@ -155,7 +172,7 @@ class Watch:
         if self.t_roles is not None:
             parts.append(f"initial roles {self.t_roles - self.t_grouped:.1f} s")
         if self.candidates:
-            parts.append(f"refinement iteration {self.iterations} began, candidates per iteration "
+            parts.append(f"in refinement iteration {self.iterations}; candidates per iteration "
                          f"{'/'.join(map(str, self.candidates))}")
         return "; ".join(parts) or "still grouping"
 
@@ -246,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             paper = f"{PAPER_MINUTES[size] * 60:.0f} s" if size in PAPER_MINUTES else "-"
             if r["stopped"]:
                 w = r["watch"]
-                iters, wall = f">={w.iterations}", f">{r['wall_s']:.0f}"
+                iters, wall = f"{max(w.iterations - 1, 0)}+", f">{r['wall_s']:.0f}"
                 print(f"{r['cluster']:15} {r['gpus']:4d} {r['model']:10} {w.k:6d} {'':>7} {'':>4} "
                       f"{iters:>5} {w.evaluations():6d} {w.best:9.3f} {'-':>9} "
                       f"{wall:>8} {paper:>9}  STOPPED: {w.describe()}", flush=True)
@@ -259,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             if "profile" in r:
                 print(r["profile"], flush=True)
     if stopped:
-        print(f"{stopped} run(s) stopped at --time-limit {args.time_limit:.0f} s; --profile N shows where the time goes")
+        print(f"{stopped} run(s) stopped at --time-limit {args.time_limit:g} s; --profile N shows where the time goes")
     return 0
 
 
