@@ -109,6 +109,26 @@ class Scheduler(ABC):
         """A request finished (or was dropped) and no longer uses ``route``."""
 
 
+class SWRR:
+    """Smooth weighted round-robin (nginx): deterministic, spreads picks evenly in proportion."""
+
+    def __init__(self, weights: dict[int, float]):
+        self.weights = {k: w for k, w in weights.items() if w > 0}
+        self.current = {k: 0.0 for k in self.weights}
+
+    def pick(self, allowed=None) -> int | None:
+        keys = [k for k in self.weights if allowed is None or k in allowed]
+        if not keys:
+            return None
+        total = 0.0
+        for k in keys:
+            self.current[k] += self.weights[k]
+            total += self.weights[k]
+        best = max(keys, key=lambda k: (self.current[k], -k))
+        self.current[best] -= total
+        return best
+
+
 class LayerGraph:
     """Which node can follow which in a placement; entries hold layer 0, exits the last layer."""
 

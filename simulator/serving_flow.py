@@ -94,14 +94,19 @@ def serving_flow(prefill: dict[int, float], decode: dict[int, float], transfer: 
             caps.append(float(cap))
             names.append(name)
 
+    out_of: dict[int, dict] = {}  # group -> {pair: 1.0} of its pairs, built in one pass
+    into: dict[int, dict] = {}
+    for p in pairs:
+        out_of.setdefault(p[0], {})[p] = 1.0
+        into.setdefault(p[1], {})[p] = 1.0
     for i, c in prefill.items():
-        row(("prefill", i), c, {p: 1.0 for p in pairs if p[0] == i})
+        row(("prefill", i), c, out_of.get(i))
         if nic_out and i in nic_out:
-            row(("nic_out", f"group {i}", i), nic_out[i], {p: 1.0 for p in pairs if p[0] == i})
+            row(("nic_out", f"group {i}", i), nic_out[i], out_of.get(i))
     for j, c in decode.items():
-        row(("decode", j), c, {p: 1.0 for p in pairs if p[1] == j})
+        row(("decode", j), c, into.get(j))
         if nic_in and j in nic_in:
-            row(("nic_in", f"group {j}", j), nic_in[j], {p: 1.0 for p in pairs if p[1] == j})
+            row(("nic_in", f"group {j}", j), nic_in[j], into.get(j))
     for nic in nics or ():
         row(nic.name, nic.capacity, nic.bytes)
     bounds = [(0.0, None if math.isinf(transfer[p]) else float(transfer[p])) for p in pairs]

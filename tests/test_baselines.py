@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED
+from fakes import View
 from simulator.cluster import load_cluster
 from simulator.costs import CostModel
 from simulator.engine import EngineConfig, Simulation
@@ -23,25 +24,6 @@ from simulator.workload import Request, synthetic
 
 MILP = SHARED / "milp"
 needs_milp = pytest.mark.skipif(not (MILP / "placements").is_dir(), reason="Helix MILP data not present")
-
-
-class View:
-    """A ClusterView with fixed queue lengths and free KV per node."""
-
-    def __init__(self, queues=None, free=None):
-        self.queues, self.free = queues or {}, free or {}
-
-    def now(self):
-        return 0.0
-
-    def queue_length(self, node):
-        return self.queues.get(node, 0)
-
-    def free_kv_bytes(self, node):
-        return self.free.get(node, 1e18)
-
-    def hop_delay(self, a, b):
-        return None
 
 
 def hand_view(max_layers, tp_at, layers=12):

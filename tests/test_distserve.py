@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fakes import View
 from simulator.cluster import load_cluster
 from simulator.costs import CostModel
 from simulator.costs.roofline import ALLREDUCES_PER_LAYER, efficiency_for, Roofline
@@ -65,26 +66,6 @@ def test_distserve_balances_prefill_and_decode(het1_distserve):
         assert balance(flipped) <= best + 1e-9
 
 
-class FakeView:
-    def __init__(self, queues, room):
-        self.queues, self.room = queues, room
-
-    def now(self):
-        return 0.0
-
-    def queue_length(self, n):
-        return self.queues.get(n, 0)
-
-    def free_kv_bytes(self, n):
-        return self.room.get(n, 1e12)
-
-    def kv_room_bytes(self, n):
-        return self.room.get(n, 1e12)
-
-    def hop_delay(self, a, b):
-        return None
-
-
 def test_distserve_dispatch_is_least_loaded(het1_distserve):
     sched = DistServeScheduler(het1_distserve, np.random.default_rng(0), mean_output=211.0)
     routes, pre, dec = sched.routes, sched.prefill_groups, sched.decode_groups
@@ -93,7 +74,7 @@ def test_distserve_dispatch_is_least_loaded(het1_distserve):
     for n in routes[quiet].nodes:
         busy[n] = 0
     full = {n: 0.0 for j in dec[:-1] for n in routes[j].nodes}  # every decode instance but the last is full
-    r = sched.route(Request(0, 0.0, 1000, 100), FakeView(busy, full))
+    r = sched.route(Request(0, 0.0, 1000, 100), View(busy, full))
     assert r.nodes == routes[quiet].nodes
     assert r.decode.nodes == routes[dec[-1]].nodes
 

@@ -31,7 +31,8 @@ from simulator.parallel_plans import (
     evaluate,
     transfer_capacity,
 )
-from simulator.policies.hexgen2 import SWRR, Refiner, initial_roles
+from simulator.policies.hexgen2 import Refiner, initial_roles
+from simulator.scheduling import SWRR
 from simulator.runner import RunSpec, execute
 from simulator.serving_flow import NicRow, serving_flow
 from simulator.throughput import BatchLimits

@@ -47,7 +47,7 @@ from ..disaggregated import Evaluator, Group, ServingPlan, to_placement
 from ..errors import SimError
 from ..gpu_groups import partition
 from ..parallel_plans import DECODE, PREFILL, PlanInputs
-from ..scheduling import Route, Scheduler
+from ..scheduling import SWRR, Route, Scheduler
 from .registry import POLICIES, PlanContext, register_planner, register_scheduler
 
 MAX_ITERATIONS = 50  # refinement cap (the paper gives none)
@@ -225,26 +225,6 @@ def plan_hexgen2(ctx: PlanContext):
                         "plan evaluations": ev.evaluations,
                         "grouping": grouping.describe(ctx.cluster).splitlines()[0]})
     return to_placement(plan, ctx.model, ctx.memory)
-
-
-class SWRR:
-    """Smooth weighted round-robin (nginx): deterministic, spreads picks evenly in proportion."""
-
-    def __init__(self, weights: dict[int, float]):
-        self.weights = {k: w for k, w in weights.items() if w > 0}
-        self.current = {k: 0.0 for k in self.weights}
-
-    def pick(self, allowed=None) -> int | None:
-        keys = [k for k in self.weights if allowed is None or k in allowed]
-        if not keys:
-            return None
-        total = 0.0
-        for k in keys:
-            self.current[k] += self.weights[k]
-            total += self.weights[k]
-        best = max(keys, key=lambda k: (self.current[k], -k))
-        self.current[best] -= total
-        return best
 
 
 class DisaggregatedScheduler(Scheduler):

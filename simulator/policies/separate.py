@@ -18,7 +18,7 @@ import math
 
 from ..errors import SimError
 from ..placement import Placement, proportional_layers
-from ..scheduling import NoRoute, Route, Scheduler
+from ..scheduling import SWRR, NoRoute, Route, Scheduler
 from ..throughput import pipeline_capacity
 from .registry import POLICIES, PlanContext, register_planner, register_scheduler
 
@@ -153,21 +153,16 @@ class PipelineSplitScheduler(Scheduler):
         if not placement.pipelines:
             raise SimError("scheduler 'weighted-pipelines' needs a placement with pipelines (e.g. separate)")
         caps = placement.notes.get("pipeline_capacity_rps") or [1.0] * len(placement.pipelines)
-        self.weights = [max(c, 0.0) for c in caps]
-        if sum(self.weights) <= 0:
-            self.weights = [1.0] * len(self.weights)
-        self.current = [0.0] * len(self.weights)
+        weights = [max(c, 0.0) for c in caps]
+        if sum(weights) <= 0:
+            weights = [1.0] * len(weights)
+        self.rr = SWRR(dict(enumerate(weights)))
         self.routes = [Route(tuple(p), tuple(placement.ranges[n] for n in p)) for p in placement.pipelines]
 
     def route(self, request, view) -> Route:
         if not self.routes:
             raise NoRoute("no pipeline")
-        total = sum(self.weights)
-        for i, w in enumerate(self.weights):
-            self.current[i] += w
-        best = max(range(len(self.current)), key=self.current.__getitem__)
-        self.current[best] -= total
-        return self.routes[best]
+        return self.routes[self.rr.pick()]
 
 
 POLICIES["separate"] = ("separate", "weighted-pipelines")
