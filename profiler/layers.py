@@ -116,6 +116,16 @@ def _iter_full_weights(model: ModelSpec, seed: int, device) -> Iterator[tuple[st
         yield name, t
 
 
+def _given_weights(model: ModelSpec, weights: dict[str, torch.Tensor], device) -> Iterator[tuple[str, torch.Tensor]]:
+    for name, shape, _ in _weight_shapes(model):
+        t = weights.get(name)
+        if t is None:
+            raise ValueError(f"model '{model.name}': weight '{name}' missing")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"model '{model.name}': weight '{name}' has shape {tuple(t.shape)}, expected {shape}")
+        yield name, t.to(device=device, dtype=torch.float32)
+
+
 def full_weights(model: ModelSpec, seed: int = 0, device="cpu") -> dict[str, torch.Tensor]:
     """The full (unsharded) float32 weights :func:`build_layer` shards, by name.
 
@@ -142,7 +152,9 @@ class DecoderLayer(torch.nn.Module):
     """One decoder layer (this rank's shard) of ``model``; see the module docstring."""
 
     def __init__(self, model: ModelSpec, *, device="cpu", dtype=torch.float32, tp_rank: int = 0, tp_size: int = 1,
-                 group=None, seed: int = 0):
+                 group=None, seed: int = 0, weights: dict[str, torch.Tensor] | None = None):
+        """``weights``: the full (unsharded) weights by :func:`full_weights`' names (real weights, e.g.
+        from safetensors); None draws random ones from ``seed``."""
         super().__init__()
         _check_tp(model, tp_rank, tp_size)
         self.model, self.tp_rank, self.tp_size, self.group = model, tp_rank, tp_size, group
@@ -163,7 +175,8 @@ class DecoderLayer(torch.nn.Module):
         row = {"wo": hq, "w_down": im, "w_fc2": im}  # shard columns
 
         local: dict[str, torch.Tensor] = {}
-        for name, t in _iter_full_weights(model, seed, device):
+        source = _iter_full_weights(model, seed, device) if weights is None else _given_weights(model, weights, device)
+        for name, t in source:
             if name in col:
                 t = t[col[name]]
             elif name in row:
@@ -233,11 +246,11 @@ class DecoderLayer(torch.nn.Module):
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
-    def _position_ids(self, lengths: tuple[int, ...], batch: int, context: int) -> torch.Tensor:
-        key = (lengths, batch, context)
+    def _position_ids(self, lengths: tuple[int, ...], contexts: tuple[int, ...]) -> torch.Tensor:
+        key = (lengths, contexts)
         pos = self._positions.get(key)
         if pos is None:
-            parts = [torch.arange(n) for n in lengths] + [torch.full((batch,), context)]
+            parts = [torch.arange(n) for n in lengths] + [torch.tensor(contexts, dtype=torch.long)]
             pos = torch.cat(parts).to(self.device)
             if len(self._positions) >= _MAX_CACHED:
                 self._positions.clear()
@@ -254,36 +267,86 @@ class DecoderLayer(torch.nn.Module):
             return F.rms_norm(x, (x.shape[-1],), w, NORM_EPS)
         return F.layer_norm(x, (x.shape[-1],), w, b, NORM_EPS)
 
+    def _decode_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache,
+                          rows: tuple[int, ...], contexts: tuple[int, ...], gqa: bool) -> torch.Tensor:
+        """Write the decode tokens' K/V into ``cache`` and attend each query over its own context.
+
+        On the CPU, one attention call per sequence over a view of its cache row (the work is
+        proportional to each sequence's own context, as with paged attention). On a GPU, one
+        batched call over the rows gathered up to the longest context, shorter ones masked
+        (per-sequence calls would cost a kernel launch each). q, k, v: ``[batch, heads, d]``.
+        """
+        batch = len(rows)
+        uniform = len(set(contexts)) == 1
+        if uniform and rows == tuple(range(cache.k.shape[0])):
+            c = contexts[0]
+            cache.k[:, :, c].copy_(k)
+            cache.v[:, :, c].copy_(v)
+        else:
+            idx = torch.tensor(rows, device=q.device)
+            pos = torch.tensor(contexts, device=q.device)
+            cache.k[idx, :, pos] = k
+            cache.v[idx, :, pos] = v
+        if q.device.type == "cpu":
+            out = torch.empty_like(q)
+            for b, (r, c) in enumerate(zip(rows, contexts)):
+                out[b] = F.scaled_dot_product_attention(q[b].view(1, -1, 1, q.shape[-1]), cache.k[r:r + 1, :, :c + 1],
+                                                        cache.v[r:r + 1, :, :c + 1], enable_gqa=gqa).view(-1, q.shape[-1])
+            return out
+        top = max(contexts) + 1
+        if rows == tuple(range(batch)) and batch == cache.k.shape[0]:
+            ks, vs = cache.k[:, :, :top], cache.v[:, :, :top]
+        else:
+            idx = torch.tensor(rows, device=q.device)
+            ks, vs = cache.k[idx, :, :top], cache.v[idx, :, :top]
+        mask = None
+        if not uniform:
+            ctx = torch.tensor(contexts, device=q.device)
+            mask = (torch.arange(top, device=q.device)[None, :] <= ctx[:, None])[:, None, None, :]
+        o = F.scaled_dot_product_attention(q.unsqueeze(2), ks, vs, attn_mask=mask, enable_gqa=gqa)
+        return o.squeeze(2)
+
     # ---- the step -----------------------------------------------------------------------
     @torch.no_grad()
-    def step(self, prefill_lengths: Sequence[int] = (), decode: KVCache | None = None, decode_context: int = 0,
-             x: torch.Tensor | None = None) -> torch.Tensor:
+    def step(self, prefill_lengths: Sequence[int] = (), decode: KVCache | None = None,
+             decode_context: int | Sequence[int] = 0, x: torch.Tensor | None = None, *,
+             decode_rows: Sequence[int] | None = None, prefill_cache: KVCache | None = None,
+             prefill_rows: Sequence[int] = ()) -> torch.Tensor:
         """One engine iteration of this layer over a packed batch; returns ``[T, hidden]``.
 
-        Rows of ``x`` (``T = sum(prefill_lengths) + decode batch``): the prompt tokens of
-        each prefill sequence, then one token per decode sequence. Every decode sequence
-        has ``decode_context`` tokens in ``decode``; the new token's K/V are written at
-        position ``decode_context`` and its query attends over positions
-        ``[0, decode_context]``. ``x=None`` uses a random input cached per shape.
+        Rows of ``x`` (``T = sum(prefill_lengths) + decode sequences``): the prompt tokens of
+        each prefill sequence, then one token per decode sequence. ``decode`` holds the decode
+        sequences' KV: sequence ``b`` sits in cache row ``decode_rows[b]`` (default: row ``b``,
+        every row of the cache) and has ``decode_context[b]`` tokens there (an int: the same for
+        all); its new token's K/V are written at that position and its query attends over
+        positions ``[0, context]``. ``prefill_cache``: where each prompt's K/V are stored
+        (row ``prefill_rows[i]``, positions ``0 .. n-1``), as a serving runtime does; None
+        (the profiler's prefill points) keeps them nowhere. ``x=None`` uses a random input
+        cached per shape.
         """
         m = self.model
         lengths = tuple(int(n) for n in prefill_lengths)
         if any(n <= 0 for n in lengths):
             raise ValueError(f"prefill lengths must be positive, got {lengths}")
-        batch = 0
+        batch, contexts, rows = 0, (), None
         if decode is not None:
-            batch = decode.k.shape[0]
-            want = (batch, self.local_kv_heads, decode.k.shape[2], m.head_dim)
-            if tuple(decode.k.shape) != want or tuple(decode.v.shape) != want:
-                raise ValueError(f"decode cache must be [batch, {self.local_kv_heads}, capacity, {m.head_dim}], "
+            cap = decode.k.shape[2]
+            want = (self.local_kv_heads, cap, m.head_dim)
+            if tuple(decode.k.shape[1:]) != want or tuple(decode.v.shape) != tuple(decode.k.shape):
+                raise ValueError(f"decode cache must be [rows, {self.local_kv_heads}, capacity, {m.head_dim}], "
                                  f"got k {tuple(decode.k.shape)} and v {tuple(decode.v.shape)}")
-            if decode_context < 0:
-                raise ValueError(f"decode_context must be >= 0, got {decode_context}")
-            if decode_context + 1 > decode.k.shape[2]:
-                raise ValueError(f"decode_context + 1 ({decode_context + 1}) exceeds the cache capacity "
-                                 f"({decode.k.shape[2]})")
-        else:
-            decode_context = 0
+            rows = tuple(range(decode.k.shape[0])) if decode_rows is None else tuple(int(r) for r in decode_rows)
+            batch = len(rows)
+            contexts = ((int(decode_context),) * batch if isinstance(decode_context, int)
+                        else tuple(int(c) for c in decode_context))
+            if len(contexts) != batch:
+                raise ValueError(f"{len(contexts)} decode contexts for {batch} decode sequences")
+            if any(c < 0 for c in contexts):
+                raise ValueError(f"decode_context must be >= 0, got {min(contexts)}")
+            if batch and max(contexts) + 1 > cap:
+                raise ValueError(f"decode_context + 1 ({max(contexts) + 1}) exceeds the cache capacity ({cap})")
+        if prefill_cache is not None and len(prefill_rows) != len(lengths):
+            raise ValueError(f"{len(prefill_rows)} prefill cache rows for {len(lengths)} prompts")
         n_prefill = sum(lengths)
         total = n_prefill + batch
         if total == 0:
@@ -305,8 +368,8 @@ class DecoderLayer(torch.nn.Module):
         q, k, v = qkv.split([hq * d, hkv * d, hkv * d], dim=-1)
         q, k, v = q.view(total, hq, d), k.view(total, hkv, d), v.view(total, hkv, d)
         if self.is_llama:
-            pos = self._position_ids(lengths, batch, decode_context)
-            need = max(max(lengths, default=0), decode_context + 1)
+            pos = self._position_ids(lengths, contexts)
+            need = max(max(lengths, default=0), max(contexts, default=0) + 1)
             if need > self._rope_cos.shape[0]:
                 self._build_rope(max(need, 2 * self._rope_cos.shape[0]))
             cos, sin = self._rope_cos[pos].unsqueeze(1), self._rope_sin[pos].unsqueeze(1)
@@ -315,19 +378,19 @@ class DecoderLayer(torch.nn.Module):
         attn = torch.empty(total, hq, d, device=x.device, dtype=x.dtype)
         gqa = hq != hkv
         start = 0
-        for n in lengths:  # per-sequence causal attention over its own tokens
+        for i, n in enumerate(lengths):  # per-sequence causal attention over its own tokens
             s = slice(start, start + n)
+            if prefill_cache is not None:
+                r = int(prefill_rows[i])
+                prefill_cache.k[r, :, :n].copy_(k[s].transpose(0, 1))
+                prefill_cache.v[r, :, :n].copy_(v[s].transpose(0, 1))
             qs, ks, vs = (t[s].transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # [1, heads, n, d]
             o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=gqa)
             attn[s] = o[0].transpose(0, 1)
             start += n
         if batch:
-            c = decode_context
-            decode.k[:, :, c].copy_(k[n_prefill:])
-            decode.v[:, :, c].copy_(v[n_prefill:])
-            qd = q[n_prefill:].unsqueeze(2)  # [batch, heads, 1, d]
-            o = F.scaled_dot_product_attention(qd, decode.k[:, :, :c + 1], decode.v[:, :, :c + 1], enable_gqa=gqa)
-            attn[n_prefill:] = o.squeeze(2)
+            attn[n_prefill:] = self._decode_attention(q[n_prefill:], k[n_prefill:], v[n_prefill:], decode, rows,
+                                                      contexts, gqa)
 
         out = self._all_reduce(F.linear(attn.view(total, hq * d), self.wo))
         if self.bo is not None:
@@ -363,3 +426,75 @@ def make_input(layer: DecoderLayer, prefill_lengths: Sequence[int], decode_batch
     gen.manual_seed(seed)
     x = torch.randn(total, layer.model.hidden, generator=gen, device=layer.device, dtype=torch.float32)
     return x.to(layer.dtype)
+
+
+# ---- the ends of the model -------------------------------------------------------------------
+
+ENDS_SEED_OFFSET = 1_000_003  # the ends draw from seed + this, apart from every layer's seed
+
+
+class ModelEnds(torch.nn.Module):
+    """What a model has outside its decoder layers: the token embedding (run by the first pipeline
+    stage; OPT adds learned positions) and the final norm plus LM head with greedy sampling (run by
+    the last stage, on one row per sequence: a prompt's last token, or the decode token).
+
+    Random weights drawn from ``seed + ENDS_SEED_OFFSET`` unless ``weights`` gives them
+    (names ``embed``, ``positions`` (opt), ``norm_w``, ``norm_b`` (opt), ``head``; a tied model's
+    head is its embedding). Only the parts asked for (``embed``, ``head``) are kept.
+    """
+
+    def __init__(self, model: ModelSpec, *, device="cpu", dtype=torch.float32, seed: int = 0, embed: bool = True,
+                 head: bool = True, weights: dict[str, torch.Tensor] | None = None):
+        super().__init__()
+        self.model, self.is_llama = model, model.arch == "llama"
+        device = torch.device(device)
+        h, vocab = model.hidden, model.vocab
+        shapes = {"embed": (vocab, h), "norm_w": (h,), "head": (vocab, h)}
+        if not self.is_llama:
+            shapes.update(positions=(model.max_context, h), norm_b=(h,))
+        if model.tied_embeddings:
+            del shapes["head"]
+        full: dict[str, torch.Tensor] = {}
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed + ENDS_SEED_OFFSET)
+        for name, shape in shapes.items():
+            if weights is not None:
+                t = weights.get(name)
+                if t is None or tuple(t.shape) != shape:
+                    got = None if t is None else tuple(t.shape)
+                    raise ValueError(f"model '{model.name}': weight '{name}' is {got}, expected {shape}")
+                t = t.to(device=device, dtype=torch.float32)
+            else:
+                t = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+                if name == "head":
+                    t.mul_(h ** -0.5)
+                elif name == "norm_w":
+                    t.mul_(0.1).add_(1.0)
+                elif name == "norm_b":
+                    t.mul_(0.1)
+            full[name] = t.to(dtype)
+        if model.tied_embeddings:
+            full["head"] = full["embed"]
+        keep = ({"embed", "positions"} if embed else set()) | ({"norm_w", "norm_b", "head"} if head else set())
+        for name, t in full.items():
+            setattr(self, name, torch.nn.Parameter(t, requires_grad=False) if name in keep else None)
+        for name in ("positions", "norm_b"):
+            if not hasattr(self, name):
+                setattr(self, name, None)
+
+    @torch.no_grad()
+    def embed_tokens(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Hidden states ``[T, hidden]`` of token ids ``[T]`` at ``positions`` ``[T]``."""
+        x = self.embed[ids]
+        if self.positions is not None:
+            x = x + self.positions[positions]
+        return x
+
+    @torch.no_grad()
+    def next_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Greedy next token ids ``[rows]`` from the last layer's output rows ``[rows, hidden]``."""
+        if self.is_llama:
+            h = F.rms_norm(x, (x.shape[-1],), self.norm_w, NORM_EPS)
+        else:
+            h = F.layer_norm(x, (x.shape[-1],), self.norm_w, self.norm_b, NORM_EPS)
+        return F.linear(h, self.head).argmax(dim=-1)

@@ -35,8 +35,8 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "tables"  # the simulator reads 
 PRESET_MODELS = ("llama2-70b", "llama1-30b")
 # A small LLaMA-style model for CPU profiles (and the profiler's accuracy benchmark): GQA with 4 query heads
 # per KV head, like LLaMA-2 70B's 8, at dimensions a CPU times in milliseconds.
-CPU_MODEL = ModelSpec("llama-cpu-small", "llama", hidden=512, intermediate=1536, layers=8, heads=8, kv_heads=2,
-                      head_dim=64, vocab=32000, max_context=4096)
+CPU_MODEL = load_model("llama-cpu-small")
+HEAD_ROWS = (1, 16, 64, 256)  # sequences per iteration at which the LM head is timed
 CPU_MEMORY_SHARE = 0.25  # on the CPU, KV caches larger than this share of RAM are a limit, not an attempt
 DTYPES = ("float16", "bfloat16", "float32")
 
@@ -231,6 +231,8 @@ def _work(rank: int, world: int, job: _Job, init_method: str | None) -> None:
                         store.set_limit("mixed", ",".join(map(str, key)), 1)
             elif store is not None:
                 store.add(kind, key, seconds)
+        if store is not None and "head_s" not in store.meta:
+            store.write_meta(head_s=time_head(job.model, device, job.dtype, job.warmup, job.repeats, job.seed))
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -283,14 +285,34 @@ def _step_fn(layer, kind: str, key: tuple[int, ...], max_context: int):
         lengths = prefill_mix(key[0], max_context)
         layer.step(prefill_lengths=lengths)  # build the cached input now, outside the timing
         return lambda: layer.step(prefill_lengths=lengths)
+    # decode rows are picked out of a larger cache, as a serving runtime's KV pool holds more
+    # sequences than one batch (runtime/: on a GPU the rows are gathered, on the CPU each is a view)
     if kind == "decode":
         batch, context = key
-        cache = layer.new_cache(batch, context + 1)
-        return lambda: layer.step(decode=cache, decode_context=context)
+        cache = layer.new_cache(batch + 1, context + 1)
+        rows = range(batch)
+        return lambda: layer.step(decode=cache, decode_context=context, decode_rows=rows)
     tokens, batch, context = key
     lengths = prefill_mix(tokens, max_context)
-    cache = layer.new_cache(batch, context + 1)
-    return lambda: layer.step(prefill_lengths=lengths, decode=cache, decode_context=context)
+    cache = layer.new_cache(batch + 1, context + 1)
+    rows = range(batch)
+    return lambda: layer.step(prefill_lengths=lengths, decode=cache, decode_context=context, decode_rows=rows)
+
+
+def time_head(model: ModelSpec, device, dtype: str, warmup: int, repeats: int, seed: int) -> dict[str, float]:
+    """Seconds of the final norm + LM head + greedy pick over ``HEAD_ROWS`` rows (the last stage's
+    extra work per iteration: one row per sequence), keyed by rows as strings (meta.json)."""
+    import torch
+
+    from .layers import ModelEnds
+    from .timing import measure
+
+    ends = ModelEnds(model, device=device, dtype=getattr(torch, dtype), seed=seed, embed=False)
+    out = {}
+    for rows in HEAD_ROWS:
+        x = torch.randn(rows, model.hidden, device=device).to(getattr(torch, dtype))
+        out[str(rows)] = measure(lambda x=x: ends.next_tokens(x), device, warmup, repeats)
+    return out
 
 
 def default_models(gpu: str) -> tuple[str, ...]:

@@ -88,6 +88,16 @@ GPUS: dict[str, GPUSpec] = {g.name: g for g in [
 ]}
 
 
+# A CPU worker process standing in for a GPU: the machine of ``sim live`` / ``sim validate`` runs on
+# CPUs (``cluster = cpu2``). Not a catalog GPU (``sim gpus`` does not list it): its latency comes
+# from the profiler's CPU tables (``make profile GPU=cpu``; the table folder is named ``cpu``), so the
+# compute figures below only matter without a table. Memory is the budget one worker may use for
+# weights and KV cache (our choice, well inside a 2-core CI machine's 24 GiB for two workers); the
+# bandwidth figures are nominal (one DDR4 channel, loopback for the "interconnect").
+CPU_WORKER = GPUSpec("cpu", 0.1 * TFLOPS, 4 * GB, 20 * GB, 0.0, 10 * GB, 65, None,
+                     "a CPU worker process (sim live / validate); nominal figures, latency from measured CPU tables")
+
+
 def _key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
@@ -101,6 +111,8 @@ for _spec in GPUS.values():
 def get_gpu(name: str) -> GPUSpec:
     """Look a GPU up by name or alias (case and punctuation ignored)."""
     real = _LOOKUP.get(_key(name))
+    if real is None and _key(name) == CPU_WORKER.name:
+        return CPU_WORKER
     if real is None:
         raise unknown("GPU", name, GPUS)
     return GPUS[real]

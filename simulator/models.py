@@ -145,6 +145,9 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
     _m("opt-13b", "opt", 5120, 20480, 40, 40, 40, 50272, 2048, True),  # OPT paper Tab. 1
     _m("opt-30b", "opt", 7168, 28672, 48, 56, 56, 50272, 2048, True),
     _m("opt-66b", "opt", 9216, 36864, 64, 72, 72, 50272, 2048, True),
+    # A small LLaMA-style model that a CPU runs in milliseconds per layer: CPU profiles, the runtime's
+    # live runs and `sim validate` (GQA with 4 query heads per KV head, like LLaMA-2 70B's 8).
+    ModelSpec("llama-cpu-small", "llama", 512, 1536, 8, 8, 2, 64, 32000, 4096),
 ]}
 
 # Other spellings users and Helix's folders use (llama-2-70b, llama2_70b, LLaMA-30B...).

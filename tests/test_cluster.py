@@ -27,7 +27,7 @@ from simulator.helix_ini import evaluate, import_helix_ini
 HELIX_DIR = HELIX_CLUSTERS
 needs_helix = pytest.mark.skipif(not HELIX_DIR.is_dir(), reason="Helix cluster files not available")
 
-PRESETS = ["helix-10node", "helix-3region", "helix-42node", "helix-single24",
+PRESETS = ["cpu2", "helix-10node", "helix-3region", "helix-42node", "helix-single24",
            "hexgen2-het1", "hexgen2-het2", "tiny3"]
 GBPS_10 = 1.25e9  # 10 Gb/s in bytes/s
 MBPS_100 = 12.5e6  # 100 Mb/s in bytes/s
@@ -312,7 +312,7 @@ def test_region_required_with_several_regions():
 
 
 def test_unknown_preset_lists_presets():
-    with pytest.raises(SimError, match=r"unknown cluster preset 'nope'; known: helix-10node, .*tiny3"):
+    with pytest.raises(SimError, match=r"unknown cluster preset 'nope'; known: cpu2, helix-10node, .*tiny3"):
         load_cluster("nope")
     with pytest.raises(SimError, match="cluster file not found"):
         load_cluster("/does/not/exist.toml")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from simulator.cluster import Cluster, Node, cluster_from_toml
 from simulator.costs import CostModel
 from simulator.disaggregated import Evaluator, stage_cluster
-from simulator.engine.network import Network
+from simulator.network import Network
 from simulator.errors import SimError
 from simulator.gpu_groups import GPU, group_count, partition
 from simulator.hardware import parse_machine

@@ -63,8 +63,12 @@ class LayerCost:
     """
 
     def __init__(self, machine: str, model: str, source: str, prefill_values: np.ndarray,
-                 decode_values: np.ndarray, step_overhead_s: float = 0.0):
+                 decode_values: np.ndarray, step_overhead_s: float = 0.0, head: tuple[float, float] = (0.0, 0.0)):
         self.machine, self.model, self.source = machine, model, source
+        # the final norm + LM head + greedy pick that the last stage runs on one row per sequence:
+        # seconds = head_fixed_s + head_per_row_s x rows. Measured by our profiler; 0 where the source has
+        # no figure (Helix's tables and the roofline leave the head out, as Helix's simulator does).
+        self.head_fixed_s, self.head_per_row_s = float(head[0]), float(head[1])
         # fixed cost of one layer step that both prefill() and decode() include: a batch mixing
         # prompt and decode work pays it once. The roofline's fitted overhead; 0 for measured
         # tables, which cannot separate it (a mixed batch then costs the sum, as in Helix's simulator).
@@ -100,6 +104,11 @@ class LayerCost:
         return f"LayerCost({self.machine}, {self.model}, {self.source})"
 
     # ---- O(1) scalar lookups (the engine's hot path) ---------------------------------
+    def head(self, rows: int) -> float:
+        """Seconds for the LM head and the greedy pick over ``rows`` sequences (0 for no rows)."""
+        return self.head_fixed_s + self.head_per_row_s * rows if rows > 0 else 0.0
+
+
     def prefill(self, tokens: int) -> float:
         """Seconds for one layer to prefill a batch of ``tokens`` tokens in total."""
         if tokens <= 0:

@@ -210,4 +210,20 @@ def measured_cost(table: MeasuredTable, model: ModelSpec) -> LayerCost:
     tokens = np.maximum(prefill_grid(model.max_context), 1.0)
     pre = _extend(table.prefill[:, 0], table.prefill[:, 1], tokens, floor=(1.0, float(dec[1, 0])))
     overhead = float(table.meta.get("step_overhead_s") or 0.0)  # the profiler measures it from mixed steps
-    return LayerCost(table.machine, table.model, table.source, pre, dec, step_overhead_s=overhead)
+    return LayerCost(table.machine, table.model, table.source, pre, dec, step_overhead_s=overhead,
+                     head=head_line(table.meta.get("head_s") or {}))
+
+
+def head_line(points: dict) -> tuple[float, float]:
+    """(fixed seconds, seconds per row) of the LM head: a least-squares line through the profiler's
+    ``head_s`` points (rows -> seconds, in meta.json), slope and intercept held at >= 0."""
+    if not points:
+        return 0.0, 0.0
+    rows = np.array([float(r) for r in points])
+    secs = np.array([float(v) for v in points.values()])
+    if len(rows) == 1:
+        return 0.0, float(secs[0] / rows[0])
+    slope, fixed = np.polyfit(rows, secs, 1)
+    slope = max(0.0, float(slope))
+    fixed = max(0.0, float(np.mean(secs - slope * rows)))
+    return fixed, slope

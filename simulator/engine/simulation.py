@@ -14,7 +14,7 @@ batching):
   then queued prompts FIFO while the budget and KV memory allow, runs them through the
   node's layers (time = per-layer cost from the cost model, summed over the layers each
   item needs), then hands each item to its next hop. One event per iteration.
-* **Links** (:class:`~simulator.engine.network.Network`): latency + bytes/bandwidth,
+* **Links** (:class:`~simulator.network.Network`): latency + bytes/bandwidth,
   NICs shared by reservation, one batched transfer per next hop and iteration.
 * **Disaggregated serving** (a route with a ``decode`` part, DistServe / HexGen-2): the
   prompt runs on the prompt nodes; then the KV cache (prompt tokens x KV bytes per token
@@ -61,7 +61,7 @@ from ..placement import Placement
 from ..scheduling import NoRoute, Route, Scheduler
 from ..throughput import BatchLimits
 from ..workload import Request, Workload
-from .network import Network
+from ..network import Network
 
 HEADER_BYTES = 64  # per request in a transfer: id, position, route hop (small control header)
 KV_WATERMARK = 0.01  # share of a node's KV kept free when admitting prompts (vLLM's watermark)
@@ -135,6 +135,8 @@ class NodeSim:
         placement = sim.placement
         self.layers = placement.layers(node_id)
         self.cost = sim.costs.layer_cost(sim.cluster.nodes[node_id].machine) if self.layers else None
+        self.has_head = bool(self.cost) and placement.ranges[node_id][1] == placement.model.layers and \
+            (self.cost.head_fixed_s > 0 or self.cost.head_per_row_s > 0)
         self.kv_capacity = placement.kv_capacity_bytes(node_id) if self.layers else 0.0
         self.kv_used = 0.0
         self.kv_expected = 0.0  # offline admission bookkeeping
@@ -235,6 +237,13 @@ class NodeSim:
         return [(f, ep) for f, ep in batch if f.epoch == ep]
 
     def iteration_time(self, batch) -> float:
+        return self._layers_time(batch) + (self._head_time(batch) if self.has_head else 0.0)
+
+    def _head_time(self, batch) -> float:
+        """The LM head over the items whose route ends here (one row per sequence)."""
+        return self.cost.head(sum(1 for f, _ in batch if f.hop == len(f.nodes) - 1))
+
+    def _layers_time(self, batch) -> float:
         counts = {f.counts[f.hop] for f, _ in batch}
         if len(counts) == 1:
             return counts.pop() * self._layer_time(batch)
