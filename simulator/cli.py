@@ -71,6 +71,8 @@ def run_options(f):
         click.option("--workload-class", type=click.Choice(["HPHD", "HPLD", "LPHD", "LPLD"], case_sensitive=False),
                      default=None,
                      help="HexGen-2 class: heavy/light prefill x heavy/light decode (split at the trace's medians)"),
+        click.option("--length-scale", type=float, default=1.0, show_default=True,
+                     help="multiply every request's input and output tokens (a small model on a CPU: 0.1)"),
     ]
     for o in reversed(opts):
         f = o(f)

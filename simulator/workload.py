@@ -375,6 +375,27 @@ def scale_rate(
     )
 
 
+def scale_lengths(w: Workload, factor: float) -> Workload:
+    """Multiply every request's input and output tokens by ``factor`` (rounded, at least 1 each).
+
+    Keeps arrivals and the trace's length distribution shape; used to fit a real trace to a
+    small model on a CPU (``sim live`` / ``sim validate``), where a 1,000-token prompt costs seconds.
+    """
+    if not factor > 0:
+        raise SimError(f"length scale must be positive, got {factor}")
+    if factor == 1.0:
+        return w
+
+    def scaled(r: Request) -> Request:
+        return replace(r, input_tokens=max(1, round(r.input_tokens * factor)),
+                       output_tokens=max(1, round(r.output_tokens * factor)))
+
+    notes = dict(w.notes)
+    notes["length_scale"] = factor
+    return replace(w, requests=[scaled(r) for r in w.requests], rejected=[(scaled(r), why) for r, why in w.rejected],
+                   notes=notes)
+
+
 def time_window(w: Workload, start_s: float, duration_s: float | None) -> Workload:
     """Keep arrivals in ``[start_s, start_s + duration_s)`` (to the end if None).
 

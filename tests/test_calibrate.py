@@ -58,7 +58,7 @@ def write_roofline_table(root: Path, machine: str, eff: Efficiency = TRUE_EFF, m
 def _only_given_profiles(monkeypatch, tmp_path):
     """Only --profiles folders: no $SIM_PROFILES, and no repo tables (nor writes to them)."""
     monkeypatch.delenv("SIM_PROFILES", raising=False)
-    monkeypatch.setattr("simulator.runner.REPO_PROFILES", tmp_path / "no-repo-tables")
+    monkeypatch.setattr("simulator.run_spec.REPO_PROFILES", tmp_path / "no-repo-tables")
 
 
 def run_cli(*args):

@@ -1,0 +1,1 @@
+"""Torch runtime: serving real (or random) model weights on real GPUs."""

@@ -1,0 +1,234 @@
+"""What a run is and how its parts are built: the options, the cluster, costs, workload, placement and
+scheduler. Shared by the SimPy engine's runs (:mod:`simulator.runner`) and the torch runtime's live runs
+(:mod:`runtime`), so both serve the same requests with the same placement and the same scheduler object.
+Imports neither SimPy nor torch.
+
+:class:`RunSpec` holds every knob of ``sim run`` (typed, with defaults, written out next to the results
+as the resolved config); :func:`prepare` builds everything a driver needs from it (:class:`Prepared`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .cluster import Cluster, load_cluster
+from .costs import CostModel
+from .errors import SimError
+from .flow import max_flow
+from .models import ModelSpec, load_model
+from .placement import MemoryModel, Placement, check_fits
+from .policies import PlanContext, make_scheduler, plan, resolve_policy
+from .scheduling import Scheduler
+from .throughput import BatchLimits, placement_problem
+from .workload import (
+    Workload,
+    apply_context_limit,
+    load_trace,
+    resolve_trace,
+    scale_lengths,
+    scale_rate,
+    synthetic,
+    time_window,
+    workload_class,
+)
+
+REPO_PROFILES = Path(__file__).resolve().parent.parent / "profiler" / "tables"  # measured tables shipped in the repo
+PROFILES_ENV = "SIM_PROFILES"
+
+
+@dataclass
+class RunSpec:
+    """Every option of ``sim run``; SI units."""
+
+    cluster: str = "helix-single24"
+    model: str = "llama2-70b"
+    policy: str | None = "separate"
+    placement: str | None = None
+    scheduler: str | None = None
+    trace: str | None = None  # file, short name (azure_conv) or "synthetic:conv" / "synthetic:code"
+    mode: str = "online"
+    rate: float | None = None  # requests/s (online); None = the trace's own rate
+    token_rate: float | None = None  # or: input+output tokens/s
+    duration: float = 600.0
+    warmup: float = 60.0
+    seed: int = 0
+    profiles: list[str] = field(default_factory=list)
+    roofline_only: bool = False
+    max_inflight: int | None = None
+    context_rule: str = "reject"
+    slo_ttft: float = math.inf
+    slo_tpot: float = math.inf
+    max_seqs: int = BatchLimits.max_seqs
+    max_tokens: int = BatchLimits.max_tokens
+    gpu_memory_utilisation: float = MemoryModel.utilisation
+    partial_inference: bool = False
+    objective: str = "depth-aware"  # helix-milp: "depth-aware" or "paper" (Helix's T(k))
+    hop_overhead: float | None = None  # helix-milp depth-aware: seconds per hop; None = default
+    time_limit: float = 60.0  # MILP solver time limit (s)
+    mip_gap: float = 1e-4  # MILP relative gap at which the solver stops
+    arrival: str = "poisson"  # synthetic arrivals: poisson or gamma
+    burstiness: float = 1.0  # gamma arrivals: coefficient of variation
+    workload_class: str | None = None  # HexGen-2 class HPHD/HPLD/LPHD/LPLD (split at the trace's medians); None = all
+    length_scale: float = 1.0  # multiply every request's input and output tokens (a small model on a CPU: 0.1)
+    progress: bool = True
+
+
+def spec_from_options(kw: dict) -> RunSpec:
+    """A RunSpec from the options of ``sim run`` (shared by run, plan and compare).
+
+    Without ``--policy`` (and without both ``--placement`` and ``--scheduler``): a stored
+    placement file is served by max-flow routing (``helix``), anything else by ``separate``.
+    """
+    kw = dict(kw)
+    kw["profiles"] = list(kw.get("profiles") or [])
+    kw["slo_ttft"] = kw.get("slo_ttft") or math.inf
+    kw["slo_tpot"] = kw.get("slo_tpot") or math.inf
+    if not kw.get("policy") and not (kw.get("placement") and kw.get("scheduler")):
+        from .policies.registry import is_placement_file
+
+        if kw.get("placement") and is_placement_file(kw["placement"]):
+            kw["scheduler"] = kw.get("scheduler") or "helix"  # a stored placement is served by max-flow routing
+        else:
+            kw["policy"] = "separate"
+    return RunSpec(**{k: v for k, v in kw.items() if k in RunSpec.__dataclass_fields__})
+
+
+def profile_dirs(spec: RunSpec) -> list[Path]:
+    """Measured-table folders: --profiles, then $SIM_PROFILES, then the repo's profiler/tables."""
+    dirs = [Path(p) for p in spec.profiles]
+    for d in os.environ.get(PROFILES_ENV, "").split(os.pathsep):
+        if d:
+            dirs.append(Path(d))
+    if REPO_PROFILES.is_dir():
+        dirs.append(REPO_PROFILES)
+    for d in dirs[: len(spec.profiles)]:
+        if not d.exists():
+            raise SimError(f"--profiles: folder not found: {d}")
+    return dirs
+
+
+def build_workload(spec: RunSpec, model: ModelSpec, rng: np.random.Generator) -> Workload:
+    """The run's workload: load or generate, keep --workload-class, rescale the rate, window, context rule.
+
+    A workload class keeps its quadrant of the whole loaded trace (or generated set), arrival times as they
+    were; --rate / --token-rate then rescale the class's own arrivals. A synthetic class with a target rate
+    is cut from a longer generated set, so that after rescaling it still covers warmup + duration.
+    """
+    horizon = spec.warmup + spec.duration
+    trace = spec.trace or "synthetic:conv"
+    synth = trace.startswith("synthetic")
+    if spec.mode == "online" and spec.rate and spec.token_rate:
+        raise SimError("give --rate or --token-rate, not both")
+
+    def pick(w: Workload) -> Workload:
+        if spec.workload_class is None:
+            return w
+        w = workload_class(w, spec.workload_class)
+        if not w.requests and not w.rejected:
+            raise SimError(f"workload class {spec.workload_class}: no requests in {w.source}")
+        return w
+
+    def rescale(w: Workload) -> Workload:
+        if spec.token_rate:
+            return scale_rate(w, tokens_per_s=spec.token_rate)
+        if spec.rate and (not synth or spec.workload_class):
+            return scale_rate(w, requests_per_s=spec.rate)
+        return w
+
+    if synth:
+        kind = trace.split(":", 1)[1] if ":" in trace else "conv"
+        rate = spec.rate or 1.0
+        n = None if spec.mode == "online" else max(1000, int(horizon * 20))
+        stretch = 8.0 if spec.mode == "online" and spec.workload_class and (spec.rate or spec.token_rate) else 1.0
+        for _ in range(8):
+            w = synthetic(kind, n=n, duration_s=horizon * stretch if n is None else None, rate=rate,
+                          arrival=spec.arrival, cv=spec.burstiness, rng=rng)
+            w = pick(w)
+            if stretch == 1.0:
+                break
+            scaled = rescale(w)
+            end = scaled.requests[-1].arrival_s if scaled.requests else 0.0
+            if end >= horizon or not scaled.requests:
+                break
+            stretch *= 1.25 * horizon / end if end > 0 else 2.0
+    else:
+        w = pick(load_trace(resolve_trace(trace)))
+    if spec.mode == "online":
+        w = time_window(rescale(w), 0.0, horizon)
+    return apply_context_limit(scale_lengths(w, spec.length_scale), model.max_context, spec.context_rule)
+
+
+def build_setup(spec: RunSpec) -> tuple[Cluster, ModelSpec, MemoryModel, CostModel]:
+    """Cluster (checked connected), model (checked to fit), memory model and cost model of ``spec``."""
+    cluster = load_cluster(spec.cluster)
+    cluster.check_connected()
+    model = load_model(spec.model)
+    memory = MemoryModel(spec.gpu_memory_utilisation)
+    check_fits(cluster, model, memory)
+    return cluster, model, memory, CostModel(model, profile_dirs(spec), roofline_only=spec.roofline_only)
+
+
+@dataclass
+class Prepared:
+    """Everything a driver (engine or runtime) needs for one run of ``spec``."""
+
+    spec: RunSpec
+    cluster: Cluster
+    model: ModelSpec
+    memory: MemoryModel
+    costs: CostModel
+    workload: Workload
+    placement: Placement
+    scheduler: Scheduler
+    limits: BatchLimits
+    planner: str
+    scheduler_name: str
+    bound: float  # max-flow bound, tokens/s
+
+
+def prepare(spec: RunSpec) -> Prepared:
+    """Build cluster, model, costs, workload, placement and scheduler from ``spec`` (seeded as ``sim run``)."""
+    if spec.duration <= 0:
+        raise SimError("--duration must be positive")
+    seeds = np.random.SeedSequence(spec.seed).spawn(3)
+    rng_workload, rng_plan, rng_sched = (np.random.default_rng(s) for s in seeds)
+    cluster, model, memory, costs = build_setup(spec)
+    workload = build_workload(spec, model, rng_workload)
+    if not workload.requests:
+        raise SimError("the workload has no requests in the chosen window")
+    limits = BatchLimits(spec.max_seqs, spec.max_tokens)
+    planner, sched = resolve_policy(spec.policy, spec.placement, spec.scheduler)
+    ctx = PlanContext(cluster, model, costs, workload.mean_input(), workload.mean_output(), rng_plan, memory, limits,
+                      planner_options(spec))
+    placement = plan(planner, ctx)
+    placement.partial_inference |= spec.partial_inference
+    if placement.serving is not None:  # disaggregated: the planner's prefill -> decode max-flow
+        problem, bound = None, placement.serving.bound_tokens_per_s
+    else:
+        problem = placement_problem(cluster, model, costs, memory, ctx.mean_input, ctx.mean_output, limits)
+        bound = max_flow(problem, placement.ranges, partial=placement.partial_inference).value
+    scheduler = make_scheduler(sched, placement, rng_sched, partial_inference=placement.partial_inference,
+                               problem=problem, mean_input=ctx.mean_input, mean_output=ctx.mean_output,
+                               limits=limits, costs=costs)
+    return Prepared(spec, cluster, model, memory, costs, workload, placement, scheduler, limits, planner, sched, bound)
+
+
+def planner_options(spec: RunSpec) -> dict:
+    opts = {"seed": spec.seed, "objective": spec.objective, "time_limit": spec.time_limit, "mip_gap": spec.mip_gap}
+    if spec.hop_overhead is not None:
+        opts["hop_overhead_s"] = spec.hop_overhead
+    return opts
+
+
+def offered_load(workload: Workload, spec: RunSpec) -> dict:
+    """Requests and tokens per second arriving inside the measurement window."""
+    start, end = spec.warmup, spec.warmup + spec.duration
+    inside = [r for r in workload.requests if start <= r.arrival_s < end]
+    return {"offered_requests_per_s": len(inside) / spec.duration,
+            "offered_output_tokens_per_s": sum(r.output_tokens for r in inside) / spec.duration,
+            "offered_tokens_per_s": sum(r.input_tokens + r.output_tokens for r in inside) / spec.duration}
