@@ -454,10 +454,15 @@ class ModelEnds(torch.nn.Module):
             shapes.update(positions=(model.max_context, h), norm_b=(h,))
         if model.tied_embeddings:
             del shapes["head"]
+        keep = ({"embed", "positions"} if embed else set()) | ({"norm_w", "norm_b", "head"} if head else set())
+        if model.tied_embeddings and head:
+            keep.add("embed")  # the tied head is the embedding
         full: dict[str, torch.Tensor] = {}
         gen = torch.Generator(device=device)
         gen.manual_seed(seed + ENDS_SEED_OFFSET)
         for name, shape in shapes.items():
+            if weights is not None and name not in keep:
+                continue
             if weights is not None:
                 t = weights.get(name)
                 if t is None or tuple(t.shape) != shape:
@@ -473,9 +478,10 @@ class ModelEnds(torch.nn.Module):
                 elif name == "norm_b":
                     t.mul_(0.1)
             full[name] = t.to(dtype)
-        if model.tied_embeddings:
+        if model.tied_embeddings and head:
             full["head"] = full["embed"]
-        keep = ({"embed", "positions"} if embed else set()) | ({"norm_w", "norm_b", "head"} if head else set())
+        if model.tied_embeddings and not embed:
+            keep.discard("embed")
         for name, t in full.items():
             setattr(self, name, torch.nn.Parameter(t, requires_grad=False) if name in keep else None)
         for name in ("positions", "norm_b"):

@@ -99,6 +99,93 @@ def run(out, no_plots, quiet, **kw):
         click.echo(f"wrote {', '.join(p.name for p in paths)} to {out}")
 
 
+def _fault_option(text):
+    """``kill:NODE@SECONDS`` or ``hang:NODE@SECONDS`` (tests of the runtime's fault handling)."""
+    if not text:
+        return None
+    try:
+        kind, rest = text.split(":", 1)
+        node, at = rest.split("@", 1)
+        return kind, int(node), float(at)
+    except ValueError:
+        raise SimError(f"--inject-fault: expected KIND:NODE@SECONDS (kill:1@5), got '{text}'") from None
+
+
+@cli.command("live")
+@run_options
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
+              help="weights and activations (default: float32 on the CPU, bfloat16 on GPUs)")
+@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads per worker")
+@click.option("--slots", type=int, default=256, show_default=True, help="KV slots (resident requests) per worker")
+@click.option("--weights", type=click.Path(exists=True), default=None,
+              help="safetensors checkpoint (file or folder, Hugging Face names); default: random weights")
+@click.option("--data-backend", type=click.Choice(["auto", "gloo", "nccl"]), default="auto", show_default=True,
+              help="activations between workers: NCCL when every worker has a GPU, else gloo")
+@click.option("--shape-links", is_flag=True,
+              help="hold transfers as the cluster's links would (a slow network on one machine)")
+@click.option("--hang-timeout", type=TIME, default=60.0, show_default=True,
+              help="a worker silent this long inside an iteration is a fault")
+@click.option("--inject-fault", default=None, hidden=True, help="tests: kill:NODE@SECONDS or hang:NODE@SECONDS")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="folder for requests.csv, summary.json, plots")
+@click.option("--no-plots", is_flag=True)
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def live(device, dtype, threads, slots, weights, data_backend, shape_links, hang_timeout, inject_fault, out, no_plots,
+         quiet, **kw):
+    """Serve the workload on real workers (torch) with the simulator's placement and scheduler; print the summary.
+
+    One worker process per node holding layers, started here (or, under torchrun, one rank per machine:
+    rank 0 coordinates). Same options and outputs as `sim run`.
+    """
+    import os
+
+    if "RANK" in os.environ and os.environ.get("RANK") != "0" and "WORLD_SIZE" in os.environ:
+        from runtime.worker import main as worker_main  # under torchrun: this rank is a worker
+
+        sys.exit(worker_main())
+    from runtime.launch import LiveOptions, run_live, write_live
+
+    from .report import format_summary
+    from .runner import spec_from_options
+
+    spec = spec_from_options(kw)
+    spec.progress = not quiet
+    opts = LiveOptions(device, dtype, threads, slots, weights, data_backend, shape_links, hang_timeout,
+                       _fault_option(inject_fault))
+    result = run_live(spec, opts)
+    click.echo(result.coordinator.placement.describe())
+    click.echo(format_summary(result.summary))
+    if out:
+        paths = write_live(result, Path(out), plots=not no_plots)
+        click.echo(f"wrote {', '.join(p.name for p in paths)} to {out}")
+    if result.error:
+        raise SimError(result.error)
+
+
+@cli.command("validate")
+@click.argument("labels", nargs=-1, metavar="[POLICY...]")
+@run_options
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads per worker (and when profiling)")
+@click.option("--out", type=click.Path(file_okay=False), default="results/validate", show_default=True)
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def validate_cmd(labels, device, threads, out, quiet, **kw):
+    """Serve the workload live on this machine and simulate it; print simulated against measured.
+
+    POLICY... default: random helix. Profiles this machine first unless --profiles is given. Use the
+    options of `sim run` for the cluster (e.g. cpu2), model, trace, rate and window.
+    """
+    from .runner import spec_from_options
+    from .validate import format_rows, validate
+
+    spec = spec_from_options(kw)
+    spec.progress = not quiet
+    rows = validate(spec, list(labels) or ["random", "helix"], Path(out), device=device, threads=threads,
+                    echo=lambda line: click.echo(line, err=True))
+    click.echo(format_rows(rows))
+    click.echo(f"wrote validation.csv, validation.png and one folder per policy to {out}")
+
+
 @cli.command("compare")
 @click.argument("labels", nargs=-1, required=True, metavar="POLICY...")
 @run_options

@@ -164,3 +164,14 @@ def records_frame(records: list[RequestRecord]):
                                 (df["finish_s"] - df["first_token_s"]) / (df["output_tokens"] - 1).clip(lower=1),
                                 np.nan)
     return df
+
+
+def jsonable(x):
+    """``x`` with inf/NaN floats as None (JSON has neither), through dicts and lists."""
+    if isinstance(x, float) and (math.isinf(x) or math.isnan(x)):
+        return None
+    if isinstance(x, dict):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    return x

@@ -232,3 +232,12 @@ def offered_load(workload: Workload, spec: RunSpec) -> dict:
     return {"offered_requests_per_s": len(inside) / spec.duration,
             "offered_output_tokens_per_s": sum(r.output_tokens for r in inside) / spec.duration,
             "offered_tokens_per_s": sum(r.input_tokens + r.output_tokens for r in inside) / spec.duration}
+
+
+def run_labels(p: Prepared) -> dict:
+    """The summary's description of a run (policy, cluster, model, offered load, bound, cost sources)."""
+    spec = p.spec
+    return {"policy": spec.policy or f"{p.planner}+{p.scheduler_name}", "planner": p.planner,
+            "scheduler": p.scheduler_name, "cluster": p.cluster.name, "model": p.model.name, "mode": spec.mode,
+            **(offered_load(p.workload, spec) if spec.mode == "online" else {}),
+            "max_flow_bound_tokens_per_s": p.bound, "cost_sources": p.costs.sources()}

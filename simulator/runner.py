@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from . import __version__
 from .cluster import Cluster
 from .costs import CostModel
 from .engine import EngineConfig, Simulation
-from .metrics import SLO, records_frame, summarize
+from .metrics import SLO, jsonable, records_frame, summarize
 from .models import ModelSpec
 from .placement import Placement
 from .run_spec import (  # noqa: F401 (re-exported: the options and builders live in run_spec)
@@ -31,6 +30,7 @@ from .run_spec import (  # noqa: F401 (re-exported: the options and builders liv
     planner_options,
     prepare,
     profile_dirs,
+    run_labels,
     spec_from_options,
 )
 from .workload import Workload
@@ -65,27 +65,8 @@ def execute(spec: RunSpec) -> RunResult:
     return RunResult(spec, p.cluster, p.model, p.placement, p.workload, p.costs, sim, summary)
 
 
-def run_labels(p: Prepared) -> dict:
-    """The summary's description of a run (policy, cluster, model, offered load, bound, cost sources)."""
-    spec = p.spec
-    return {"policy": spec.policy or f"{p.planner}+{p.scheduler_name}", "planner": p.planner,
-            "scheduler": p.scheduler_name, "cluster": p.cluster.name, "model": p.model.name, "mode": spec.mode,
-            **(offered_load(p.workload, spec) if spec.mode == "online" else {}),
-            "max_flow_bound_tokens_per_s": p.bound, "cost_sources": p.costs.sources()}
-
-
-def _jsonable(x):
-    if isinstance(x, float) and (math.isinf(x) or math.isnan(x)):
-        return None
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
-
-
 def resolved_config(result: RunResult) -> dict:
-    return _jsonable({
+    return jsonable({
         "version": __version__,
         "run": asdict(result.spec),
         "cluster": result.cluster.resolved(),
@@ -107,7 +88,7 @@ def write_outputs(result: RunResult, out: Path, plots: bool = True) -> list[Path
     df.to_csv(p, index=False)
     written.append(p)
     p = out / "summary.json"
-    p.write_text(json.dumps(_jsonable(result.summary), indent=2) + "\n")
+    p.write_text(json.dumps(jsonable(result.summary), indent=2) + "\n")
     written.append(p)
     p = out / "config.json"
     p.write_text(json.dumps(resolved_config(result), indent=2) + "\n")

@@ -1,0 +1,631 @@
+"""The coordinator of a live run: the simulator's scheduler driving real workers.
+
+It holds what the SimPy engine's coordinator and nodes hold (:mod:`simulator.engine.simulation`),
+but the iterations run on the workers (:mod:`runtime.worker`):
+
+* **Requests** arrive on the trace's clock (online) or keep ``max_inflight`` in flight (offline),
+  are routed by the same :class:`~simulator.scheduling.Scheduler` object ``sim run`` builds,
+  through :class:`RuntimeView` (queue lengths, free KV, observed hop delays) and the same
+  callbacks (``on_hop``, ``on_finish``). A route is fixed for the request's decode iterations.
+* **Node queues and batches** are kept here, one per worker, with the engine's rule: an iteration
+  takes queued decode steps FIFO (up to ``max_seqs`` and the token budget), then prompts FIFO while
+  the budget and KV memory allow. Unlike the engine, a prompt is admitted only when the request's
+  whole KV (input + output tokens) fits, and that much is reserved: a live run never preempts.
+  A worker that finishes an iteration (``done``) is given its next batch at once.
+* **Transfers**: for each iteration the coordinator names the transfer to every next worker;
+  the receiver is told of it (source rank, rows) in the command of the first batch that reads
+  it, and posts that receive before anything else, so every receive is posted knowingly, as
+  NCCL requires (a sender's transfer waits, asynchronously, until then). Optional **link
+  shaping** holds an arrived transfer until the
+  cluster's link would have delivered it (latency + bytes / bandwidth, links and NICs booked as
+  the engine's :class:`~simulator.network.Network` does), so one machine can stand in for a
+  slow network.
+* **Metrics**: the same :class:`~simulator.metrics.RequestRecord` per request and token series,
+  on the coordinator's clock (a token counts when its ``done`` report arrives), and each node's
+  busy time from its own iteration timings.
+* **Faults**: a worker that reports an error, exits, or leaves an iteration unanswered for
+  ``hang_timeout_s`` ends the run: the requests routed through it are rejected with the reason,
+  the others left unfinished, and :class:`WorkerFault` is raised with a one-line message.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from simulator.errors import SimError
+from simulator.flow import TOKEN_ID_BYTES
+from simulator.metrics import FINISHED, REJECTED, UNFINISHED, NodeStats, RequestRecord, TokenSeries
+from simulator.network import Network
+from simulator.run_spec import Prepared
+from simulator.scheduling import NoRoute, Route, Scheduler
+from simulator.workload import Request
+
+from . import transport
+
+KV_WATERMARK = 0.01  # share of a node's KV kept free when admitting prompts (the engine's, vLLM's watermark)
+TICK_S = 0.25  # longest wait for a report before the coordinator checks the workers' health
+DEFAULT_HANG_TIMEOUT_S = 60.0
+
+
+ITERATION_COLUMNS = ("node", "start_s", "prompts", "prompt_tokens", "decodes", "decode_context", "head_rows",
+                     "worker_s", "worker_cpu_s", "round_trip_s")
+
+
+class WorkerFault(SimError):
+    """A worker died, hung or failed; the message names it and the requests affected."""
+
+
+@dataclass
+class LiveConfig:
+    mode: str = "online"
+    duration_s: float = 60.0
+    warmup_s: float = 10.0
+    max_inflight: int | None = None  # offline: requests in flight (required)
+    shape_links: bool = False  # hold transfers as the cluster's links would (a slow network on one machine)
+    hang_timeout_s: float = DEFAULT_HANG_TIMEOUT_S
+    ready_timeout_s: float = 600.0
+    progress: bool = True
+    fault: tuple[str, int, float] | None = None  # tests: ("kill" | "hang", node, after seconds)
+
+    @property
+    def end_s(self) -> float:
+        return self.warmup_s + self.duration_s
+
+
+class Flight:
+    """The coordinator's state of one request in flight."""
+
+    __slots__ = ("context", "generated", "hop", "is_prompt", "kv", "last_token", "nodes", "rec", "req", "route",
+                 "sent_at", "slots")
+
+    def __init__(self, req: Request, rec: RequestRecord, route: Route):
+        self.req, self.rec, self.route = req, rec, route
+        self.nodes = route.nodes
+        self.hop = 0
+        self.is_prompt = True
+        self.context = 0
+        self.generated = 0
+        self.kv: dict[int, float] = {}  # node -> KV bytes reserved there (the whole request)
+        self.slots: dict[int, int] = {}  # node -> KV slot
+        self.last_token = 0
+        self.sent_at = 0.0
+
+
+@dataclass
+class LiveNode:
+    id: int
+    rank: int
+    name: str
+    layers: int
+    kv_capacity: float
+    slots: int
+    stats: NodeStats
+    kv_used: float = 0.0
+    decodes: deque = field(default_factory=deque)
+    prompts: deque = field(default_factory=deque)
+    free_slots: list = field(default_factory=list)
+    resident: int = 0
+    busy: list | None = None  # the iteration in progress: [(flight, destination node or None, transfer, row)]
+    busy_since: float = 0.0
+    iteration: int = 0
+    overhead_s: float = 0.0  # sum over iterations of (run sent -> done received) minus the worker's own time
+    expect: dict = field(default_factory=dict)  # source rank -> {transfer id: (id, source rank, rows)} not yet posted
+    posted_from: dict = field(default_factory=dict)  # transfer id not yet posted -> its source rank
+    shape: tuple = ()  # the iteration in progress: prompts, prompt tokens, decodes, decode context, head rows
+
+    def free_kv(self) -> float:
+        return self.kv_capacity - self.kv_used
+
+
+class RuntimeView:
+    """The runtime's implementation of :class:`simulator.scheduling.ClusterView`."""
+
+    def __init__(self, coord: Coordinator):
+        self._c = coord
+
+    def now(self) -> float:
+        return self._c.now()
+
+    def queue_length(self, node: int) -> int:
+        n = self._c.nodes.get(node)
+        return len(n.decodes) + len(n.prompts) if n else 0
+
+    def free_kv_bytes(self, node: int) -> float:
+        n = self._c.nodes.get(node)
+        return n.free_kv() if n else 0.0
+
+    def kv_room_bytes(self, node: int) -> float:
+        return self.free_kv_bytes(node)
+
+    def hop_delay(self, src: int, dst: int) -> float | None:
+        return self._c.hop_delays.get((src, dst))
+
+
+class Coordinator:
+    """Drives the workers of ``ranks`` (node -> rank) through one run of ``prepared``."""
+
+    def __init__(self, prepared: Prepared, config: LiveConfig, ranks: dict[int, int], *, slots: int, capacity: int,
+                 processes: dict[int, object] | None = None):
+        self.p, self.config = prepared, config
+        self.placement, self.model = prepared.placement, prepared.model
+        self.cluster = prepared.cluster
+        self.scheduler: Scheduler = prepared.scheduler
+        if self.placement.serving is not None:
+            raise SimError("the runtime serves colocated placements only; a disaggregated (prefill/decode) "
+                           "placement cannot run live yet")
+        if config.mode == "offline" and not config.max_inflight:
+            raise SimError("a live offline run needs --max-inflight (requests kept in flight)")
+        self.coord = self.cluster.coordinator
+        self.kv_layer = self.model.kv_bytes_per_token_per_layer
+        self.act_bytes = self.model.activation_bytes_per_token
+        self.capacity = capacity
+        self.processes = processes or {}
+        self.nodes: dict[int, LiveNode] = {}
+        for node, rank in ranks.items():
+            n = self.cluster.nodes[node]
+            stats = NodeStats(n.name, n.machine.name, self.placement.layers(node),
+                              kv_capacity_bytes=self.placement.kv_capacity_bytes(node))
+            ln = LiveNode(node, rank, n.name, self.placement.layers(node), stats.kv_capacity_bytes, slots, stats)
+            ln.free_slots = list(range(slots - 1, -1, -1))
+            self.nodes[node] = ln
+        self.by_rank = {n.rank: n for n in self.nodes.values()}
+        self.view = RuntimeView(self)
+        self.net = Network(self.cluster) if config.shape_links else None
+        self.reports: queue.Queue = queue.Queue()
+        self.records: list[RequestRecord] = []
+        self.series = TokenSeries()
+        self.inflight: dict[int, Flight] = {}
+        self.hop_delays: dict[tuple[int, int], float] = {}
+        self.track_hops = type(self.scheduler).on_hop is not Scheduler.on_hop
+        self.deliveries: list = []  # shaped links: (time, seq, node, flight, input spec)
+        self._seq = 0
+        self._transfer = 0
+        self._t0 = 0.0
+        self._byes = 0
+        self._source = iter(())
+        self._drawn = 0
+        self._arrivals: deque = deque()
+        self.routes: dict[int, Route] = {}  # request id -> the route the scheduler returned
+        self.iterations: list[tuple] = []  # one row per iteration, ITERATION_COLUMNS
+        self.ready: dict[int, dict] = {}
+        self.wall_s = 0.0
+        self._fault_done = False
+
+    # ---- clock ---------------------------------------------------------------------------------
+    def now(self) -> float:
+        return time.perf_counter() - self._t0
+
+    # ---- set-up --------------------------------------------------------------------------------
+    def start_workers(self, init: dict[int, dict]) -> None:
+        """Send each worker its ``init`` and wait until every one is ready."""
+        for node, msg in init.items():
+            transport.send_msg(self.nodes[node].rank, {"op": "init", "node": node, **msg})
+        self._reader = threading.Thread(target=self._receive, name="reports", daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + self.config.ready_timeout_s
+        while len(self.ready) < len(self.nodes):
+            try:
+                src, msg = self.reports.get(timeout=TICK_S)
+            except queue.Empty:
+                self._check_processes()
+                if time.monotonic() > deadline:
+                    missing = [n.name for n in self.nodes.values() if n.id not in self.ready]
+                    raise WorkerFault(f"workers {', '.join(missing)} not ready after "
+                                      f"{self.config.ready_timeout_s:.0f} s") from None
+                continue
+            if msg["op"] == "ready":
+                self.ready[msg["node"]] = msg
+            else:
+                self._handle_bad(src, msg)
+
+    def measure_round_trip(self, pings: int = 50) -> float:
+        """Mean seconds of a control round trip (command to a worker, its answer back), idle workers."""
+        times = []
+        for _ in range(pings):
+            for node in self.nodes.values():
+                t = time.perf_counter()
+                transport.send_msg(node.rank, {"op": "ping"})
+                while True:
+                    src, msg = self.reports.get(timeout=self.config.hang_timeout_s)
+                    if msg["op"] == "pong":
+                        break
+                    self._handle_bad(src, msg)
+                times.append(time.perf_counter() - t)
+        return float(np.median(times))
+
+    def join_reports(self, timeout_s: float = 10.0) -> None:
+        """Wait for the report thread to end (after every worker's goodbye)."""
+        self._reader.join(timeout_s)
+
+    def _receive(self) -> None:
+        """Report thread: every control message to the coordinator goes into ``self.reports``."""
+        try:
+            while self._byes < len(self.nodes):
+                src, msg = transport.recv_msg()
+                if msg["op"] == "bye":
+                    self._byes += 1
+                self.reports.put((src, msg))
+        except Exception as e:  # noqa: BLE001 (a broken connection is a fault the main thread reports)
+            self.reports.put((None, {"op": "broken", "message": str(e).splitlines()[0] if str(e) else repr(e)}))
+
+    # ---- the run -------------------------------------------------------------------------------
+    def run(self) -> list[RequestRecord]:
+        cfg = self.config
+        workload = self.p.workload
+        if cfg.mode == "online":
+            self._arrivals = deque(r for r in workload.requests if r.arrival_s < cfg.end_s)
+        else:
+            self._source = iter(workload.requests)
+        self._t0 = time.perf_counter()
+        wall0 = time.monotonic()
+        last_bar = 0.0
+        fault_at = cfg.fault[2] if cfg.fault else math.inf
+        if cfg.mode == "offline":
+            self._refill()
+        while True:
+            now = self.now()
+            if now >= cfg.end_s:
+                break
+            if now >= fault_at:
+                self._inject_fault()
+                fault_at = math.inf
+            while self._arrivals and self._arrivals[0].arrival_s <= now:
+                self._dispatch(self._arrivals.popleft())
+            while self.deliveries and self.deliveries[0][0] <= now:
+                _, _, node, f, spec = heapq.heappop(self.deliveries)
+                self._enqueue(node, f, spec)
+            for node in self.nodes.values():
+                if node.busy is None and (node.decodes or node.prompts):
+                    self._start_iteration(node)
+            wake = min(cfg.end_s, fault_at, self._arrivals[0].arrival_s if self._arrivals else math.inf,
+                       self.deliveries[0][0] if self.deliveries else math.inf)
+            try:
+                src, msg = self.reports.get(timeout=min(max(wake - self.now(), 0.0), TICK_S))
+            except queue.Empty:
+                self._check_health()
+            else:
+                self._handle(src, msg)
+                while True:  # everything that arrived meanwhile, before the next batch is formed
+                    try:
+                        src, msg = self.reports.get_nowait()
+                    except queue.Empty:
+                        break
+                    self._handle(src, msg)
+            if cfg.progress and time.monotonic() - last_bar > 1.0:
+                last_bar = time.monotonic()
+                _progress(min(1.0, self.now() / cfg.end_s), self.now(), len(self.inflight))
+        if cfg.progress:
+            _progress(1.0, cfg.end_s, len(self.inflight))
+            sys.stderr.write("\n")
+        self.wall_s = time.monotonic() - wall0
+        return self.collect()
+
+    def stop_workers(self, timeout_s: float = 30.0) -> None:
+        """Tell every worker to leave and wait for their goodbyes (iterations in progress finish first)."""
+        for node in self.nodes.values():
+            transport.send_msg(node.rank, {"op": "stop"})
+        transport.flush_msgs()
+        deadline = time.monotonic() + timeout_s
+        while self._byes < len(self.nodes) and time.monotonic() < deadline:
+            try:
+                src, msg = self.reports.get(timeout=TICK_S)
+            except queue.Empty:
+                continue
+            if msg["op"] in ("error", "broken"):
+                break
+
+    # ---- requests ------------------------------------------------------------------------------
+    def _reject(self, rec: RequestRecord, reason: str) -> None:
+        rec.outcome, rec.reason = REJECTED, reason
+
+    def _dispatch(self, req: Request) -> None:
+        now = self.now()
+        rec = RequestRecord(req.id, now if self.config.mode == "offline" else req.arrival_s, req.input_tokens,
+                            req.output_tokens)
+        self.records.append(rec)
+        try:
+            route = self.scheduler.route(req, self.view)
+        except NoRoute as e:
+            return self._reject(rec, f"no route: {e}")
+        if route.decode is not None:
+            raise SimError(f"scheduler {self.scheduler.name} returned a disaggregated route; the runtime serves "
+                           f"colocated routes only")
+        tokens = req.input_tokens + req.output_tokens
+        for node, k in zip(route.nodes, route.layer_counts()):
+            need = tokens * k * self.kv_layer
+            cap = self.nodes[node].kv_capacity
+            if need > cap * (1 - KV_WATERMARK) or tokens > self.capacity:
+                self.scheduler.on_finish(req, route)
+                return self._reject(rec, f"kv too small: needs {need / 1e9:.2f} GB of KV on "
+                                         f"{self.cluster.nodes[node].name}, which has {cap / 1e9:.2f} GB")
+        rec.route = " ".join(self.cluster.nodes[n].name for n in route.nodes)
+        self.routes[req.id] = route
+        f = Flight(req, rec, route)
+        self.inflight[req.id] = f
+        f.sent_at = now
+        ids = prompt_ids(req, self.model.vocab)
+        self._send_to(self.coord, route.nodes[0], f, ["tok", ids, list(range(len(ids)))],
+                      len(ids) * TOKEN_ID_BYTES, now)
+
+    def _send_to(self, src: int, dst: int, f: Flight, spec: list, nbytes: float, now: float) -> None:
+        if self.net is None:
+            self._enqueue(dst, f, spec)
+            return
+        arrive = self.net.reserve(src, dst, nbytes, now)
+        self._seq += 1
+        heapq.heappush(self.deliveries, (arrive, self._seq, dst, f, spec))
+
+    def _enqueue(self, node: int, f: Flight, spec: list) -> None:
+        if f.req.id not in self.inflight:
+            return
+        n = self.nodes[node]
+        (n.prompts if f.is_prompt else n.decodes).append((f, spec))
+
+    def _refill(self) -> None:
+        while len(self.inflight) < self.config.max_inflight:
+            req = next(self._source, None)
+            if req is None:
+                return
+            self._drawn = req.id + 1
+            self._dispatch(req)
+
+    # ---- iterations ----------------------------------------------------------------------------
+    def _take_batch(self, node: LiveNode) -> list:
+        limits = self.p.limits
+        budget, seqs = limits.max_tokens, limits.max_seqs
+        batch = []
+        while node.decodes and seqs > 0 and budget > 0:
+            batch.append(node.decodes.popleft())
+            seqs -= 1
+            budget -= 1
+        took_prompt = False
+        watermark = KV_WATERMARK * node.kv_capacity
+        while node.prompts and seqs > 0:
+            f, spec = node.prompts[0]
+            n = f.req.input_tokens
+            if n > budget and took_prompt:
+                break
+            need = (f.req.input_tokens + f.req.output_tokens) * f.route.layer_counts()[f.hop] * self.kv_layer
+            if node.free_kv() - need < watermark and (node.resident or node.free_kv() < need):
+                break  # wait for memory (head of line: prompts stay FIFO)
+            if not node.free_slots:
+                break
+            node.prompts.popleft()
+            f.kv[node.id] = need
+            node.kv_used += need
+            node.resident += 1
+            f.slots[node.id] = node.free_slots.pop()
+            node.stats.kv_peak_bytes = max(node.stats.kv_peak_bytes, node.kv_used)
+            batch.append((f, spec))
+            took_prompt = True
+            seqs -= 1
+            budget -= n
+        prompts = [b for b in batch if b[0].is_prompt]
+        return prompts + [b for b in batch if not b[0].is_prompt]  # rows: prompts first, as the layers pack them
+
+    def _start_iteration(self, node: LiveNode) -> None:
+        batch = self._take_batch(node)
+        if not batch:
+            return
+        node.iteration += 1
+        items, plan, transfers = [], [], {}
+        for f, spec in batch:
+            s, e = f.route.layers[f.hop]
+            last = f.hop == len(f.nodes) - 1
+            dst = None if last else f.nodes[f.hop + 1]
+            row = 0
+            if dst is not None:
+                t = transfers.get(dst)
+                if t is None:
+                    self._transfer += 1
+                    t = transfers[dst] = [self._transfer, 0]
+                row = t[1]
+                t[1] += f.req.input_tokens if f.is_prompt else 1
+            plan.append((f, dst, transfers[dst][0] if dst is not None else 0, row))
+            items.append([f.req.id, f.req.input_tokens if f.is_prompt else 0, f.context, f.slots[node.id], s, e,
+                          spec, transport.COORDINATOR if dst is None else self.nodes[dst].rank])
+        for dst, (tid, rows) in transfers.items():  # the receiver posts it with the batch that first reads it
+            self.nodes[dst].expect.setdefault(node.rank, {})[tid] = (tid, node.rank, rows)
+            self.nodes[dst].posted_from[tid] = node.rank
+        recv = []
+        for _, spec in batch:
+            if spec[0] == "act" and spec[1] in node.posted_from:
+                src = node.posted_from.pop(spec[1])
+                pending = node.expect[src]
+                while pending:  # receives from one sender are matched in order: post every earlier one too
+                    tid = next(iter(pending))
+                    recv.append(pending.pop(tid))
+                    node.posted_from.pop(tid, None)
+                    if tid == spec[1]:
+                        break
+        transport.send_msg(node.rank, {"op": "run", "iter": node.iteration, "items": items, "recv": recv})
+        node.busy = plan
+        node.busy_since = self.now()
+        prompts = [f for f, *_ in plan if f.is_prompt]
+        decodes = [f for f, *_ in plan if not f.is_prompt]
+        node.shape = (len(prompts), sum(f.req.input_tokens for f in prompts), len(decodes),
+                      sum(f.context for f in decodes), sum(1 for _, dst, _, _ in plan if dst is None))
+
+    def _handle(self, src: int | None, msg: dict) -> None:
+        if msg["op"] != "done":
+            return self._handle_bad(src, msg)
+        node = self.nodes[msg["node"]]
+        now = self.now()
+        plan, node.busy = node.busy, None
+        stats = node.stats
+        stats.iterations += 1
+        node.overhead_s += (now - node.busy_since) - msg["busy_s"]
+        self.iterations.append((node.id, node.busy_since, *node.shape, msg["busy_s"], msg.get("cpu_s", math.nan),
+                                now - node.busy_since))
+        start = now - msg["busy_s"]
+        overlap = min(now, self.config.end_s) - max(start, self.config.warmup_s)
+        if overlap > 0:
+            stats.busy_s += overlap
+        tokens = dict(msg["tokens"])
+        sends: dict[int, list] = {}
+        for f, dst, tid, row in plan:
+            if f.req.id not in self.inflight:
+                continue
+            prev = f.nodes[f.hop - 1] if f.hop > 0 else self.coord
+            delay = now - f.sent_at
+            self.hop_delays[(prev, node.id)] = delay
+            if self.track_hops:
+                self.scheduler.on_hop(prev, node.id, delay)
+            f.hop += 1
+            f.sent_at = now
+            if dst is None:
+                self._token(f, tokens[f.req.id], now)
+            else:
+                rows = f.req.input_tokens if f.is_prompt else 1
+                sends.setdefault(dst, []).append((f, ["act", tid, row, rows], rows))
+        for dst, group in sends.items():
+            nbytes = sum(r for _, _, r in group) * self.act_bytes
+            if self.net is None:
+                for f, spec, _ in group:
+                    self._enqueue(dst, f, spec)
+            else:
+                arrive = self.net.reserve(node.id, dst, nbytes, now)
+                for f, spec, _ in group:
+                    self._seq += 1
+                    heapq.heappush(self.deliveries, (arrive, self._seq, dst, f, spec))
+        if self.config.mode == "offline":
+            self._refill()
+
+    def _token(self, f: Flight, token: int, now: float) -> None:
+        """A token came back from the last stage: record it, finish or start the next decode step."""
+        rec, series = f.rec, self.series
+        if f.is_prompt:
+            rec.first_token_s = now
+            series.add(series.prompt, now, f.req.input_tokens)
+            f.context = f.req.input_tokens
+            f.is_prompt = False
+        else:
+            f.context += 1
+        f.generated += 1
+        rec.tokens_generated = f.generated
+        series.add(series.output, now, 1)
+        if f.generated >= f.req.output_tokens:
+            self._finish(f, now)
+            return
+        f.hop = 0
+        f.last_token = int(token)
+        self._send_to(self.coord, f.nodes[0], f, ["tok", [f.last_token], [f.context]], TOKEN_ID_BYTES, now)
+
+    def _free(self, f: Flight) -> None:
+        for node_id, nbytes in f.kv.items():
+            node = self.nodes[node_id]
+            node.kv_used -= nbytes
+            node.resident -= 1
+            node.free_slots.append(f.slots[node_id])
+        f.kv = {}
+
+    def _finish(self, f: Flight, now: float) -> None:
+        f.rec.outcome = FINISHED
+        f.rec.finish_s = now
+        self._free(f)
+        del self.inflight[f.req.id]
+        self.scheduler.on_finish(f.req, f.route)
+
+    # ---- faults --------------------------------------------------------------------------------
+    def _handle_bad(self, src: int | None, msg: dict) -> None:
+        op = msg["op"]
+        if op == "error":
+            node = self.nodes.get(msg.get("node"), self.by_rank.get(src))
+            self._fault(node, f"failed: {msg['message']}")
+        if op == "broken":
+            self._check_processes()
+            self._fault(None, f"lost the connection to a worker ({msg['message']})")
+        if op == "bye":
+            return
+        raise SimError(f"unexpected message '{op}' from rank {src}")
+
+    def _check_processes(self) -> None:
+        for node_id, proc in self.processes.items():
+            code = proc.poll()
+            if code is not None:
+                self._fault(self.nodes[node_id], f"exited with code {code}")
+
+    def _check_health(self) -> None:
+        self._check_processes()
+        now = self.now()
+        for node in self.nodes.values():
+            if node.busy is not None and now - node.busy_since > self.config.hang_timeout_s:
+                self._fault(node, f"hung: no answer to an iteration for {now - node.busy_since:.0f} s "
+                                  f"(limit {self.config.hang_timeout_s:.0f} s)")
+
+    def _inject_fault(self) -> None:
+        kind, node_id, _ = self.config.fault
+        node = self.nodes[node_id]
+        if kind == "kill":
+            import os
+            import signal
+
+            os.kill(int(self.ready[node_id]["pid"]), signal.SIGKILL)
+        elif kind == "hang":
+            transport.send_msg(node.rank, {"op": "hang"})
+        else:
+            raise SimError(f"unknown fault '{kind}'; known: kill, hang")
+
+    def _fault(self, node: LiveNode | None, what: str) -> None:
+        """End the run: reject the requests routed through ``node`` (all in flight if unknown), raise."""
+        now = self.now()
+        hit = [f for f in self.inflight.values() if node is None or node.id in f.nodes]
+        name = f"worker {node.name} (rank {node.rank})" if node else "a worker"
+        for f in hit:
+            f.rec.outcome, f.rec.reason = REJECTED, f"{name} {what}"
+            f.rec.tokens_generated = f.generated
+            del self.inflight[f.req.id]
+        self.wall_s = now
+        self.collect()
+        ids = sorted(f.req.id for f in hit)
+        shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
+        raise WorkerFault(f"{name} {what} at t={now:.1f} s; {len(hit)} requests on its routes rejected"
+                          + (f" (ids {shown})" if ids else "") + f"; {len(self.inflight)} others unfinished")
+
+    # ---- results -------------------------------------------------------------------------------
+    def collect(self) -> list[RequestRecord]:
+        """Final records, one per input request: finished, rejected or unfinished (as the engine's)."""
+        for f in self.inflight.values():
+            f.rec.outcome = UNFINISHED
+            f.rec.tokens_generated = f.generated
+        seen = {r.id for r in self.records}
+        workload = self.p.workload
+        for req, reason in workload.rejected:
+            if req.id not in seen and (self.config.mode == "online" or req.id < self._drawn):
+                self.records.append(RequestRecord(req.id, req.arrival_s, req.input_tokens, req.output_tokens,
+                                                  REJECTED, reason))
+        if self.config.mode == "online":
+            for req in workload.requests:
+                if req.id not in seen:
+                    self.records.append(RequestRecord(req.id, req.arrival_s, req.input_tokens, req.output_tokens,
+                                                      UNFINISHED, "arrives after the run ends"))
+        self.records.sort(key=lambda r: r.id)
+        return self.records
+
+    def node_stats(self) -> list[NodeStats]:
+        out = []
+        for i, n in enumerate(self.cluster.nodes):
+            live = self.nodes.get(i)
+            out.append(live.stats if live else NodeStats(n.name, n.machine.name, 0))
+        return out
+
+
+def prompt_ids(req: Request, vocab: int) -> list[int]:
+    """The prompt's token ids: a trace gives only lengths, so ids are drawn from the request id (seeded)."""
+    return np.random.default_rng(req.id).integers(0, vocab, req.input_tokens).tolist()
+
+
+def _progress(share: float, t: float, inflight: int) -> None:
+    width = 30
+    done = int(share * width)
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {share:4.0%}  live {t:6.0f} s  in flight {inflight:4d}")
+    sys.stderr.flush()
