@@ -10,7 +10,7 @@ TRACES_SRC   ?= $(if $(wildcard $(SHARED)/traces/*.csv),$(SHARED)/traces,)
 PROFILES_SRC ?= $(if $(wildcard $(SHARED)/profiles/helix_asplos25/README.md),$(SHARED)/profiles/helix_asplos25,)
 HELIX_PROFILES := profiles/helix_asplos25
 
-.PHONY: install install-dev install-torch demo test bench profile traces helix-profiles data lint clean
+.PHONY: install install-dev install-torch demo test bench profile validate traces helix-profiles data lint clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,14 @@ demo: install
 	  $(if $(wildcard $(HELIX_PROFILES)/llama2_70b),--profiles $(HELIX_PROFILES)) \
 	  --rate $(DEMO_RATE) --duration 1800 --warmup 300 --seed 0 --out results/demo
 
+# The simulator against real execution on this machine: profile the CPU, serve the Azure conv trace
+# (lengths x 0.1) live on two CPU workers (a 2-stage pipeline over gloo), simulate the same, compare.
+VALIDATE_TRACE = $(if $(wildcard traces/AzureLLMInferenceTrace_conv.csv),azure_conv,synthetic:conv)
+validate: install-torch
+	-@$(MAKE) --no-print-directory traces >/dev/null 2>&1
+	$(SIM) validate separate+random separate+helix --cluster cpu2 --model llama-cpu-small \
+	  --trace $(VALIDATE_TRACE) --length-scale 0.1 --rate 2 --duration 120 --warmup 10 --seed 0 --out results/validate
+
 test: install-torch
 	-@$(MAKE) --no-print-directory traces helix-profiles >/dev/null 2>&1
 	$(PY) -m pytest
@@ -68,9 +76,10 @@ bench: install-torch
 	$(PY) -m benchmarks.milp_bench
 	$(PY) -m benchmarks.profiler_accuracy
 	$(PY) -m benchmarks.hexgen2_planner
+	$(PY) -m benchmarks.live_validation
 
 lint: install
-	$(VENV)/bin/ruff check simulator profiler tests benchmarks
+	$(VENV)/bin/ruff check simulator profiler runtime tests benchmarks
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis *.egg-info

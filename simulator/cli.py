@@ -115,7 +115,7 @@ def _fault_option(text):
 @run_options
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
-              help="weights and activations (default: float32 on the CPU, bfloat16 on GPUs)")
+              help="weights and activations (default: float32 on the CPU, float16 on GPUs, as the profiler)")
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads per worker")
 @click.option("--slots", type=int, default=256, show_default=True, help="KV slots (resident requests) per worker")
 @click.option("--weights", type=click.Path(exists=True), default=None,
