@@ -159,11 +159,7 @@ class Coordinator:
         self.placement, self.model = prepared.placement, prepared.model
         self.cluster = prepared.cluster
         self.scheduler: Scheduler = prepared.scheduler
-        if self.placement.serving is not None:
-            raise SimError("the runtime serves colocated placements only; a disaggregated (prefill/decode) "
-                           "placement cannot run live yet")
-        if config.mode == "offline" and not config.max_inflight:
-            raise SimError("a live offline run needs --max-inflight (requests kept in flight)")
+        check_servable(prepared, config)
         self.coord = self.cluster.coordinator
         self.kv_layer = self.model.kv_bytes_per_token_per_layer
         self.act_bytes = self.model.activation_bytes_per_token
@@ -235,7 +231,11 @@ class Coordinator:
                 t = time.perf_counter()
                 transport.send_msg(node.rank, {"op": "ping"})
                 while True:
-                    src, msg = self.reports.get(timeout=self.config.hang_timeout_s)
+                    try:
+                        src, msg = self.reports.get(timeout=self.config.hang_timeout_s)
+                    except queue.Empty:
+                        self._check_processes()
+                        self._fault(node, f"hung: no answer to a ping for {self.config.hang_timeout_s:.0f} s")
                     if msg["op"] == "pong":
                         break
                     self._handle_bad(src, msg)
@@ -617,6 +617,19 @@ class Coordinator:
             live = self.nodes.get(i)
             out.append(live.stats if live else NodeStats(n.name, n.machine.name, 0))
         return out
+
+
+def check_servable(prepared: Prepared, config: LiveConfig) -> None:
+    """What the runtime cannot serve, as one-line errors (before any worker starts)."""
+    if prepared.placement.serving is not None:
+        raise SimError("the runtime serves colocated placements only; a disaggregated (prefill/decode) "
+                       "placement cannot run live yet")
+    if config.mode == "offline" and not config.max_inflight:
+        raise SimError("a live offline run needs --max-inflight (requests kept in flight)")
+    multi = sorted({n.machine.name for n in prepared.cluster.nodes if n.machine.count > 1})
+    if multi:
+        raise SimError(f"the runtime runs one device per node; machines with several GPUs ({', '.join(multi)}) "
+                       f"would need tensor parallelism inside a worker, which it does not do yet")
 
 
 def prompt_ids(req: Request, vocab: int) -> list[int]:

@@ -31,7 +31,7 @@ from simulator.metrics import SLO, jsonable, records_frame, summarize
 from simulator.run_spec import RunSpec, prepare, run_labels
 
 from . import transport
-from .coordinator import ITERATION_COLUMNS, Coordinator, LiveConfig, WorkerFault
+from .coordinator import ITERATION_COLUMNS, Coordinator, LiveConfig, WorkerFault, check_servable
 
 DEFAULT_SLOTS = 256  # KV slots per worker: requests resident at once (each up to the run's longest request)
 DTYPES = {"cpu": "float32", "cuda": "float16"}  # the profiler's defaults: the tables describe what runs
@@ -97,6 +97,7 @@ def run_live(spec: RunSpec, opts: LiveOptions) -> LiveResult:
             raise SimError(f"NCCL needs a GPU per worker: {len(nodes)} workers, {gpus} GPUs here (use gloo)")
     config = LiveConfig(spec.mode, spec.duration, spec.warmup, spec.max_inflight, opts.shape_links,
                         opts.hang_timeout_s, progress=spec.progress, fault=opts.fault)
+    check_servable(prepared, config)
     procs: dict[int, subprocess.Popen] = {}
     if not under_torchrun:
         port = _free_port()
@@ -107,6 +108,7 @@ def run_live(spec: RunSpec, opts: LiveOptions) -> LiveResult:
             procs[node] = subprocess.Popen([sys.executable, "-m", "runtime", "worker"], env=wenv)
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    stopped = False  # the workers were told to leave (else they are killed at once)
     try:
         transport.init(0, world)
         coord = Coordinator(prepared, config, ranks, slots=opts.slots, capacity=capacity, processes=procs)
@@ -124,6 +126,7 @@ def run_live(spec: RunSpec, opts: LiveOptions) -> LiveResult:
             round_trip = coord.measure_round_trip()
             coord.run()
             coord.stop_workers()
+            stopped = True
             coord.join_reports()
             dist.destroy_process_group()  # a later live run in this process starts a new group
         except WorkerFault as e:
@@ -141,10 +144,11 @@ def run_live(spec: RunSpec, opts: LiveOptions) -> LiveResult:
         summary["bound_share"] = summary["total_tokens_per_s"] / prepared.bound if prepared.bound > 0 else None
         return LiveResult(spec, summary, coord.records, coord, error)
     finally:
-        _reap(procs)
+        _reap(procs, grace_s=10.0 if stopped else 0.0)
 
 
 def _reap(procs: dict, grace_s: float = 10.0) -> None:
+    """Wait up to ``grace_s`` for the local workers to leave, then kill those still there."""
     deadline = time.monotonic() + grace_s
     for proc in procs.values():
         try:
