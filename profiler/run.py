@@ -104,7 +104,26 @@ def step_overhead(store: ProfileStore) -> float | None:
 
 
 def profile(cfg: ProfileConfig) -> Path:
-    """Profile ``cfg.model`` on the device ``cfg.gpu``; returns the table folder."""
+    """Profile ``cfg.model`` on the device ``cfg.gpu``; returns the table folder.
+
+    The CPU threads pinned for timing are released afterwards (the caller's affinity and
+    torch's thread count restored), so processes the caller starts later are not confined
+    to the profiled cores."""
+    import os
+
+    import torch
+
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    threads = torch.get_num_threads()
+    try:
+        return _profile(cfg)
+    finally:
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
+        torch.set_num_threads(threads)
+
+
+def _profile(cfg: ProfileConfig) -> Path:
     import torch
 
     model = resolve_model(cfg.model)

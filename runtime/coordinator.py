@@ -282,7 +282,11 @@ class Coordinator:
                 self._dispatch(self._arrivals.popleft())
             while self.deliveries and self.deliveries[0][0] <= now:
                 _, _, node, f, spec = heapq.heappop(self.deliveries)
-                self._enqueue(node, f, spec)
+                if node is None:  # a token reaching the coordinator over a shaped link
+                    if f.req.id in self.inflight:
+                        self._token(f, spec, now)
+                else:
+                    self._enqueue(node, f, spec)
             for node in self.nodes.values():
                 if node.busy is None and (node.decodes or node.prompts):
                     self._start_iteration(node)
@@ -482,8 +486,12 @@ class Coordinator:
                 self.scheduler.on_hop(prev, node.id, delay)
             f.hop += 1
             f.sent_at = now
-            if dst is None:
+            if dst is None and self.net is None:
                 self._token(f, tokens[f.req.id], now)
+            elif dst is None:  # the token crosses the shaped link to the coordinator
+                self._seq += 1
+                arrive = self.net.reserve(node.id, self.coord, TOKEN_ID_BYTES, now)
+                heapq.heappush(self.deliveries, (arrive, self._seq, None, f, tokens[f.req.id]))
             else:
                 rows = f.req.input_tokens if f.is_prompt else 1
                 sends.setdefault(dst, []).append((f, ["act", tid, row, rows], rows))

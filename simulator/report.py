@@ -18,7 +18,8 @@ def format_summary(s: dict) -> str:
     """The summary a serving engineer reads first."""
     lines = [
         f"{s.get('policy')} on {s.get('cluster')} serving {s.get('model')} ({s.get('mode')}, "
-        f"window {s['window_start_s']:.0f}-{s['window_end_s']:.0f} s simulated)",
+        f"window {s['window_start_s']:.0f}-{s['window_end_s']:.0f} s "
+        f"{'measured live on ' + s.get('device', '') if s.get('driver') == 'live' else 'simulated'})",
         f"  throughput   decode {s['decode_tokens_per_s']:.1f} tok/s   total {s['total_tokens_per_s']:.1f} tok/s"
         + (f"   (offered {s['offered_requests_per_s']:.3f} req/s, {s['offered_output_tokens_per_s']:.1f} output tok/s)"
            if s.get("offered_requests_per_s") is not None else ""),
