@@ -117,7 +117,8 @@ def run_live(spec: RunSpec, opts: LiveOptions) -> LiveResult:
         init = {node: {"model": prepared.model.to_dict(), "first": placement.ranges[node][0],
                        "end": placement.ranges[node][1], "device": opts.device, "dtype": dtype, "seed": spec.seed,
                        "slots": opts.slots, "capacity": capacity, "weights": opts.weights, "threads": opts.threads,
-                       "data_backend": backend, "worker_ranks": worker_ranks} for node in nodes}
+                       "data_backend": backend, "worker_ranks": worker_ranks,
+                       "cores": _cores(ranks[node], opts) if procs else None} for node in nodes}
         error, round_trip = None, None
         try:
             coord.start_workers(init)
@@ -186,3 +187,12 @@ def iterations_frame(coord: Coordinator):
     df = pd.DataFrame(coord.iterations, columns=list(ITERATION_COLUMNS))
     df["node"] = [coord.cluster.nodes[n].name for n in df["node"]]
     return df
+
+
+def _cores(rank: int, opts: LiveOptions) -> list[int] | None:
+    """Local CPU workers: ``opts.threads`` cores of their own each, in rank order, while the machine has them."""
+    if opts.device != "cpu" or not hasattr(os, "sched_getaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    first = (rank - 1) * opts.threads
+    return cores[first:first + opts.threads] if first + opts.threads <= len(cores) else None

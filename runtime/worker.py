@@ -67,6 +67,8 @@ class Worker:
         self.node = msg["node"]
         if msg.get("threads"):
             torch.set_num_threads(int(msg["threads"]))
+        if msg.get("cores") and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, msg["cores"])
         device = torch.device(msg["device"])
         if device.type == "cuda" and device.index is None:  # a GPU of its own where there are several
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
