@@ -30,6 +30,7 @@ but the iterations run on the workers (:mod:`runtime.worker`):
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import queue
@@ -259,6 +260,19 @@ class Coordinator:
 
     # ---- the run -------------------------------------------------------------------------------
     def run(self) -> list[RequestRecord]:
+        """Serve the workload until the window ends; the final records (see :meth:`collect`).
+
+        The objects alive before the run are frozen out of the garbage collector's scans
+        (``gc.freeze``): in a large process (a test session, a notebook) a full collection
+        takes tens of milliseconds, and every pause delays every worker's next command."""
+        gc.collect()
+        gc.freeze()
+        try:
+            return self._run()
+        finally:
+            gc.unfreeze()
+
+    def _run(self) -> list[RequestRecord]:
         cfg = self.config
         workload = self.p.workload
         if cfg.mode == "online":
