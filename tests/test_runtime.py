@@ -48,7 +48,11 @@ LIVE = dict(cluster="cpu2", model="llama-cpu-small", trace="synthetic:conv", len
 VALIDATE = dict(LIVE, duration=20.0, warmup=3.0)
 POLICIES = ["separate+random", "separate+helix"]
 DECODE_TPS_TOLERANCE_PCT = 15.0  # target 10 %, plus slack for a shared 2-core machine
-TPOT_P50_TOLERANCE_PCT = 30.0  # target 15 %, plus slack
+# Target 15 %, plus slack. The simulation runs short of live TPOT by 13-19 % on 120 s windows (make bench:
+# the coordinator's per-iteration round trip under load is not in the simulated links) and 20 s windows add
+# about +-10 % of noise (-31.5 % seen once in a full CI run). A broken runtime lands far outside: workers
+# sharing one pinned core measured -47 % / -51 %.
+TPOT_P50_TOLERANCE_PCT = 40.0
 CLI_ARGS = ["--cluster", "cpu2", "--model", "llama-cpu-small", "--policy", "random", "--trace", "synthetic:conv",
             "--length-scale", "0.1", "--rate", "2", "--duration", "10", "--warmup", "2", "--quiet", "--no-plots"]
 
