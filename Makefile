@@ -10,7 +10,7 @@ TRACES_SRC   ?= $(if $(wildcard $(SHARED)/traces/*.csv),$(SHARED)/traces,)
 PROFILES_SRC ?= $(if $(wildcard $(SHARED)/profiles/helix_asplos25/README.md),$(SHARED)/profiles/helix_asplos25,)
 HELIX_PROFILES := profiles/helix_asplos25
 
-.PHONY: install install-dev install-torch demo test bench profile validate traces helix-profiles data lint clean
+.PHONY: install install-dev install-torch demo test bench profile validate experiments traces helix-profiles data lint clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ validate: install-torch
 	$(SIM) validate separate+random separate+helix --cluster cpu2 --model llama-cpu-small \
 	  --trace $(VALIDATE_TRACE) --length-scale 0.1 --rate 2 --duration 120 --warmup 10 --seed 0 --out results/validate
 
+# The papers' tables next to the published numbers (experiments/README.md); cached, so a rerun is quick.
+experiments: install
+	$(MAKE) --no-print-directory data
+	$(PY) -m experiments
+
 test: install-torch
 	-@$(MAKE) --no-print-directory traces helix-profiles >/dev/null 2>&1
 	$(PY) -m pytest
@@ -79,7 +84,7 @@ bench: install-torch
 	$(PY) -m benchmarks.live_validation
 
 lint: install
-	$(VENV)/bin/ruff check simulator profiler runtime tests benchmarks
+	$(VENV)/bin/ruff check simulator profiler runtime experiments tests benchmarks
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis *.egg-info

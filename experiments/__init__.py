@@ -1,0 +1,1 @@
+"""Experiments that reproduce the papers' tables next to the published numbers (``make experiments``)."""
