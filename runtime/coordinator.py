@@ -44,7 +44,16 @@ import numpy as np
 
 from simulator.errors import SimError
 from simulator.flow import TOKEN_ID_BYTES
-from simulator.metrics import FINISHED, REJECTED, UNFINISHED, NodeStats, RequestRecord, TokenSeries
+from simulator.metrics import (
+    FINISHED,
+    REJECTED,
+    UNFINISHED,
+    NodeStats,
+    RequestRecord,
+    TokenSeries,
+    complete_records,
+    record_token,
+)
 from simulator.network import Network
 from simulator.run_spec import Prepared
 from simulator.scheduling import NoRoute, Route, Scheduler
@@ -85,8 +94,8 @@ class LiveConfig:
 class Flight:
     """The coordinator's state of one request in flight."""
 
-    __slots__ = ("context", "generated", "hop", "is_prompt", "kv", "last_token", "nodes", "rec", "req", "route",
-                 "sent_at", "slots")
+    __slots__ = ("context", "generated", "hop", "is_prompt", "kv", "nodes", "rec", "req", "route", "sent_at",
+                 "slots")
 
     def __init__(self, req: Request, rec: RequestRecord, route: Route):
         self.req, self.rec, self.route = req, rec, route
@@ -97,7 +106,6 @@ class Flight:
         self.generated = 0
         self.kv: dict[int, float] = {}  # node -> KV bytes reserved there (the whole request)
         self.slots: dict[int, int] = {}  # node -> KV slot
-        self.last_token = 0
         self.sent_at = 0.0
 
 
@@ -378,9 +386,12 @@ class Coordinator:
         if self.net is None:
             self._enqueue(dst, f, spec)
             return
-        arrive = self.net.reserve(src, dst, nbytes, now)
+        self._deliver_at(self.net.reserve(src, dst, nbytes, now), dst, f, spec)
+
+    def _deliver_at(self, arrive: float, dst: int | None, f: Flight, payload) -> None:
+        """Shaped links: hand ``payload`` to node ``dst`` (None: a token to the coordinator) at ``arrive``."""
         self._seq += 1
-        heapq.heappush(self.deliveries, (arrive, self._seq, dst, f, spec))
+        heapq.heappush(self.deliveries, (arrive, self._seq, dst, f, payload))
 
     def _enqueue(self, node: int, f: Flight, spec: list) -> None:
         if f.req.id not in self.inflight:
@@ -503,9 +514,8 @@ class Coordinator:
             if dst is None and self.net is None:
                 self._token(f, tokens[f.req.id], now)
             elif dst is None:  # the token crosses the shaped link to the coordinator
-                self._seq += 1
-                arrive = self.net.reserve(node.id, self.coord, TOKEN_ID_BYTES, now)
-                heapq.heappush(self.deliveries, (arrive, self._seq, None, f, tokens[f.req.id]))
+                self._deliver_at(self.net.reserve(node.id, self.coord, TOKEN_ID_BYTES, now), None, f,
+                                 tokens[f.req.id])
             else:
                 rows = f.req.input_tokens if f.is_prompt else 1
                 sends.setdefault(dst, []).append((f, ["act", tid, row, rows], rows))
@@ -517,30 +527,22 @@ class Coordinator:
             else:
                 arrive = self.net.reserve(node.id, dst, nbytes, now)
                 for f, spec, _ in group:
-                    self._seq += 1
-                    heapq.heappush(self.deliveries, (arrive, self._seq, dst, f, spec))
+                    self._deliver_at(arrive, dst, f, spec)
         if self.config.mode == "offline":
             self._refill()
 
     def _token(self, f: Flight, token: int, now: float) -> None:
         """A token came back from the last stage: record it, finish or start the next decode step."""
-        rec, series = f.rec, self.series
-        if f.is_prompt:
-            rec.first_token_s = now
-            series.add(series.prompt, now, f.req.input_tokens)
-            f.context = f.req.input_tokens
-            f.is_prompt = False
-        else:
-            f.context += 1
+        first = f.is_prompt
+        f.context = f.req.input_tokens if first else f.context + 1
+        f.is_prompt = False
         f.generated += 1
-        rec.tokens_generated = f.generated
-        series.add(series.output, now, 1)
+        record_token(f.rec, self.series, now, f.generated, first)
         if f.generated >= f.req.output_tokens:
             self._finish(f, now)
             return
         f.hop = 0
-        f.last_token = int(token)
-        self._send_to(self.coord, f.nodes[0], f, ["tok", [f.last_token], [f.context]], TOKEN_ID_BYTES, now)
+        self._send_to(self.coord, f.nodes[0], f, ["tok", [int(token)], [f.context]], TOKEN_ID_BYTES, now)
 
     def _free(self, f: Flight) -> None:
         for node_id, nbytes in f.kv.items():
@@ -619,19 +621,7 @@ class Coordinator:
         for f in self.inflight.values():
             f.rec.outcome = UNFINISHED
             f.rec.tokens_generated = f.generated
-        seen = {r.id for r in self.records}
-        workload = self.p.workload
-        for req, reason in workload.rejected:
-            if req.id not in seen and (self.config.mode == "online" or req.id < self._drawn):
-                self.records.append(RequestRecord(req.id, req.arrival_s, req.input_tokens, req.output_tokens,
-                                                  REJECTED, reason))
-        if self.config.mode == "online":
-            for req in workload.requests:
-                if req.id not in seen:
-                    self.records.append(RequestRecord(req.id, req.arrival_s, req.input_tokens, req.output_tokens,
-                                                      UNFINISHED, "arrives after the run ends"))
-        self.records.sort(key=lambda r: r.id)
-        return self.records
+        return complete_records(self.records, self.p.workload, self.config.mode, self._drawn)
 
     def node_stats(self) -> list[NodeStats]:
         out = []

@@ -17,7 +17,6 @@ its own, else over gloo (through host memory).
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simulator.errors import SimError
-from simulator.metrics import SLO, jsonable, records_frame, summarize
+from simulator.metrics import SLO, summarize
 from simulator.run_spec import RunSpec, prepare, run_labels
 
 from . import transport
@@ -160,18 +159,12 @@ def _reap(procs: dict, grace_s: float = 10.0) -> None:
 
 
 def write_live(result: LiveResult, out: Path, plots: bool = True) -> list[Path]:
-    """requests.csv, summary.json and the plots of a live run, as ``sim run`` writes them."""
-    out.mkdir(parents=True, exist_ok=True)
-    df = records_frame(result.records)
-    paths = [out / "requests.csv", out / "summary.json", out / "iterations.csv"]
-    df.to_csv(paths[0], index=False)
-    iterations_frame(result.coordinator).to_csv(paths[2], index=False)
-    paths[1].write_text(json.dumps(jsonable(result.summary), indent=2) + "\n")
-    if plots:
-        from simulator.report import plot_run
+    """requests.csv, summary.json and the plots of a live run, as ``sim run`` writes them, and iterations.csv."""
+    from simulator.report import write_run
 
-        paths += plot_run(df, result.coordinator.series, result.summary, out)
-    return paths
+    paths = write_run(out, result.records, result.coordinator.series, result.summary, plots)
+    iterations_frame(result.coordinator).to_csv(out / "iterations.csv", index=False)
+    return [*paths, out / "iterations.csv"]
 
 
 def worker_main() -> int:

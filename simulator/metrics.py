@@ -152,6 +152,36 @@ def summarize(records: list[RequestRecord], series: TokenSeries, nodes: list[Nod
     return summary
 
 
+def record_token(rec: RequestRecord, series: TokenSeries, now: float, generated: int, first: bool) -> None:
+    """A token of ``rec`` reached the coordinator at ``now``; ``generated`` tokens so far. The first
+    one (``first``) also completes the prompt: its input tokens count then."""
+    if first:
+        rec.first_token_s = now
+        series.add(series.prompt, now, rec.input_tokens)
+    rec.tokens_generated = generated
+    series.add(series.output, now, 1)
+
+
+def complete_records(records: list[RequestRecord], workload, mode: str, drawn: int) -> list[RequestRecord]:
+    """``records`` plus one record for every input request the run never saw, sorted by id.
+
+    The input is the whole ``workload`` online (requests arriving after the run ends are unfinished,
+    with that reason) and the first ``drawn`` requests offline; those the context rule rejected are
+    rejected with its reason. Shared by the engine and the runtime, so both count the same requests."""
+    seen = {r.id for r in records}
+    for req, reason in workload.rejected:
+        if req.id not in seen and (mode == "online" or req.id < drawn):
+            records.append(RequestRecord(req.id, req.arrival_s, req.input_tokens, req.output_tokens, REJECTED,
+                                         reason))
+    if mode == "online":
+        for req in workload.requests:
+            if req.id not in seen:
+                records.append(RequestRecord(req.id, req.arrival_s, req.input_tokens, req.output_tokens,
+                                             UNFINISHED, "arrives after the run ends"))
+    records.sort(key=lambda r: r.id)
+    return records
+
+
 def records_frame(records: list[RequestRecord]):
     """The per-request table (``requests.csv``) as a pandas DataFrame."""
     import pandas as pd

@@ -117,3 +117,19 @@ def save_figure(fig, path: Path) -> Path:
 
     plt.close(fig)
     return path
+
+
+def write_run(out: Path, records, series, summary: dict, plots: bool = True) -> list[Path]:
+    """``requests.csv``, ``summary.json`` and the plots of one run (simulated or live) into ``out``."""
+    import json
+
+    from .metrics import jsonable, records_frame
+
+    out.mkdir(parents=True, exist_ok=True)
+    df = records_frame(records)
+    paths = [out / "requests.csv", out / "summary.json"]
+    df.to_csv(paths[0], index=False)
+    paths[1].write_text(json.dumps(jsonable(summary), indent=2) + "\n")
+    if plots:
+        paths += plot_run(df, series, summary, out)
+    return paths

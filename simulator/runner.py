@@ -16,7 +16,7 @@ from . import __version__
 from .cluster import Cluster
 from .costs import CostModel
 from .engine import EngineConfig, Simulation
-from .metrics import SLO, jsonable, records_frame, summarize
+from .metrics import SLO, jsonable, summarize
 from .models import ModelSpec
 from .placement import Placement
 from .run_spec import (  # noqa: F401 (re-exported: the options and builders live in run_spec)
@@ -81,20 +81,9 @@ def resolved_config(result: RunResult) -> dict:
 
 def write_outputs(result: RunResult, out: Path, plots: bool = True) -> list[Path]:
     """Write requests.csv, summary.json, config.json and the PNG plots into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    df = records_frame(result.records)
-    p = out / "requests.csv"
-    df.to_csv(p, index=False)
-    written.append(p)
-    p = out / "summary.json"
-    p.write_text(json.dumps(jsonable(result.summary), indent=2) + "\n")
-    written.append(p)
+    from .report import write_run
+
+    written = write_run(out, result.records, result.sim.series, result.summary, plots)
     p = out / "config.json"
     p.write_text(json.dumps(resolved_config(result), indent=2) + "\n")
-    written.append(p)
-    if plots:
-        from .report import plot_run
-
-        written += plot_run(df, result.sim.series, result.summary, out)
-    return written
+    return [*written, p]

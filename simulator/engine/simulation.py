@@ -56,6 +56,8 @@ from ..metrics import (
     NodeStats,
     RequestRecord,
     TokenSeries,
+    complete_records,
+    record_token,
 )
 from ..placement import Placement
 from ..scheduling import NoRoute, Route, Scheduler
@@ -445,19 +447,14 @@ class Simulation:
         for f, ep in items:
             if f.epoch != ep:
                 continue
-            rec = f.rec
             was_prompt = f.is_prompt
             if f.is_prompt:
-                if f.generated == 0:
-                    rec.first_token_s = now
-                    series.add(series.prompt, now, f.req.input_tokens)
                 f.context = f.prompt_len
                 f.is_prompt = False
             else:
                 f.context += 1
             f.generated += 1
-            rec.tokens_generated = f.generated
-            series.add(series.output, now, 1)
+            record_token(f.rec, series, now, f.generated, first=f.generated == 1)
             if f.generated >= f.req.output_tokens:
                 self.finish(f)
                 continue
@@ -669,18 +666,7 @@ class Simulation:
             f.rec.tokens_generated = f.generated
         for _, rec, _ in self.pending:
             rec.outcome, rec.reason = UNFINISHED, "waiting for admission"
-        seen = {r.id for r in self.records}
-        for req, reason in self.workload.rejected:
-            if req.id not in seen and (self.config.mode == "online" or req.id < self._drawn):
-                self.records.append(RequestRecord(req.id, req.arrival_s, req.input_tokens, req.output_tokens,
-                                                  REJECTED, reason))
-        if self.config.mode == "online":  # the input is the whole workload: late arrivals are unfinished
-            for req in self.workload.requests:
-                if req.id not in seen:
-                    self.records.append(RequestRecord(req.id, req.arrival_s, req.input_tokens, req.output_tokens,
-                                                      UNFINISHED, "arrives after the run ends"))
-        self.records.sort(key=lambda r: r.id)
-        return self.records
+        return complete_records(self.records, self.workload, self.config.mode, self._drawn)
 
     def node_stats(self) -> list[NodeStats]:
         return [n.stats for n in self.nodes]
