@@ -45,6 +45,13 @@ def _folder_fingerprint(folder: str) -> str:
     return hashlib.sha256("".join(f"{f.relative_to(p)}:{f.stat().st_size};" for f in files).encode()).hexdigest()[:16]
 
 
+def _file_fingerprint(path: str | None) -> str | None:
+    """Content hash of a file the spec names (a cluster TOML, a placement JSON); None for a preset name."""
+    if not path or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def run_key(spec: RunSpec) -> str:
     """The cache key of ``spec``: the spec, the code and the data it reads."""
     data = dataclasses.asdict(dataclasses.replace(spec, progress=False))
@@ -52,6 +59,7 @@ def run_key(spec: RunSpec) -> str:
     data["_profiles"] = [_folder_fingerprint(p) for p in spec.profiles]
     if spec.trace and not spec.trace.startswith("synthetic"):
         data["_traces"] = _folder_fingerprint(str(REPO / "traces"))
+    data["_files"] = [_file_fingerprint(spec.cluster), _file_fingerprint(spec.placement)]
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -90,3 +98,18 @@ def _bar(label: str, done: int, total: int, t0: float, last: str) -> None:
     sys.stderr.write(f"\r{label}: [{'#' * filled}{'.' * (width - filled)}] {done}/{total} runs "
                      f"{time.monotonic() - t0:5.0f} s  {last[:40]:<40}")
     sys.stderr.flush()
+
+
+def cached_json(kind: str, key_data: dict, compute, cache: Path = CACHE) -> dict:
+    """``compute()`` (a JSON-able dict) cached under ``<cache>/<kind>/<key>.json``; the key hashes
+    ``key_data`` and the simulator's code. For experiment steps that are not a RunSpec (a MILP solve)."""
+    folder = cache / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(json.dumps({**key_data, "_code": code_fingerprint()}, sort_keys=True,
+                                    default=str).encode()).hexdigest()[:20]
+    path = folder / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    result = jsonable(compute())
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return result

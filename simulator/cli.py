@@ -65,6 +65,9 @@ def run_options(f):
         click.option("--hop-overhead", type=TIME, default=None, help="helix-milp depth-aware: time per hop"),
         click.option("--time-limit", type=TIME, default=60.0, show_default=True, help="MILP solver time limit"),
         click.option("--gap", "mip_gap", type=float, default=1e-4, show_default=True, help="MILP relative gap"),
+        click.option("--milp-nodes", type=click.IntRange(min=1), default=None,
+                     help="MILP: stop each solve after this many branch-and-bound nodes (a machine-independent "
+                          "stop; --time-limit stays a safety limit)"),
         click.option("--arrival", type=click.Choice(["poisson", "gamma"]), default="poisson",
                      help="synthetic traces: arrival process"),
         click.option("--burstiness", type=float, default=1.0, help="gamma arrivals: coefficient of variation"),

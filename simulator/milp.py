@@ -77,7 +77,7 @@ import itertools
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
@@ -600,6 +600,31 @@ def composition_heuristic(problem: PlacementProblem) -> tuple[Ranges, float]:
     return _Composer(problem, _hubs(problem, nodes, ub), ub).best(ub)
 
 
+def prune_links_of(problem: PlacementProblem, keep: int) -> PlacementProblem:
+    """The problem with only each node's ``keep`` fastest links to other nodes (Helix section 4.4,
+    ``prune_cluster``: 12 per node on its 3-region and 42-node clusters).
+
+    A link between two nodes stays when it is among the ``keep`` fastest outgoing links of its
+    sender or the ``keep`` fastest incoming links of its receiver; coordinator links all stay.
+    Ties are broken by node index, so the result does not depend on dict order.
+    """
+    if keep < 1:
+        raise ValueError(f"prune_links must keep at least 1 link per node, got {keep}")
+    kept = {e for e in problem.links if SOURCE in e or SINK in e}
+    by_out: dict[int, list] = {}
+    by_in: dict[int, list] = {}
+    for (a, b), cap in problem.links.items():
+        if a in (SOURCE, SINK) or b in (SOURCE, SINK) or cap <= 0:
+            continue
+        by_out.setdefault(a, []).append((-cap, b, (a, b)))
+        by_in.setdefault(b, []).append((-cap, a, (a, b)))
+    for table in (by_out, by_in):
+        for edges in table.values():
+            kept.update(e for _, _, e in sorted(edges)[:keep])
+    links = {e: c for e, c in problem.links.items() if e in kept}
+    return replace(problem, links=links, notes={**problem.notes, "pruned_to": keep})
+
+
 def warm_start(problem: PlacementProblem) -> tuple[Ranges, float, str]:
     """The best of :func:`chain_heuristic`, :func:`block_heuristic` and :func:`composition_heuristic`.
 
@@ -682,7 +707,7 @@ class _Model:
     def size(self) -> dict:
         return {"columns": len(self.obj), "integers": int(sum(self.integer)), "rows": len(self.lo), "nonzeros": len(self.v)}
 
-    def solve(self, time_limit: float, mip_gap: float, threads: int | None):
+    def solve(self, time_limit: float, mip_gap: float, threads: int | None, node_limit: int | None = None):
         n = len(self.obj)
         if n == 0:  # nothing can be placed: the empty placement is optimal
             return OptimizeResult(x=np.zeros(0), fun=0.0, message="empty model (no node can hold a layer)",
@@ -693,6 +718,8 @@ class _Model:
             warnings.simplefilter("ignore", RuntimeWarning)  # options milp passes to HiGHS verbatim
             if threads is not None:
                 options["threads"] = int(threads)
+            if node_limit is not None:
+                options["node_limit"] = int(node_limit)
             return milp(c=-np.asarray(self.obj), integrality=np.asarray(self.integer),
                         bounds=Bounds(np.asarray(self.lb), np.asarray(self.ub)),
                         constraints=[LinearConstraint(a, np.asarray(self.lo), np.asarray(self.hi))], options=options)
@@ -868,6 +895,7 @@ def _per_node(problem: PlacementProblem, ub: float, lower: float, allowed: dict[
 
 PER_NODE_MAX_BINARIES = 2500  # "auto" runs the full per-node model up to this many binaries
 POLISH_RADIUS = 2  # the neighbourhood of a placement: each used node's start and end move by at most this
+POLISH_MAX_ROUNDS = 8  # with a node limit, polish rounds are counted instead of timed (a deterministic stop)
 
 
 def _per_node_binaries(problem: PlacementProblem) -> int:
@@ -895,12 +923,15 @@ def _neighbourhood(problem: PlacementProblem, ranges: Ranges, radius: int) -> di
 
 
 def _polish(problem: PlacementProblem, ranges: Ranges, value: float, ub: float, deadline: float, mip_gap: float,
-            threads: int | None, info: dict) -> tuple[Ranges, float]:
-    """Local search: the per-node model restricted to a neighbourhood of the placement, until no gain or time out."""
+            threads: int | None, info: dict, node_limit: int | None = None) -> tuple[Ranges, float]:
+    """Local search: the per-node model restricted to a neighbourhood of the placement, until no gain or time out
+    (with ``node_limit``: at most :data:`POLISH_MAX_ROUNDS` rounds of that many nodes each)."""
     rounds = 0
     while time.perf_counter() < deadline - 0.5 and value < ub * (1 - mip_gap):
+        if node_limit is not None and rounds >= POLISH_MAX_ROUNDS:
+            break
         model, decode, _ = _per_node(problem, ub, value, _neighbourhood(problem, ranges, POLISH_RADIUS))
-        res = model.solve(deadline - time.perf_counter(), mip_gap, threads)
+        res = model.solve(deadline - time.perf_counter(), mip_gap, threads, node_limit)
         rounds += 1
         if res.x is None:
             break
@@ -924,7 +955,8 @@ def _drop_idle(problem: PlacementProblem, ranges: Ranges, value: float) -> tuple
 
 
 def solve_placement(problem: PlacementProblem, *, time_limit: float = 60.0, mip_gap: float = 1e-4, method: str = "auto",
-                    threads: int | None = None) -> MilpResult:
+                    threads: int | None = None, node_limit: int | None = None, use_warm_start: bool = True,
+                    prune_links: int | None = None) -> MilpResult:
     """Best placement found within ``time_limit`` seconds (about), re-checked by max-flow.
 
     ``method``:
@@ -944,12 +976,23 @@ def solve_placement(problem: PlacementProblem, *, time_limit: float = 60.0, mip_
     when that improved it). ``method`` is ``FALLBACK`` when nothing beat the warm start.
     ``bound`` is the exact model's dual bound when one ran, else the coverage bound.
     ``threads`` is passed to HiGHS.
+
+    ``node_limit`` stops each HiGHS solve after that many branch-and-bound nodes, and the
+    polish after :data:`POLISH_MAX_ROUNDS` rounds: the result then depends only on the
+    problem (not on the machine's speed) as long as ``time_limit`` is not reached first
+    (``details["time_limit_reached"]``). ``use_warm_start=False`` starts the solver with
+    no incumbent (the ablation of Helix section 4.4's warm start). ``prune_links=N`` keeps
+    only each node's N fastest links to other nodes (:func:`prune_links`; Helix prunes to
+    12 on its 3-region and 42-node clusters); the result is re-checked on the full links.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     t0 = time.perf_counter()
     deadline = t0 + time_limit
-    ws_ranges, ws_value, ws_kind = warm_start(problem)
+    full = problem
+    if prune_links is not None:
+        problem = prune_links_of(problem, prune_links)
+    ws_ranges, ws_value, ws_kind = warm_start(problem) if use_warm_start else ({}, 0.0, "off")
     ub = max(coverage_bound_F(problem), ws_value)  # a feasible flow above the bound is rounding
     free = links_do_not_bind(problem, ub)
     if method == "auto":
@@ -976,8 +1019,8 @@ def solve_placement(problem: PlacementProblem, *, time_limit: float = 60.0, mip_
             model, decode, info = _per_node(problem, ub, ws_value)
             details.update(info)
         details["model"] = model.size
-        # leave a share of the time for polishing in case the model does not close
-        res = model.solve(max(0.7 * (deadline - time.perf_counter()), 0.05), mip_gap, threads)
+        share = 1.0 if node_limit is not None else 0.7  # timed: leave a share of the time for polishing
+        res = model.solve(max(share * (deadline - time.perf_counter()), 0.05), mip_gap, threads, node_limit)
         status = str(res.message)
         if res.mip_dual_bound is not None and np.isfinite(res.mip_dual_bound):
             bound = min(ub, -float(res.mip_dual_bound))  # exact models: the solver's bound is valid
@@ -991,7 +1034,7 @@ def solve_placement(problem: PlacementProblem, *, time_limit: float = 60.0, mip_
     details["solve_seconds"] = time.perf_counter() - t0
     bound = max(bound, best_value)  # a dual bound below a feasible flow is rounding
     if best_value < bound * (1 - mip_gap) and time.perf_counter() < deadline - 0.5:
-        r, v = _polish(problem, best_ranges, best_value, bound, deadline, mip_gap, threads, details)
+        r, v = _polish(problem, best_ranges, best_value, bound, deadline, mip_gap, threads, details, node_limit)
         if v > best_value * (1 + 1e-6):
             base = method if used == FALLBACK or used.startswith("warm-start") else used
             best_ranges, best_value, used = r, v, base + "+polish"
@@ -1000,6 +1043,10 @@ def solve_placement(problem: PlacementProblem, *, time_limit: float = 60.0, mip_
         else:
             status += ("; " if status else "") + "neighbourhood polish found nothing better"
     best_ranges, best_value = _drop_idle(problem, best_ranges, best_value)
+    if full is not problem:  # pruned: the placement's flow on every link (never less than on the pruned ones)
+        best_ranges, best_value = _drop_idle(full, best_ranges, max_flow(full, best_ranges).value)
+        details["pruned_links"] = {"kept": len(problem.links), "of": len(full.links)}
+    details["time_limit_reached"] = time.perf_counter() >= deadline - 0.5
     bound = max(bound, best_value)
     gap = (bound - best_value) / bound if bound > 0 else 0.0
     return MilpResult(ranges=best_ranges, objective=best_obj, flow_value=best_value, bound=bound, gap=max(gap, 0.0),

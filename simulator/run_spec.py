@@ -71,6 +71,7 @@ class RunSpec:
     hop_overhead: float | None = None  # helix-milp depth-aware: seconds per hop; None = default
     time_limit: float = 60.0  # MILP solver time limit (s)
     mip_gap: float = 1e-4  # MILP relative gap at which the solver stops
+    milp_nodes: int | None = None  # MILP branch-and-bound node limit per solve (deterministic stop); None = time only
     arrival: str = "poisson"  # synthetic arrivals: poisson or gamma
     burstiness: float = 1.0  # gamma arrivals: coefficient of variation
     workload_class: str | None = None  # HexGen-2 class HPHD/HPLD/LPHD/LPLD (split at the trace's medians); None = all
@@ -222,6 +223,8 @@ def planner_options(spec: RunSpec) -> dict:
     opts = {"seed": spec.seed, "objective": spec.objective, "time_limit": spec.time_limit, "mip_gap": spec.mip_gap}
     if spec.hop_overhead is not None:
         opts["hop_overhead_s"] = spec.hop_overhead
+    if spec.milp_nodes is not None:
+        opts["node_limit"] = spec.milp_nodes
     return opts
 
 

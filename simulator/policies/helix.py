@@ -67,12 +67,13 @@ def plan_helix(ctx: PlanContext) -> Placement:
     overhead = ctx.options.get("hop_overhead_s", DEFAULT_HOP_OVERHEAD_S) if objective == "depth-aware" else 0.0
     problem = build_problem(ctx, overhead)
     result = solve_placement(problem, time_limit=ctx.options.get("time_limit", 60.0),
-                             mip_gap=ctx.options.get("mip_gap", 1e-4))
+                             mip_gap=ctx.options.get("mip_gap", 1e-4), node_limit=ctx.options.get("node_limit"))
     placement = Placement(ctx.cluster, ctx.model, dict(result.ranges), "helix-milp", memory=ctx.memory)
     placement.notes.update(objective=objective, hop_overhead_s=overhead, milp_objective=result.objective,
                            milp_flow=result.flow_value, milp_bound=result.bound, milp_gap=result.gap,
                            milp_seconds=result.seconds, milp_method=result.method,
-                           milp_warm_start=result.warm_start_value, milp_status=result.status)
+                           milp_warm_start=result.warm_start_value, milp_status=result.status,
+                           milp_time_limit_reached=result.details.get("time_limit_reached", False))
     return placement
 
 
