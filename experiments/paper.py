@@ -27,3 +27,32 @@ HELIX_MILP_OBJECTIVE = {
     "helix-3region": (1212.18, 2655.0),
     "helix-42node": (4137.55, 2875.0),
 }
+
+HELIX_RATIO_NOTES = ("Helix (ASPLOS'25) section 6, ratios as summarised in a third-party reading of the paper "
+                     "(senbon-sakura.github.io/slide_html/helix-asplos-2025, 2026); not in the project notes")
+# Helix's decode throughput divided by a baseline's: (cluster, model, baseline, mode) -> ratio.
+HELIX_RATIOS = {
+    ("helix-single24", "llama1-30b", "swarm", "offline"): 2.14,
+    ("helix-single24", "llama1-30b", "swarm", "online"): 2.07,
+    ("helix-single24", "llama2-70b", "separate", "offline"): 1.86,
+    ("helix-single24", "llama2-70b", "separate", "online"): 1.69,
+    ("helix-single24", "llama2-70b", "swarm", "offline"): 1.94,
+    ("helix-single24", "llama2-70b", "swarm", "online"): 2.00,
+    ("helix-3region", "llama1-30b", "swarm", "offline"): 2.41,  # the summary does not say offline or online
+    ("helix-42node", "llama2-70b", "swarm", "offline"): 1.37,
+    ("helix-42node", "llama2-70b", "swarm", "online"): 1.48,
+    ("helix-42node", "llama2-70b", "separate", "offline"): 2.91,
+    ("helix-42node", "llama2-70b", "separate", "online"): 3.29,
+    ("helix-42node", "llama2-70b", "separate-plus", "offline"): 2.24,
+    ("helix-42node", "llama2-70b", "separate-plus", "online"): 2.54,
+}
+# Placement ablation (Llama-2 70B, offline, Helix scheduler): Helix's MILP placement over another placement.
+HELIX_PLACEMENT_RATIOS = {"petals": 1.23, "swarm": 2.10}
+
+HEXGEN2_NOTES = ("HexGen-2 (ICLR'25) headline results, project notes hexgen2.md section 3 (from a secondary summary "
+                 "of the paper; no per-setting numbers recovered)")
+# Serving throughput of HexGen-2 over its baselines (DistServe on 8 x H100, HexGen) at equal budget: "on average
+# 1.3x" and "up to 2.0x".
+HEXGEN2_SPEEDUP = {"mean": 1.3, "max": 2.0}
+# "Comparable performance at 30 % lower budget": a heterogeneous mix at 70 % of the homogeneous baseline's price.
+HEXGEN2_BUDGET_FRACTION = 0.70

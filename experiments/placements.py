@@ -25,16 +25,23 @@ from .cache import CACHE, run_key
 MILP_NODES = 100  # branch-and-bound nodes per HiGHS solve: helix-42node plans in ~55 s on the 2-core machine
 MILP_SAFETY_S = 600.0  # the time limit behind the node limit; reaching it makes the plan machine-dependent
 PLANS = CACHE / "placements"
+# Planners whose placements are stored: the MILP (slow, and time-limited it depends on the machine). The
+# others are quick and seeded, and some carry more than layer ranges (separate pipelines' pipeline list),
+# so they plan inside each run.
+STORED_PLANNERS = {"helix-milp"}
 # what a plan does not depend on: reset before keying, so every load and window of a setup shares one plan
 _RUN_ONLY = dict(mode="offline", rate=None, token_rate=None, duration=600.0, warmup=60.0, max_inflight=None,
                  slo_ttft=float("inf"), slo_tpot=float("inf"), progress=False)
 
 
 def served_from_plan(spec: RunSpec) -> RunSpec:
-    """``spec`` serving a stored placement of its planner (planned now if not stored) with its scheduler."""
+    """``spec`` serving a stored placement of its planner (planned now if not stored) with its scheduler;
+    ``spec`` itself for planners outside :data:`STORED_PLANNERS`."""
     from simulator.planning import plan_from_spec
 
     planner, sched = resolve_policy(spec.policy, spec.placement, spec.scheduler)
+    if planner not in STORED_PLANNERS:
+        return spec
     plan_spec = dataclasses.replace(spec, **_RUN_ONLY, policy=None, placement=planner, scheduler="random",
                                     milp_nodes=MILP_NODES, time_limit=MILP_SAFETY_S)
     PLANS.mkdir(parents=True, exist_ok=True)

@@ -140,8 +140,8 @@ def max_flow(problem: PlacementProblem, ranges: Ranges, partial: bool = False) -
     (Helix section 4 "node capacity"; its runtime max-flow splits nodes the same way);
     the edges of :func:`valid_edges` carry the problem's link capacities. Nodes holding
     nothing are left out; a node holding more than its ``max_layers`` raises
-    :class:`SimError` naming it. The result is deterministic (fixed graph order,
-    networkx's preflow-push on integer capacities: tokens/s in steps of 2^-40 of the
+    :class:`SimError` naming it. The result is deterministic (fixed graph order, integer
+    node labels whatever ``PYTHONHASHSEED``, networkx's preflow-push on integer capacities: tokens/s in steps of 2^-40 of the
     largest node capacity, rounded down, so relative error below 1e-11).
     """
     held = _held(problem, ranges)
@@ -166,24 +166,30 @@ def max_flow(problem: PlacementProblem, ranges: Ranges, partial: bool = False) -
     def rate(t: int) -> float:
         return t / scale * top
 
-    def ends(a: Endpoint, b: Endpoint):
-        return (a if a == SOURCE else (a, "out")), (b if b == SINK else (b, "in"))
+    # Graph nodes are ints (source 0, sink 1, node i split into 2i+2 -> 2i+3): preflow-push keeps its
+    # active nodes in sets, and the hash of a string (SOURCE, or a tuple holding one) changes with
+    # PYTHONHASHSEED, which picked a different one of several maximum flows in every process.
+    def n_in(i: int) -> int:
+        return 2 * i + 2
+
+    def ends(a: Endpoint, b: Endpoint) -> tuple[int, int]:
+        return (0 if a == SOURCE else n_in(a) + 1), (1 if b == SINK else n_in(b))
 
     graph = nx.DiGraph()
-    graph.add_node(SOURCE)
-    graph.add_node(SINK)
+    graph.add_node(0)
+    graph.add_node(1)
     for i, t in node_cap.items():
-        graph.add_edge((i, "in"), (i, "out"), capacity=ticks(t))
+        graph.add_edge(n_in(i), n_in(i) + 1, capacity=ticks(t))
     for a, b in edges:
         cap = min(problem.links[(a, b)], *(node_cap[x] for x in (a, b) if x in node_cap))
         graph.add_edge(*ends(a, b), capacity=ticks(cap))
-    value, flows = nx.maximum_flow(graph, SOURCE, SINK, flow_func=nx.algorithms.flow.preflow_push)
+    value, flows = nx.maximum_flow(graph, 0, 1, flow_func=nx.algorithms.flow.preflow_push)
     edge_flows: dict[tuple[Endpoint, Endpoint], float] = {}
     for a, b in edges:
         u, v = ends(a, b)
         if flows[u][v] > 0:
             edge_flows[(a, b)] = rate(flows[u][v])
-    node_flows = {i: rate(flows[(i, "in")][(i, "out")]) for i in held if flows[(i, "in")][(i, "out")] > 0}
+    node_flows = {i: rate(flows[n_in(i)][n_in(i) + 1]) for i in held if flows[n_in(i)][n_in(i) + 1] > 0}
     return FlowResult(value=rate(value), edge_flows=edge_flows, node_flows=node_flows)
 
 

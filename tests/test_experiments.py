@@ -56,3 +56,31 @@ def test_fill_readme_replaces_only_marked_blocks(tmp_path, monkeypatch):
     assert "| a | b |\n| --- | --- |\n| 1 | 2 |" in text
     assert "old\n" not in text and "intro" in text and "middle" in text
     assert "_not run yet" in text  # two.md does not exist
+
+
+def test_served_from_plan_stores_the_milp_placement_once(tmp_path, monkeypatch):
+    from experiments import placements
+
+    monkeypatch.setattr(placements, "PLANS", tmp_path / "placements")
+    spec = RunSpec(cluster="tiny3", model="llama2-7b", policy="helix", trace="synthetic:conv", duration=10,
+                   mode="online", rate=1.0)
+    served = placements.served_from_plan(spec)
+    assert served.policy is None and served.scheduler == "helix" and Path(served.placement).is_file()
+    assert placements.plan_info(served)["ranges"]  # the stored plan places layers
+    # another load and window of the same setup reads the same stored plan
+    other = placements.served_from_plan(dataclasses.replace(spec, rate=5.0, duration=30, mode="offline"))
+    assert other.placement == served.placement
+    assert len(list((tmp_path / "placements").iterdir())) == 1
+    # a different model is a different plan; a quick planner is left to plan inside its run
+    assert placements.served_from_plan(dataclasses.replace(spec, model="llama3-8b")).placement != served.placement
+    separate = dataclasses.replace(spec, policy="separate")
+    assert placements.served_from_plan(separate) == separate
+
+
+def test_run_key_follows_a_named_files_content(tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"ranges": {"a": [0, 4]}}')
+    spec = RunSpec(cluster="tiny3", model="llama2-7b", policy=None, placement=str(plan), scheduler="helix")
+    before = cache.run_key(spec)
+    plan.write_text('{"ranges": {"a": [0, 2]}}')
+    assert cache.run_key(spec) != before
