@@ -88,6 +88,7 @@ from .placement_problem import SINK, SOURCE, PlacementProblem, Ranges
 
 METHODS = ("auto", "junction", "per-node", "composition")
 FALLBACK = "warm-start (solver found nothing in time)"
+NOTHING = "none (no warm start; solver found nothing in time)"  # FALLBACK's label when use_warm_start=False
 _REL = 1e-9  # relative tolerance for comparing capacities with flow levels
 
 
@@ -933,6 +934,8 @@ def _polish(problem: PlacementProblem, ranges: Ranges, value: float, ub: float, 
         model, decode, _ = _per_node(problem, ub, value, _neighbourhood(problem, ranges, POLISH_RADIUS))
         res = model.solve(deadline - time.perf_counter(), mip_gap, threads, node_limit)
         rounds += 1
+        if _timed_out(res):
+            info["solver_timed_out"] = True
         if res.x is None:
             break
         cand = decode(res.x)
@@ -942,6 +945,11 @@ def _polish(problem: PlacementProblem, ranges: Ranges, value: float, ub: float, 
         ranges, value = cand, v
     info["polish_rounds"] = rounds
     return ranges, value
+
+
+def _timed_out(res) -> bool:
+    """True if a HiGHS solve stopped at its time limit (the result then depends on the machine's speed)."""
+    return "time limit" in str(getattr(res, "message", "")).lower()
 
 
 def _drop_idle(problem: PlacementProblem, ranges: Ranges, value: float) -> tuple[Ranges, float]:
@@ -981,9 +989,13 @@ def solve_placement(problem: PlacementProblem, *, time_limit: float = 60.0, mip_
     polish after :data:`POLISH_MAX_ROUNDS` rounds: the result then depends only on the
     problem (not on the machine's speed) as long as ``time_limit`` is not reached first
     (``details["time_limit_reached"]``). ``use_warm_start=False`` starts the solver with
-    no incumbent (the ablation of Helix section 4.4's warm start). ``prune_links=N`` keeps
-    only each node's N fastest links to other nodes (:func:`prune_links`; Helix prunes to
-    12 on its 3-region and 42-node clusters); the result is re-checked on the full links.
+    no incumbent (the ablation of Helix section 4.4's warm start; ``method`` is then
+    ``NOTHING`` when the solver found nothing, and ``"composition"`` runs its search
+    alone). ``prune_links=N`` keeps only each node's N fastest links to other nodes
+    (:func:`prune_links_of`; Helix prunes to 12 on its 3-region and 42-node clusters);
+    the result is re-checked on the full links, and ``bound`` is then the coverage bound
+    (the pruned model's dual bound, valid for the pruned problem only, is
+    ``details["pruned_bound"]``).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -1002,11 +1014,15 @@ def solve_placement(problem: PlacementProblem, *, time_limit: float = 60.0, mip_
         raise ValueError("the junction model needs links that do not bind (see links_do_not_bind); use per-node")
     details: dict = {"warm_start": ws_kind, "warm_start_seconds": time.perf_counter() - t0, "coverage_bound": ub,
                      "links_bind": not free}
-    best_ranges, best_obj, best_value, used = ws_ranges, ws_value, ws_value, FALLBACK
+    best_ranges, best_obj, best_value, used = ws_ranges, ws_value, ws_value, FALLBACK if use_warm_start else NOTHING
     bound, status = ub, ""
     if method == "composition":
         status = "composition search"
-        if ws_kind == "composition":
+        if not use_warm_start:  # the search is the method here, not a warm start: it runs on its own
+            r, v = composition_heuristic(problem)
+            if v > 0:
+                best_ranges, best_obj, best_value, used = r, v, v, "composition"
+        elif ws_kind == "composition":
             used = "composition"
         else:  # the composition search ran inside warm_start and lost to another heuristic
             used = f"warm-start ({ws_kind}; composition search found nothing better)"
@@ -1022,6 +1038,8 @@ def solve_placement(problem: PlacementProblem, *, time_limit: float = 60.0, mip_
         share = 1.0 if node_limit is not None else 0.7  # timed: leave a share of the time for polishing
         res = model.solve(max(share * (deadline - time.perf_counter()), 0.05), mip_gap, threads, node_limit)
         status = str(res.message)
+        if _timed_out(res):
+            details["solver_timed_out"] = True
         if res.mip_dual_bound is not None and np.isfinite(res.mip_dual_bound):
             bound = min(ub, -float(res.mip_dual_bound))  # exact models: the solver's bound is valid
         if res.x is not None:
@@ -1036,7 +1054,7 @@ def solve_placement(problem: PlacementProblem, *, time_limit: float = 60.0, mip_
     if best_value < bound * (1 - mip_gap) and time.perf_counter() < deadline - 0.5:
         r, v = _polish(problem, best_ranges, best_value, bound, deadline, mip_gap, threads, details, node_limit)
         if v > best_value * (1 + 1e-6):
-            base = method if used == FALLBACK or used.startswith("warm-start") else used
+            base = method if used in (FALLBACK, NOTHING) or used.startswith("warm-start") else used
             best_ranges, best_value, used = r, v, base + "+polish"
             best_obj = v
             status += ("; " if status else "") + f"polished on neighbourhoods ({details['polish_rounds']} rounds)"
@@ -1046,7 +1064,12 @@ def solve_placement(problem: PlacementProblem, *, time_limit: float = 60.0, mip_
     if full is not problem:  # pruned: the placement's flow on every link (never less than on the pruned ones)
         best_ranges, best_value = _drop_idle(full, best_ranges, max_flow(full, best_ranges).value)
         details["pruned_links"] = {"kept": len(problem.links), "of": len(full.links)}
-    details["time_limit_reached"] = time.perf_counter() >= deadline - 0.5
+        # the pruned model's dual bound caps the pruned problem only (fewer links: a lower optimum);
+        # the full problem's proven bound is the coverage bound, which does not depend on links
+        details["pruned_bound"] = bound
+        bound = ub
+    # the solver's share of the time ran out (it stops at 70 % of the limit to leave time for the polish), or all of it
+    details["time_limit_reached"] = details.get("solver_timed_out", False) or time.perf_counter() >= deadline - 0.5
     bound = max(bound, best_value)
     gap = (bound - best_value) / bound if bound > 0 else 0.0
     return MilpResult(ranges=best_ranges, objective=best_obj, flow_value=best_value, bound=bound, gap=max(gap, 0.0),
