@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-EXPERIMENTS = ["helix_offline"]
+EXPERIMENTS = ["helix_offline", "helix_online", "helix_ablation", "milp_ablation", "hexgen2_mixes", "beyond_papers"]
 
 
 def main(argv=None) -> int:

@@ -21,6 +21,17 @@ HELIX_OFFLINE_DECODE = {
 HELIX_ONLINE_DECODE = {
     ("helix-single24", "llama2-70b", "helix"): 141.6,
 }
+# The same run's prompt latency p50 (the prompt iteration, source to sink, s; our TTFT) and decode latency p50
+# (one decode iteration, source to sink, s; our TPOT).
+HELIX_ONLINE_PROMPT_P50 = {
+    ("helix-single24", "llama2-70b", "helix"): 2.64,
+}
+HELIX_ONLINE_DECODE_P50 = {
+    ("helix-single24", "llama2-70b", "helix"): 0.98,
+}
+# Helix's per-method online offered loads on single-24 / Llama-2 70B (input + output tokens/s); SP's is the sum of
+# its per-GPU-type pipelines' loads, 240 (A100) + 120 (L4) + 10 (T4).
+HELIX_ONLINE_LOADS = {"helix": 700.0, "swarm": 350.0, "separate": 370.0}
 # Placement MILP objective (max-flow, tokens/s) reached by Gurobi, and its seconds.
 HELIX_MILP_OBJECTIVE = {
     "helix-single24": (1289.56, 476.0),
