@@ -89,7 +89,7 @@ def run_cached(named: list[tuple[str, RunSpec]], label: str, jobs: int | None = 
             path.write_text(json.dumps(result, indent=1) + "\n")
             out[name] = result
     sys.stderr.write("\n")
-    return out
+    return {name: out[name] for name, _ in named}  # in the order asked, cached or not
 
 
 def _bar(label: str, done: int, total: int, t0: float, last: str) -> None:

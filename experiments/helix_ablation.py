@@ -9,7 +9,8 @@
 Offline (60 s warm-up, 600 s window) on ``helix-single24`` and ``helix-3region`` with Llama-2
 70B and Helix's tables, as in :mod:`experiments.helix_offline`; the scheduling ablation also
 runs online on ``helix-single24`` at Helix's own offered load there (700 tokens/s, Azure conv
-arrivals, 1800 s), where routing decides latency. Each placement is planned once per setup
+arrivals, 1800 s; the load is offered inside the window, as in :mod:`experiments.helix_online`), where
+routing decides latency. Each placement is planned once per setup
 (:mod:`experiments.placements`). Output: ``results/helix_ablation.md`` and ``.png``.
 """
 
@@ -19,6 +20,7 @@ import dataclasses
 
 from .cache import run_cached
 from .helix_offline import base_spec
+from .helix_online import token_rate_for
 from .paper import HELIX_PLACEMENT_RATIOS, HELIX_RATIO_NOTES
 from .placements import served_from_plan
 from .report import DIFF_NOTE_AT, RESULTS, markdown_table, num, ratio, write_result
@@ -39,8 +41,9 @@ EXPLAIN: dict[tuple[str, str], str] = {}
 
 def _spec(cluster: str, planner: str, scheduler: str, objective: str, online: bool = False):
     spec = base_spec(cluster, MODEL, policy=None, placement=planner, scheduler=scheduler, objective=objective)
-    if online:
-        spec = dataclasses.replace(spec, mode="online", token_rate=ONLINE_TOKEN_RATE, duration=ONLINE_DURATION_S)
+    if online:  # offered inside the window, as helix_online offers its loads
+        spec = dataclasses.replace(spec, mode="online", duration=ONLINE_DURATION_S)
+        spec = dataclasses.replace(spec, token_rate=token_rate_for(spec, ONLINE_TOKEN_RATE))
     return served_from_plan(spec)
 
 

@@ -312,3 +312,18 @@ def test_compare_without_table():
     text = format_comparison(df)
     assert "no measured table" in text and "A100-40GB" in text
     assert summary_errors(df)["median_abs_pct"].isna().all()
+
+
+def test_mixed_step_shares_the_overhead_but_never_beats_either_part():
+    """A mixed step pays the fixed step cost once; with an overhead above a part (a table profiled on a
+    busy machine) it still costs at least the larger part, never a negative time."""
+    def cost(overhead: float) -> LayerCost:
+        return LayerCost.tabulate("TOYx1", "toy", "roofline", TOY_MODEL.max_context,
+                                  lambda t: 0.001 + 1e-6 * t, lambda b, c: 0.002 + 1e-5 * b, step_overhead_s=overhead)
+
+    shared = cost(0.0005)
+    p, d = shared.prefill(100), shared.decode(4, 400)
+    assert shared.mixed(100, 4, 400) == pytest.approx(p + d - 0.0005)
+    noisy = cost(0.05)  # above both parts
+    assert noisy.mixed(100, 4, 400) == pytest.approx(max(noisy.prefill(100), noisy.decode(4, 400)))
+    assert noisy.mixed(100, 4, 400) > 0

@@ -119,6 +119,13 @@ class LayerCost:
             i = self._pn
         return self._p[i] + (q - i) * self._pd[i]
 
+    def mixed(self, prompt_tokens: int, batch: int, total_context: int) -> float:
+        """Seconds for one layer step running ``prompt_tokens`` of prompts and a decode step of ``batch``
+        requests together: both parts, less the fixed step cost they share, and never less than either
+        part alone (a table profiled on a busy machine can carry an overhead above a small part)."""
+        p, d = self.prefill(prompt_tokens), self.decode(batch, total_context)
+        return max(p + d - self.step_overhead_s, p, d)
+
     def decode(self, batch: int, total_context: int) -> float:
         """Seconds for one layer to run one decode step of ``batch`` requests.
 

@@ -266,7 +266,7 @@ class NodeSim:
                 d_batch += 1
                 d_ctx += f.context
         if p_tokens and d_batch:  # one layer step: the fixed per-step overhead is paid once
-            return self.cost.prefill(p_tokens) + self.cost.decode(d_batch, d_ctx) - self.cost.step_overhead_s
+            return self.cost.mixed(p_tokens, d_batch, d_ctx)
         if p_tokens:
             return self.cost.prefill(p_tokens)
         return self.cost.decode(d_batch, d_ctx) if d_batch else 0.0
