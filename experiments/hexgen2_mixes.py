@@ -65,8 +65,8 @@ EXPLAIN = {
     ("same-mix", "mean"):
         "Helix or Swarm, which the paper did not run, is the best other policy in 15 of 16 cells: on OPT-30B (MHA, "
         "1.31 MB of KV per token) every prompt's KV crosses a 25 Gb/s link (mean hand-off 0.2-4.3 s in the table) and "
-        "HexGen-2 gets 0.32-0.73x of the best, while the colocated policies pass only activations between stages; on "
-        "Llama-2-70B (GQA, 320 KiB per token) it gets 0.46-1.06x.",
+        "HexGen-2 stays well below the best, while the colocated policies pass only activations between stages; on "
+        "Llama-2-70B (GQA, 320 KiB per token) the gap is smaller and het1 / HPHD is a win.",
     ("same-mix", "max"):
         "The best cell is het1 / Llama-2-70B / HPHD (1.06x); the paper's 2.0x is over DistServe and HexGen, not over "
         "the colocated Helix and Swarm (row above).",
@@ -88,14 +88,15 @@ EXPLAIN = {
         "token) across 25 Gb/s links (mean 0.5-2.6 s) and deliver 21-46 % of their max-flow bound, against 51 % on "
         "the NVLink machine.",
     ("budget", "opt-30b", "best of hexgen2, helix"):
-        "Helix needs no KV hand-off and catches DistServe's h100x8 at 84 % of the price (HexGen-2's h100x8 at "
-        "130 %); under Helix the 84 % and 100 % mixes are within 2 % of each other.",
+        "Helix needs no KV hand-off, so the family catches the H100 machine under Helix (DistServe's baseline below "
+        "its price, HexGen-2's own stronger one only at the top of the family), never under HexGen-2.",
     ("budget", "llama2-70b", "hexgen2"):
         "Llama-2-70B's 140 GB spans several of the mixes' 1- to 4-GPU machines, so replicas pipeline over 25 Gb/s "
         "(TPOT p50 0.12-0.28 s against 0.07 s on h100x8) and the mixes deliver 42-70 % of their max-flow bound "
         "against 95 % on the NVLink machine; HexGen-2 catches up only at 160 %.",
     ("budget", "llama2-70b", "best of hexgen2, helix"):
-        "Helix is below HexGen-2 on every mix of the family, so the answer is HexGen-2's (row above): 160 %.",
+        "No mix reaches the baseline under Helix either (Helix's 70B pipelines also cross the 25 Gb/s links), so "
+        "the answer is HexGen-2's (row above).",
 }
 
 
