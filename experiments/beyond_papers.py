@@ -24,7 +24,7 @@ from simulator.run_spec import RunSpec
 from .cache import run_cached
 from .helix_offline import base_spec
 from .placements import served_from_plan
-from .report import RESULTS, markdown_table, num, ratio, write_result
+from .report import grouped_bars, markdown_table, num, pyplot, ratio, save_figure, write_result
 
 NAME = "beyond_papers"
 MODEL = "llama2-70b"
@@ -101,20 +101,10 @@ def run(jobs: int | None = None) -> None:
 
 
 def _plot(bars) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(11, 4))
-    width = 0.8 / len(POLICIES)
-    for k, policy in enumerate(POLICIES):
-        ax.bar([i + k * width for i in range(len(bars))], [got[policy] or 0 for _, got in bars], width, label=policy)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(bars))], [g for g, _ in bars], fontsize=7)
+    fig, ax = pyplot().subplots(figsize=(11, 4))
+    grouped_bars(ax, [g for g, _ in bars], {p: [got[p] for _, got in bars] for p in POLICIES})
+    ax.tick_params(axis="x", labelsize=7)
     ax.set_ylabel("decode tokens/s")
     ax.set_title("Llama-2 70B, offline: trace and cost-model variants")
-    ax.legend(fontsize=8)
     fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(RESULTS / f"{NAME}.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, f"{NAME}.png")

@@ -23,7 +23,7 @@ from .helix_offline import base_spec
 from .helix_online import token_rate_for
 from .paper import HELIX_PLACEMENT_RATIOS, HELIX_RATIO_NOTES
 from .placements import served_from_plan
-from .report import DIFF_NOTE_AT, RESULTS, markdown_table, num, ratio, write_result
+from .report import diff_note, markdown_table, num, pyplot, ratio, save_figure, write_result
 
 NAME = "helix_ablation"
 MODEL = "llama2-70b"
@@ -73,9 +73,7 @@ def run(jobs: int | None = None) -> None:
         if kind == "placement":
             paper = HELIX_PLACEMENT_RATIOS.get(label) if cluster == "helix-single24" else None
             r = ratio(gain, paper)
-            note = s.get("error") or EXPLAIN.get((cluster, label), "")
-            if r is not None and abs(r - 1) > DIFF_NOTE_AT and not note:
-                note = "not explained yet"
+            note = s.get("error") or EXPLAIN.get((cluster, label), "") or diff_note(r)
             placement_rows.append(common + [num(gain, ".2f"), num(paper, ".2f"), num(r, ".2f"), note])
         else:
             sched_rows.append(common + [num(gain, ".2f"), s.get("error", "")])
@@ -99,13 +97,8 @@ def run(jobs: int | None = None) -> None:
 
 
 def _plot(bars) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups = list(dict.fromkeys(g for g, _, _ in bars))
-    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.6), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(groups), figsize=(3.2 * len(groups), 3.6), squeeze=False)
     for ax, g in zip(axes[0], groups):
         items = [(label, v) for g2, label, v in bars if g2 == g]
         ax.bar(range(len(items)), [v or 0 for _, v in items], color="tab:blue")
@@ -114,6 +107,4 @@ def _plot(bars) -> None:
         ax.set_title(g, fontsize=8)
         ax.set_ylabel("decode tokens/s", fontsize=8)
     fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(RESULTS / f"{NAME}.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, f"{NAME}.png")

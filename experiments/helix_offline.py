@@ -17,7 +17,7 @@ from simulator.run_spec import RunSpec
 from .cache import REPO, run_cached
 from .paper import HELIX_NOTES, HELIX_OFFLINE_DECODE, HELIX_RATIO_NOTES, HELIX_RATIOS
 from .placements import served_from_plan
-from .report import DIFF_NOTE_AT, RESULTS, markdown_table, num, ratio, write_result
+from .report import diff_note, grouped_bars, markdown_table, num, pyplot, ratio, save_figure, write_result
 
 NAME = "helix_offline"
 PROFILES = str(REPO / "profiles" / "helix_asplos25")
@@ -96,8 +96,7 @@ def ratio_rows(results: dict[str, dict], mode: str) -> list[list]:
             ours = ratio(helix, other)
             paper = HELIX_RATIOS.get((cluster, model, base, mode))
             r = ratio(ours, paper)
-            note = EXPLAIN.get((cluster, model, f"helix/{base}", mode), "not explained yet") \
-                if r is not None and abs(r - 1) > DIFF_NOTE_AT else ""
+            note = diff_note(r, EXPLAIN.get((cluster, model, f"helix/{base}", mode), ""))
             rows.append([cluster, model, f"helix / {base}", num(ours, ".2f"), num(paper, ".2f"), num(r, ".2f"), note])
     return rows
 
@@ -114,9 +113,7 @@ def run(jobs: int | None = None) -> None:
         if policy.startswith("swarm@"):
             paper = HELIX_OFFLINE_DECODE.get((cluster, model, "swarm"))
         r = ratio(ours, paper)
-        note = summary.get("error") or EXPLAIN.get((cluster, model, policy), "")
-        if r is not None and abs(r - 1) > DIFF_NOTE_AT and not note:
-            note = "not explained yet"
+        note = summary.get("error") or EXPLAIN.get((cluster, model, policy), "") or diff_note(r)
         rows.append([cluster, model, policy, num(ours), num(paper), num(r, ".2f"),
                      num(summary.get("tpot_p50_s"), ".2f"), num(summary.get("bound_share"), ".0%"), note])
         bars.append((f"{cluster.replace('helix-', '')}\n{model.split('-')[0]}", policy, ours))
@@ -132,28 +129,12 @@ def run(jobs: int | None = None) -> None:
 
 
 def _plot(bars) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups = list(dict.fromkeys(g for g, _, _ in bars))
     policies_ = list(dict.fromkeys(p for _, p, _ in bars))
-    fig, ax = plt.subplots(figsize=(10, 4))
-    width = 0.8 / len(policies_)
-    for k, policy in enumerate(policies_):
-        xs, ys = [], []
-        for i, g in enumerate(groups):
-            for g2, p2, v in bars:
-                if g2 == g and p2 == policy and v is not None:
-                    xs.append(i + k * width)
-                    ys.append(v)
-        ax.bar(xs, ys, width, label=policy)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], groups)
+    value = {(g, p): v for g, p, v in bars}
+    fig, ax = pyplot().subplots(figsize=(10, 4))
+    grouped_bars(ax, groups, {p: [value.get((g, p)) for g in groups] for p in policies_})
     ax.set_ylabel("decode tokens/s")
     ax.set_title("Helix clusters, offline")
-    ax.legend(fontsize=8)
     fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(RESULTS / f"{NAME}.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, f"{NAME}.png")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from simulator.run_spec import RunSpec
 
-from .cache import REPO, cached_json, run_cached
+from .cache import cached_json, run_cached
 from .paper import (
     HELIX_NOTES,
     HELIX_ONLINE_DECODE,
@@ -36,11 +36,12 @@ from .paper import (
     HELIX_RATIO_NOTES,
     HELIX_RATIOS,
 )
+from .helix_offline import base_spec as offline_spec
+from .helix_offline import policies
 from .placements import plan_info, served_from_plan
-from .report import DIFF_NOTE_AT, RESULTS, markdown_table, num, ratio, write_result
+from .report import DIFF_NOTE_AT, markdown_table, num, pyplot, ratio, save_figure, write_result
 
 NAME = "helix_online"
-PROFILES = str(REPO / "profiles" / "helix_asplos25")
 TRACE = "azure_conv"
 WARMUP_S = 60.0  # arrivals start at 0; the first minute fills the pipelines and is not measured
 WINDOW_S = 1800.0  # Helix's online window
@@ -100,15 +101,11 @@ EXPLAIN: dict[tuple, str] = {
 }
 
 
-def policies(cluster: str) -> list[str]:
-    return ["helix", "swarm", "separate"] + (["separate-plus"] if cluster == "helix-42node" else [])
-
-
 def base_spec(cluster: str, model: str, **kw) -> RunSpec:
     """Helix's online protocol on one of its setups (Helix's tables, Azure conv arrivals, seed 0)."""
     ttft, tpot = SLO[cluster]
-    return RunSpec(cluster=cluster, model=model, trace=TRACE, mode="online", duration=WINDOW_S, warmup=WARMUP_S,
-                   seed=0, profiles=[PROFILES], slo_ttft=ttft, slo_tpot=tpot, progress=False, **kw)
+    return offline_spec(cluster, model, trace=TRACE, mode="online", duration=WINDOW_S, warmup=WARMUP_S,
+                        slo_ttft=ttft, slo_tpot=tpot, **kw)
 
 
 def token_rate_for(spec: RunSpec, offered: float) -> float:
@@ -351,10 +348,7 @@ def run(jobs: int | None = None) -> None:
 
 
 def _plot(curves) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     plain = FuncFormatter(lambda v, _: f"{v:g}")
@@ -397,6 +391,4 @@ def _plot(curves) -> None:
     axes[0][1].set_title("TTFT p99 (dashed: SLO)")
     axes[0][2].set_title("TPOT p99 (dashed: SLO)")
     fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(RESULTS / f"{NAME}.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, f"{NAME}.png", dpi=100)

@@ -34,7 +34,7 @@ from simulator.workload import load_trace, resolve_trace
 
 from .cache import CACHE, REPO, run_cached
 from .paper import HEXGEN2_BUDGET_FRACTION, HEXGEN2_NOTES, HEXGEN2_SPEEDUP
-from .report import DIFF_NOTE_AT, RESULTS, markdown_table, num, ratio, write_result
+from .report import diff_note, markdown_table, num, pyplot, ratio, save_figure, write_result
 
 NAME = "hexgen2_mixes"
 CLUSTERS = REPO / "experiments" / "clusters"
@@ -289,10 +289,7 @@ def _cell(summary: dict | None) -> str:
 
 
 def _note(key, ours: float | None, paper: float | None) -> str:
-    r = ratio(ours, paper)
-    if r is not None and abs(r - 1) > DIFF_NOTE_AT:
-        return EXPLAIN.get(key, "not explained yet")
-    return ""
+    return diff_note(ratio(ours, paper), EXPLAIN.get(key, ""))
 
 
 def run(jobs: int | None = None) -> None:
@@ -424,10 +421,7 @@ def run(jobs: int | None = None) -> None:
 
 # ---- figures -----------------------------------------------------------------------------------------
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     return plt
 
@@ -455,9 +449,7 @@ def _plot_classes(bars) -> None:
     axes[0][0].legend(fontsize=8)
     fig.suptitle("HexGen-2 mixes, offline, per workload class")
     fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(RESULTS / f"{NAME}.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, f"{NAME}.png")
 
 
 def _plot_budget(curves, mixes) -> None:
@@ -483,6 +475,4 @@ def _plot_budget(curves, mixes) -> None:
         ax.legend(fontsize=7)
     fig.suptitle("Throughput against price (grey line: the paper's 70 %)")
     fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(RESULTS / "hexgen2_budget.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, "hexgen2_budget.png")

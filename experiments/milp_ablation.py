@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .cache import REPO, cached_json
 from .paper import HELIX_MILP_NOTES, HELIX_MILP_OBJECTIVE
-from .report import DIFF_NOTE_AT, RESULTS, markdown_table, num, ratio, write_result
+from .report import DIFF_NOTE_AT, markdown_table, num, pyplot, ratio, save_figure, write_result
 
 NAME = "milp_ablation"
 PROFILES = str(REPO / "profiles" / "helix_asplos25")
@@ -185,10 +185,7 @@ def _report(probs: dict, results: dict) -> None:
 
 
 def _plot(probs: dict, results: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     labels = list(probs)
@@ -218,6 +215,4 @@ def _plot(probs: dict, results: dict) -> None:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(RESULTS / f"{NAME}.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, f"{NAME}.png")

@@ -43,3 +43,40 @@ def fill_readme() -> None:
         return f"<!-- result:{name} -->\n{body}\n<!-- end:{name} -->"
 
     README.write_text(re.sub(r"<!-- result:([\w-]+) -->.*?<!-- end:\1 -->", sub, text, flags=re.S))
+
+
+def diff_note(r: float | None, explanation: str = "") -> str:
+    """The sentence a result needs: ``explanation`` (or a flag that it is missing) when the ratio to the paper's
+    number is more than :data:`DIFF_NOTE_AT` from 1, else nothing."""
+    if r is None or abs(r - 1) <= DIFF_NOTE_AT:
+        return ""
+    return explanation or "not explained yet"
+
+
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (figures are only written to files)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, filename: str, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``results/<filename>`` and free it."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / filename
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
+
+
+def grouped_bars(ax, groups: list[str], series: dict[str, list[float | None]]) -> None:
+    """One bar per (group, series) side by side, a legend of the series; a None value leaves its bar out."""
+    width = 0.8 / max(len(series), 1)
+    for k, (label, values) in enumerate(series.items()):
+        pts = [(i + k * width, v) for i, v in enumerate(values) if v is not None]
+        ax.bar([x for x, _ in pts], [v for _, v in pts], width, label=label)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], groups)
+    ax.legend(fontsize=8)
