@@ -106,7 +106,7 @@ def cluster_toml(size: int) -> str:
 
 
 def load(size: int):
-    from simulator.cluster import cluster_from_toml, load_cluster
+    from simulator.cluster.model import cluster_from_toml, load_cluster
 
     if size in PRESETS:
         return load_cluster(PRESETS[size])
@@ -189,8 +189,8 @@ def run_one(cluster, model_name: str, profile: int = 0, time_limit: float = 0.0)
     import numpy as np
 
     from simulator.costs import CostModel
-    from simulator.models import load_model
-    from simulator.parallel_plans import DECODE, PREFILL
+    from simulator.catalog.models import load_model
+    from simulator.planning.disagg.parallel_plans import DECODE, PREFILL
     from simulator.policies.registry import PlanContext, plan
 
     model = load_model(model_name)

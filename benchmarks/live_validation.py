@@ -29,9 +29,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    from simulator.run_spec import RunSpec
-    from simulator.validate import format_rows, profile_here, validate
-    from simulator.workload import resolve_trace
+    from simulator.runs.spec import RunSpec
+    from simulator.runs.validate import format_rows, profile_here, validate
+    from simulator.workload.requests import resolve_trace
 
     try:
         resolve_trace("azure_conv")

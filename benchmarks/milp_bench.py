@@ -20,8 +20,8 @@ CLUSTERS = ("single24", "42node", "3region")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simulator.flow import max_flow, problem_from_helix_json, read_helix_placement_ini
-    from simulator.milp import solve_placement
+    from simulator.planning.flow import max_flow, problem_from_helix_json, read_helix_placement_ini
+    from simulator.planning.milp import solve_placement
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with helix-<cluster>_llama2-70b.json")

@@ -31,7 +31,7 @@ TARGET_RSS_BYTES = 1e9
 
 
 def base_spec(rate: float, duration: float, warmup: float = 0.0):
-    from simulator.runner import RunSpec
+    from simulator.runs.execute import RunSpec
 
     return RunSpec(cluster="helix-single24", model="llama2-70b", policy="separate",
                    trace=str(TRACE) if TRACE.exists() else "synthetic:conv",
@@ -40,7 +40,7 @@ def base_spec(rate: float, duration: float, warmup: float = 0.0):
 
 
 def sustained(rate: float) -> bool:
-    from simulator.runner import execute
+    from simulator.runs.execute import execute
 
     s = execute(base_spec(rate, SIMULATED_S, SEARCH_WARMUP_S)).summary
     served, offered = s["decode_tokens_per_s"], s["offered_output_tokens_per_s"]
@@ -61,7 +61,7 @@ def highest_sustained_rate(lo: float = 0.05, hi: float = 4.0, steps: int = 8) ->
 
 def child(rate: float) -> None:
     """The measured run, in its own process so that peak RSS is its own."""
-    from simulator.runner import execute
+    from simulator.runs.execute import execute
 
     r = execute(base_spec(rate, SIMULATED_S))
     s = r.summary

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from simulator.run_spec import RunSpec
+from simulator.runs.spec import RunSpec
 
 from .cache import run_cached
 from .helix_offline import base_spec

@@ -1,11 +1,11 @@
 """Cached simulation runs: a rerun only recomputes what changed.
 
-A run is one :class:`~simulator.run_spec.RunSpec`. Its key hashes the spec, the simulator's
+A run is one :class:`~simulator.runs.spec.RunSpec`. Its key hashes the spec, the simulator's
 source (every ``.py`` and preset under ``simulator/``) and the files of the profile and trace
 folders it reads (names and sizes), so editing a policy, a preset or a table reruns the runs that
 could change and nothing else. Each result is a JSON file ``<cache>/<key>.json`` holding the
 run's summary (or its one-line error). Uncached runs go to worker processes
-(:func:`simulator.compare.run_all`) with a progress line per finished run.
+(:func:`simulator.runs.compare.run_all`) with a progress line per finished run.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from simulator.compare import Outcome, Run, run_all
-from simulator.metrics import jsonable
-from simulator.run_spec import RunSpec
+from simulator.runs.compare import Outcome, Run, run_all
+from simulator.metrics.records import jsonable
+from simulator.runs.spec import RunSpec
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "experiments" / "cache"

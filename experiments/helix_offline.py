@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from simulator.run_spec import RunSpec
+from simulator.runs.spec import RunSpec
 
 from .cache import REPO, run_cached
 from .paper import HELIX_NOTES, HELIX_OFFLINE_DECODE, HELIX_RATIO_NOTES, HELIX_RATIOS

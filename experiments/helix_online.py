@@ -24,7 +24,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from simulator.run_spec import RunSpec
+from simulator.runs.spec import RunSpec
 
 from .cache import cached_json, run_cached
 from .paper import (
@@ -111,9 +111,9 @@ def base_spec(cluster: str, model: str, **kw) -> RunSpec:
 def token_rate_for(spec: RunSpec, offered: float) -> float:
     """The ``token_rate`` (mean over the whole trace) whose stretched trace offers ``offered`` tokens/s inside
     ``spec``'s window, within 0.5 %; cached (it only reads the trace)."""
-    from simulator.models import load_model
-    from simulator.run_spec import build_workload, offered_load
-    from simulator.workload import resolve_trace
+    from simulator.catalog.models import load_model
+    from simulator.runs.spec import build_workload, offered_load
+    from simulator.workload.requests import resolve_trace
 
     def compute() -> dict:
         model = load_model(spec.model)

@@ -27,10 +27,10 @@ import math
 from pathlib import Path
 from statistics import mean
 
-from simulator.cluster import load_cluster
-from simulator.hardware import get_gpu
-from simulator.run_spec import RunSpec
-from simulator.workload import load_trace, resolve_trace
+from simulator.cluster.model import load_cluster
+from simulator.catalog.gpus import get_gpu
+from simulator.runs.spec import RunSpec
+from simulator.workload.requests import load_trace, resolve_trace
 
 from .cache import CACHE, REPO, run_cached
 from .paper import HEXGEN2_BUDGET_FRACTION, HEXGEN2_NOTES, HEXGEN2_SPEEDUP

@@ -2,7 +2,7 @@
 
 Helix (ASPLOS'25, section 4.4) speeds its Gurobi MILP up with two tricks: it keeps only each
 node's 12 fastest links (3-region and 42-node clusters) and starts the solver from a Petals or
-Swarm placement. Here the same two knobs of :func:`simulator.milp.solve_placement` are switched
+Swarm placement. Here the same two knobs of :func:`simulator.planning.milp.solve_placement` are switched
 on and off with ``method="per-node"`` (the exact formulation with explicit links, the one
 comparable with Helix's), plus our default (``method="auto"``, warm start on, no pruning) for
 reference. Each variant is solved at a ladder of time limits (:data:`LIMITS`, one HiGHS thread),
@@ -65,7 +65,7 @@ NO_PLACEMENT = ("Without a warm start HiGHS found no placement carrying flow wit
 
 def helix_problems() -> dict:
     """Helix's published inputs present on this machine: label -> (problem, cluster)."""
-    from simulator.flow import problem_from_helix_json
+    from simulator.planning.flow import problem_from_helix_json
 
     out = {}
     for cluster in HELIX_CLUSTERS:
@@ -80,8 +80,8 @@ def own_problem(cluster: str, model: str):
     (T(k) without hop overhead), built as the ``helix-milp`` planner builds it."""
     import numpy as np
 
-    from simulator.run_spec import RunSpec, build_setup, build_workload
-    from simulator.throughput import BatchLimits, placement_problem
+    from simulator.runs.spec import RunSpec, build_setup, build_workload
+    from simulator.planning.capacity import BatchLimits, placement_problem
 
     spec = RunSpec(cluster=cluster, model=model, trace="azure_conv", mode="offline", seed=0, profiles=[PROFILES],
                    objective="paper", progress=False)
@@ -107,7 +107,7 @@ def problem_digest(problem) -> str:
 
 
 def _solve(problem, variant: str, limit: float) -> dict:
-    from simulator.milp import solve_placement
+    from simulator.planning.milp import solve_placement
 
     method, prune, warm = VARIANTS[variant]
     r = solve_placement(problem, time_limit=limit, mip_gap=MIP_GAP, method=method, threads=THREADS,

@@ -2,7 +2,7 @@
 
 Helix (ASPLOS'25, section 6) solves its placement once per cluster and model and serves every
 load and scheduler from it; the experiments do the same. :func:`served_from_plan` plans
-``spec``'s placement with ``sim plan`` (:func:`simulator.planning.plan_from_spec`: the whole
+``spec``'s placement with ``sim plan`` (:func:`simulator.runs.plan.plan_from_spec`: the whole
 trace's mean lengths, so the plan does not depend on a run's rate or window), stores the
 placement JSON under ``experiments/cache/placements/`` keyed like a run
 (:func:`experiments.cache.run_key`), and returns the spec rewritten to serve that file with the
@@ -18,7 +18,7 @@ import sys
 import time
 
 from simulator.policies import resolve_policy
-from simulator.run_spec import RunSpec
+from simulator.runs.spec import RunSpec
 
 from .cache import CACHE, run_key
 
@@ -37,7 +37,7 @@ _RUN_ONLY = dict(mode="offline", rate=None, token_rate=None, duration=600.0, war
 def served_from_plan(spec: RunSpec) -> RunSpec:
     """``spec`` serving a stored placement of its planner (planned now if not stored) with its scheduler;
     ``spec`` itself for planners outside :data:`STORED_PLANNERS`."""
-    from simulator.planning import plan_from_spec
+    from simulator.runs.plan import plan_from_spec
 
     planner, sched = resolve_policy(spec.policy, spec.placement, spec.scheduler)
     if planner not in STORED_PLANNERS:

@@ -23,7 +23,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from simulator.errors import SimError
-from simulator.hardware import GPUSpec, MachineType, parse_machine
+from simulator.catalog.gpus import GPUSpec, MachineType, parse_machine
 
 CPU = "cpu"
 MEMORY_TOLERANCE = 0.15  # NVML reports usable memory: an "80GB" A100 shows ~79.6 GiB-ish; 40 vs 80 stays apart

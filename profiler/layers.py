@@ -1,7 +1,7 @@
 """One decoder layer of a real model, in plain torch, for timing.
 
 :func:`build_layer` builds a single decoder layer with a model's real dimensions
-(:class:`~simulator.models.ModelSpec`) and random weights, and :meth:`DecoderLayer.step`
+(:class:`~simulator.catalog.models.ModelSpec`) and random weights, and :meth:`DecoderLayer.step`
 runs it the way vLLM-style continuous-batching engines run one iteration: the tokens of
 all sequences are packed into one ``[T, hidden]`` batch (the prompt tokens of each
 prefill sequence, in order, then one token per decode sequence). The dense parts (norms,
@@ -46,7 +46,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from simulator.models import ModelSpec
+from simulator.catalog.models import ModelSpec
 
 ROPE_THETA = 10000.0
 NORM_EPS = 1e-5

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from simulator.errors import SimError
-from simulator.models import ModelSpec, load_model
+from simulator.catalog.models import ModelSpec, load_model
 
 from .device import CPU, DeviceInfo, resolve_device
 from .grid import GRIDS, Grid, prefill_mix

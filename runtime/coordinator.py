@@ -4,7 +4,7 @@ It holds what the SimPy engine's coordinator and nodes hold (:mod:`simulator.eng
 but the iterations run on the workers (:mod:`runtime.worker`):
 
 * **Requests** arrive on the trace's clock (online) or keep ``max_inflight`` in flight (offline),
-  are routed by the same :class:`~simulator.scheduling.Scheduler` object ``sim run`` builds,
+  are routed by the same :class:`~simulator.scheduling.interface.Scheduler` object ``sim run`` builds,
   through :class:`RuntimeView` (queue lengths, free KV, observed hop delays) and the same
   callbacks (``on_hop``, ``on_finish``). A route is fixed for the request's decode iterations.
 * **Node queues and batches** are kept here, one per worker, with the engine's rule: an iteration
@@ -18,9 +18,9 @@ but the iterations run on the workers (:mod:`runtime.worker`):
   NCCL requires (a sender's transfer waits, asynchronously, until then). Optional **link
   shaping** holds an arrived transfer until the
   cluster's link would have delivered it (latency + bytes / bandwidth, links and NICs booked as
-  the engine's :class:`~simulator.network.Network` does), so one machine can stand in for a
+  the engine's :class:`~simulator.cluster.network.Network` does), so one machine can stand in for a
   slow network.
-* **Metrics**: the same :class:`~simulator.metrics.RequestRecord` per request and token series,
+* **Metrics**: the same :class:`~simulator.metrics.records.RequestRecord` per request and token series,
   on the coordinator's clock (a token counts when its ``done`` report arrives), and each node's
   busy time from its own iteration timings.
 * **Faults**: a worker that reports an error, exits, or leaves an iteration unanswered for
@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from simulator.errors import SimError
-from simulator.flow import TOKEN_ID_BYTES
-from simulator.metrics import (
+from simulator.planning.flow import TOKEN_ID_BYTES
+from simulator.metrics.records import (
     FINISHED,
     REJECTED,
     UNFINISHED,
@@ -54,10 +54,10 @@ from simulator.metrics import (
     complete_records,
     record_token,
 )
-from simulator.network import Network
-from simulator.run_spec import Prepared
-from simulator.scheduling import NoRoute, Route, Scheduler
-from simulator.workload import Request
+from simulator.cluster.network import Network
+from simulator.runs.spec import Prepared
+from simulator.scheduling.interface import NoRoute, Route, Scheduler
+from simulator.workload.requests import Request
 
 from . import transport
 
@@ -136,7 +136,7 @@ class LiveNode:
 
 
 class RuntimeView:
-    """The runtime's implementation of :class:`simulator.scheduling.ClusterView`."""
+    """The runtime's implementation of :class:`simulator.scheduling.interface.ClusterView`."""
 
     def __init__(self, coord: Coordinator):
         self._c = coord

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simulator.errors import SimError
-from simulator.metrics import SLO, summarize
-from simulator.run_spec import RunSpec, prepare, run_labels
+from simulator.metrics.records import SLO, summarize
+from simulator.runs.spec import RunSpec, prepare, run_labels
 
 from . import transport
 from .coordinator import ITERATION_COLUMNS, Coordinator, LiveConfig, WorkerFault, check_servable
@@ -160,7 +160,7 @@ def _reap(procs: dict, grace_s: float = 10.0) -> None:
 
 def write_live(result: LiveResult, out: Path, plots: bool = True) -> list[Path]:
     """requests.csv, summary.json and the plots of a live run, as ``sim run`` writes them, and iterations.csv."""
-    from simulator.report import write_run
+    from simulator.metrics.report import write_run
 
     paths = write_run(out, result.records, result.coordinator.series, result.summary, plots)
     iterations_frame(result.coordinator).to_csv(out / "iterations.csv", index=False)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from profiler.layers import DecoderLayer, KVCache, ModelEnds
-from simulator.models import ModelSpec
+from simulator.catalog.models import ModelSpec
 
 
 @dataclass

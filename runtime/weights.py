@@ -6,7 +6,7 @@ file's header is scanned). :func:`stage_weights` reads what one pipeline stage n
 decoder layers ``[first_layer, end_layer)`` and, on the first and last stage, the embedding
 and the final norm plus LM head -- renames Hugging Face's tensors to the names
 :class:`profiler.layers.DecoderLayer` and :class:`profiler.layers.ModelEnds` take, checks
-their shapes against the :class:`~simulator.models.ModelSpec`, and returns them as float32.
+their shapes against the :class:`~simulator.catalog.models.ModelSpec`, and returns them as float32.
 
 File format (safetensors, https://github.com/huggingface/safetensors, "Format" in its
 README): an unsigned little-endian 64-bit header length ``N``; ``N`` bytes of UTF-8 JSON
@@ -49,7 +49,7 @@ import torch
 
 from profiler.layers import _weight_shapes
 from simulator.errors import SimError
-from simulator.models import ModelSpec
+from simulator.catalog.models import ModelSpec
 
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 _DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}

@@ -25,7 +25,7 @@ import traceback
 
 import torch
 
-from simulator.models import ModelSpec
+from simulator.catalog.models import ModelSpec
 
 from . import transport
 from .stage import Item, Stage

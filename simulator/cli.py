@@ -89,8 +89,8 @@ def run_options(f):
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def run(out, no_plots, quiet, **kw):
     """Simulate a cluster serving a workload and print the summary."""
-    from .report import format_summary
-    from .runner import execute, spec_from_options, write_outputs
+    from .metrics.report import format_summary
+    from .runs.execute import execute, spec_from_options, write_outputs
 
     spec = spec_from_options(kw)
     spec.progress = not quiet
@@ -148,8 +148,8 @@ def live(device, dtype, threads, slots, weights, data_backend, shape_links, hang
         sys.exit(worker_main())
     from runtime.launch import LiveOptions, run_live, write_live
 
-    from .report import format_summary
-    from .runner import spec_from_options
+    from .metrics.report import format_summary
+    from .runs.execute import spec_from_options
 
     spec = spec_from_options(kw)
     spec.progress = not quiet
@@ -178,8 +178,8 @@ def validate_cmd(labels, device, threads, out, quiet, **kw):
     POLICY... default: random helix. Profiles this machine first unless --profiles is given. Use the
     options of `sim run` for the cluster (e.g. cpu2), model, trace, rate and window.
     """
-    from .runner import spec_from_options
-    from .validate import format_rows, validate
+    from .runs.execute import spec_from_options
+    from .runs.validate import format_rows, validate
 
     spec = spec_from_options(kw)
     spec.progress = not quiet
@@ -203,7 +203,7 @@ def compare_cmd(labels, out, rates, jobs, no_plots, quiet, **kw):
 
     --placement / --scheduler override that part of every policy (an ablation).
     """
-    from .compare import run_compare
+    from .runs.compare import run_compare
 
     run_compare(labels, kw, rates=rates, jobs=jobs, out=Path(out) if out else None, plots=not no_plots, quiet=quiet,
                 echo=click.echo, warn=lambda line: click.echo(line, err=True))
@@ -219,8 +219,8 @@ def plan_cmd(capacities, as_json, out, **kw):
     """Choose (or, with --placement FILE, evaluate) a placement and print its max-flow bound."""
     import json
 
-    from .planning import plan_from_capacities, plan_from_spec
-    from .runner import spec_from_options
+    from .runs.plan import plan_from_capacities, plan_from_spec
+    from .runs.execute import spec_from_options
 
     if capacities:
         rep = plan_from_capacities(capacities, kw.get("placement"), time_limit=kw["time_limit"], mip_gap=kw["mip_gap"])
@@ -242,7 +242,7 @@ def plan_cmd(capacities, as_json, out, **kw):
 def clusters(ctx):
     """List the preset clusters (show NAME prints one; import FILE.ini converts Helix's format)."""
     if ctx.invoked_subcommand is None:
-        from .cluster import list_presets
+        from .cluster.model import list_presets
 
         for name, desc in list_presets():
             click.echo(f"{name:<16} {desc}")
@@ -253,7 +253,7 @@ def clusters(ctx):
 @click.option("--toml", "as_toml", is_flag=True, help="print the cluster as TOML")
 def clusters_show(name, as_toml):
     """Print one cluster (preset name or TOML file)."""
-    from .cluster import load_cluster
+    from .cluster.model import load_cluster
 
     c = load_cluster(name)
     click.echo(c.to_toml() if as_toml else c.describe())
@@ -265,7 +265,7 @@ def clusters_show(name, as_toml):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="write the TOML here")
 def clusters_import(ini, machine_profiles, output):
     """Convert a Helix INI cluster file to our TOML."""
-    from .helix_ini import import_helix_ini
+    from .cluster.helix_ini import import_helix_ini
 
     text = import_helix_ini(Path(ini), Path(machine_profiles) if machine_profiles else None)
     if output:
@@ -282,9 +282,9 @@ def clusters_import(ini, machine_profiles, output):
 def costs(gpu, model, profiles):
     """Per-layer latency of MODEL on GPU (e.g. T4x4): measured against roofline."""
     from .costs.compare import compare, format_comparison
-    from .hardware import parse_machine
-    from .models import load_model
-    from .runner import RunSpec, profile_dirs
+    from .catalog.gpus import parse_machine
+    from .catalog.models import load_model
+    from .runs.execute import RunSpec, profile_dirs
 
     dirs = profile_dirs(RunSpec(profiles=list(profiles)))
     df = compare(parse_machine(gpu), load_model(model), dirs)
@@ -305,9 +305,9 @@ def calibrate(gpu, models, profiles, out):
     family that have no calibration or fitted factors of their own.
     """
     from .costs.calibrate import CALIBRATION_FILE, calibrate as fit_one, format_result, read_notes, write_calibration
-    from .hardware import parse_machine
-    from .models import load_model
-    from .runner import REPO_PROFILES, RunSpec, profile_dirs
+    from .catalog.gpus import parse_machine
+    from .catalog.models import load_model
+    from .runs.execute import REPO_PROFILES, RunSpec, profile_dirs
 
     spec = parse_machine(gpu).gpu
     dirs = profile_dirs(RunSpec(profiles=list(profiles)))
@@ -323,7 +323,7 @@ def calibrate(gpu, models, profiles, out):
 @cli.command()
 def gpus():
     """List the GPU catalog."""
-    from .hardware import GPUS
+    from .catalog.gpus import GPUS
 
     click.echo(f"{'gpu':<11}{'TFLOPS':>8}{'mem GB':>8}{'GB/s':>7}{'NVLink':>8}{'TDP W':>7}{'$/h':>7}  source")
     for g in GPUS.values():
@@ -335,7 +335,7 @@ def gpus():
 @cli.command()
 def models():
     """List the model catalog with derived sizes."""
-    from .models import MODELS
+    from .catalog.models import MODELS
 
     click.echo(f"{'model':<12}{'layers':>7}{'hidden':>7}{'kv heads':>9}{'params B':>9}{'GB/layer':>9}"
                f"{'KV KB/token':>12}")

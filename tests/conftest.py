@@ -81,7 +81,7 @@ name = "n"
 @pytest.fixture
 def tiny(tmp_path):
     """(model, cluster loader, profiles dir) for hand-checked runs."""
-    from simulator.models import model_from_toml
+    from simulator.catalog.models import model_from_toml
 
     mpath = tmp_path / "tiny.toml"
     mpath.write_text(TINY_MODEL)
@@ -89,7 +89,7 @@ def tiny(tmp_path):
     profiles = write_linear_tables(tmp_path / "tables", "tiny", "A100-80GB")
 
     def make_cluster(n_nodes: int, **kw):
-        from simulator.cluster import load_cluster
+        from simulator.cluster.model import load_cluster
 
         p = tmp_path / f"cluster{n_nodes}.toml"
         p.write_text(cluster_toml(n_nodes, **kw))

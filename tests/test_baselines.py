@@ -9,18 +9,18 @@ import pytest
 
 from conftest import SHARED
 from fakes import View
-from simulator.cluster import load_cluster
+from simulator.cluster.model import load_cluster
 from simulator.costs import CostModel
 from simulator.engine import EngineConfig, Simulation
-from simulator.flow import max_flow, problem_from_helix_json, read_helix_placement_ini
-from simulator.models import load_model
-from simulator.placement import Placement
+from simulator.planning.flow import max_flow, problem_from_helix_json, read_helix_placement_ini
+from simulator.catalog.models import load_model
+from simulator.placement.model import Placement
 from simulator.policies import PlanContext, make_scheduler, plan
 from simulator.policies.heuristic_view import NodeView, view_from_context, view_from_problem
 from simulator.policies.petals import CACHE_PENALTY_S, choose_window, petals_windows
-from simulator.placement import proportional_layers
+from simulator.placement.model import proportional_layers
 from simulator.policies.swarm import EPSILON, GAMMA, stage_count, swarm_stages
-from simulator.workload import Request, synthetic
+from simulator.workload.requests import Request, synthetic
 
 MILP = SHARED / "milp"
 needs_milp = pytest.mark.skipif(not (MILP / "placements").is_dir(), reason="Helix MILP data not present")

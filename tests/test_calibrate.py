@@ -27,8 +27,8 @@ from simulator.costs.roofline import (
 )
 from simulator.costs.tables import load_tables
 from simulator.errors import SimError
-from simulator.hardware import GPUS, get_gpu, parse_machine
-from simulator.models import load_model
+from simulator.catalog.gpus import GPUS, get_gpu, parse_machine
+from simulator.catalog.models import load_model
 
 MODEL = load_model("llama2-7b")
 TRUE_EFF = Efficiency(0.55, 0.65, 2e-4)
@@ -58,7 +58,7 @@ def write_roofline_table(root: Path, machine: str, eff: Efficiency = TRUE_EFF, m
 def _only_given_profiles(monkeypatch, tmp_path):
     """Only --profiles folders: no $SIM_PROFILES, and no repo tables (nor writes to them)."""
     monkeypatch.delenv("SIM_PROFILES", raising=False)
-    monkeypatch.setattr("simulator.run_spec.REPO_PROFILES", tmp_path / "no-repo-tables")
+    monkeypatch.setattr("simulator.runs.spec.REPO_PROFILES", tmp_path / "no-repo-tables")
 
 
 def run_cli(*args):

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from simulator.errors import SimError
-from simulator.hardware import GPUS, get_gpu, parse_machine
-from simulator.models import MODELS, load_model
+from simulator.catalog.gpus import GPUS, get_gpu, parse_machine
+from simulator.catalog.models import MODELS, load_model
 from simulator.units import format_bandwidth, parse_bandwidth, parse_size, parse_time
 
 

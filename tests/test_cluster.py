@@ -1,4 +1,4 @@
-"""Tests for simulator.cluster (TOML clusters, presets) and simulator.helix_ini."""
+"""Tests for simulator.cluster.model (TOML clusters, presets) and simulator.cluster.helix_ini."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.cluster import (
+from simulator.cluster.model import (
     COORDINATOR_NAME,
     cluster_from_toml,
     list_presets,
@@ -21,8 +21,8 @@ from simulator.cluster import (
 )
 from conftest import HELIX_CLUSTERS
 from simulator.errors import SimError
-from simulator.hardware import GPUS
-from simulator.helix_ini import evaluate, import_helix_ini
+from simulator.catalog.gpus import GPUS
+from simulator.cluster.helix_ini import evaluate, import_helix_ini
 
 HELIX_DIR = HELIX_CLUSTERS
 needs_helix = pytest.mark.skipif(not HELIX_DIR.is_dir(), reason="Helix cluster files not available")

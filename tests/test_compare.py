@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from simulator.cli import cli, main
-from simulator.compare import build_runs, parse_rates
+from simulator.runs.compare import build_runs, parse_rates
 
 FAST = ["--cluster", "tiny3", "--model", "llama2-7b", "--trace", "synthetic:conv", "--rate", "1",
         "--duration", "60", "--warmup", "10", "--roofline-only"]

@@ -29,8 +29,8 @@ from simulator.costs.roofline import (
 )
 from simulator.costs.tables import HELIX_DECODE_CONTEXT, load_tables
 from simulator.errors import SimError
-from simulator.hardware import GPUSpec, MachineType, parse_machine
-from simulator.models import ModelSpec, load_model
+from simulator.catalog.gpus import GPUSpec, MachineType, parse_machine
+from simulator.catalog.models import ModelSpec, load_model
 
 HELIX = HELIX_PROFILES
 needs_helix = pytest.mark.skipif(not HELIX.is_dir(), reason="Helix profiles not available")

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from conftest import PREFILL_PER_TOKEN
 
-from simulator.cluster import cluster_from_toml
+from simulator.cluster.model import cluster_from_toml
 from simulator.costs import CostModel
 from simulator.engine import EngineConfig, Simulation, kv_balanced
 from simulator.errors import SimError
-from simulator.models import load_model
-from simulator.placement import Placement
-from simulator.scheduling import Route, Scheduler
-from simulator.workload import Request, Workload, synthetic
+from simulator.catalog.models import load_model
+from simulator.placement.model import Placement
+from simulator.scheduling.interface import Route, Scheduler
+from simulator.workload.requests import Request, Workload, synthetic
 
 LAT, BW = 1e-3, 1e9  # the tiny fixture's links
 

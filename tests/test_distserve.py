@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 
 from fakes import View
-from simulator.cluster import load_cluster
+from simulator.cluster.model import load_cluster
 from simulator.costs import CostModel
 from simulator.costs.roofline import ALLREDUCES_PER_LAYER, efficiency_for, Roofline
-from simulator.disaggregated import Evaluator
-from simulator.gpu_groups import partition
-from simulator.hardware import parse_machine
-from simulator.models import load_model
-from simulator.parallel_plans import DECODE, PREFILL, PlanInputs
+from simulator.planning.disagg.plan import Evaluator
+from simulator.planning.disagg.gpu_groups import partition
+from simulator.catalog.gpus import parse_machine
+from simulator.catalog.models import load_model
+from simulator.planning.disagg.parallel_plans import DECODE, PREFILL, PlanInputs
 from simulator.policies import PlanContext, plan
 from simulator.policies.distserve import DistServeScheduler
 from simulator.policies.hexgen2 import Refiner
-from simulator.runner import RunSpec, execute
-from simulator.workload import Request
+from simulator.runs.execute import RunSpec, execute
+from simulator.workload.requests import Request
 
 LLAMA70 = load_model("llama2-70b")
 OPT30 = load_model("opt-30b")

@@ -11,10 +11,10 @@ from conftest import DECODE_BASE, DECODE_PER_SEQ, PREFILL_PER_TOKEN
 from simulator.costs import CostModel
 from simulator.engine import EngineConfig, Network, Simulation, kv_balanced
 from simulator.engine.simulation import HEADER_BYTES, TOKEN_ID_BYTES
-from simulator.metrics import SLO, summarize
-from simulator.placement import Placement
+from simulator.metrics.records import SLO, summarize
+from simulator.placement.model import Placement
 from simulator.policies import make_scheduler
-from simulator.workload import Request, Workload
+from simulator.workload.requests import Request, Workload
 
 LAT, BW = 1e-3, 1e9
 
@@ -138,7 +138,7 @@ def test_kv_pressure_preempts_and_recomputes_without_losing_requests(tiny):
     kv_tokens = 16000
     util = (placement.layers(0) * model.bytes_per_layer + kv_tokens * 4 * model.kv_bytes_per_token_per_layer) \
         / cluster.nodes[0].machine.memory_bytes
-    from simulator.placement import MemoryModel
+    from simulator.placement.model import MemoryModel
     placement.memory = MemoryModel(util)
     sched = make_scheduler("weighted-pipelines", placement, np.random.default_rng(0))
     reqs = [Request(i, 0.01 * i, 1000, 1500) for i in range(40)]

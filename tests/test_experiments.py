@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `experiments` is not an installed package
 
 from experiments import cache, report  # noqa: E402
-from simulator.run_spec import RunSpec  # noqa: E402
+from simulator.runs.spec import RunSpec  # noqa: E402
 
 
 def test_run_key_follows_the_spec_not_the_progress_bar(tmp_path):

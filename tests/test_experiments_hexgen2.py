@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `experiments` is
 
 from experiments import hexgen2_mixes as hx  # noqa: E402
 from experiments.paper import HEXGEN2_BUDGET_FRACTION, HEXGEN2_SPEEDUP  # noqa: E402
-from simulator.cluster import load_cluster  # noqa: E402
-from simulator.hardware import get_gpu  # noqa: E402
+from simulator.cluster.model import load_cluster  # noqa: E402
+from simulator.catalog.gpus import get_gpu  # noqa: E402
 
 
 def _catalog_sum(counts) -> float:
@@ -122,7 +122,7 @@ def test_repeated_trace_keeps_lengths_and_class_medians(tmp_path, monkeypatch):
                    "2023-11-16 18:15:50.9951690,396,109\n2023-11-16 18:15:51.0000000,2000,7\n")
     monkeypatch.setattr(hx, "resolve_trace", lambda name: src)
     path = hx.repeated_trace(3, tmp_path / "out")
-    from simulator.workload import load_trace, workload_class
+    from simulator.workload.requests import load_trace, workload_class
 
     once, thrice = load_trace(src), load_trace(path)
     assert [(r.input_tokens, r.output_tokens) for r in thrice.requests] == \

@@ -1,4 +1,4 @@
-"""Tests for simulator.flow: the node-split flow network of a placement (Helix sections 3-4)."""
+"""Tests for simulator.planning.flow: the node-split flow network of a placement (Helix sections 3-4)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import SHARED
-from simulator.cluster import cluster_from_toml, load_cluster
+from simulator.cluster.model import cluster_from_toml, load_cluster
 from simulator.errors import SimError
-from simulator.flow import (
+from simulator.planning.flow import (
     TOKEN_ID_BYTES,
     max_flow,
     placement_flow,
@@ -23,9 +23,9 @@ from simulator.flow import (
     valid_edges,
     write_ranges_json,
 )
-from simulator.models import load_model
-from simulator.placement import Placement
-from simulator.placement_problem import SINK, SOURCE, PlacementProblem, ProblemNode
+from simulator.catalog.models import load_model
+from simulator.placement.model import Placement
+from simulator.placement.problem import SINK, SOURCE, PlacementProblem, ProblemNode
 
 MILP = SHARED / "milp"
 needs_milp = pytest.mark.skipif(not (MILP / "placements").is_dir(), reason="shared MILP data not available")

@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
 import json, random
-from simulator.flow import max_flow
-from simulator.placement_problem import SINK, SOURCE, PlacementProblem, ProblemNode
+from simulator.planning.flow import max_flow
+from simulator.placement.problem import SINK, SOURCE, PlacementProblem, ProblemNode
 rng = random.Random(7)
 n = 30
 nodes = [ProblemNode(f"n{i}", "x", 80, tuple(rng.choice([400.0, 700.0, 1000.0]) for _ in range(80))) for i in range(n)]

@@ -1,4 +1,4 @@
-"""Tests for simulator.gpu_groups (HexGen-2 step a: GPUs -> model-serving groups)."""
+"""Tests for simulator.planning.disagg.gpu_groups (HexGen-2 step a: GPUs -> model-serving groups)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import cluster_toml
-from simulator.cluster import cluster_from_toml, load_cluster
+from simulator.cluster.model import cluster_from_toml, load_cluster
 from simulator.errors import SimError
-from simulator.gpu_groups import (
+from simulator.planning.disagg.gpu_groups import (
     GPU,
     KV_HEADROOM,
     gpu_graph,
@@ -19,8 +19,8 @@ from simulator.gpu_groups import (
     partition,
     replica_bytes,
 )
-from simulator.models import load_model
-from simulator.placement import MemoryModel
+from simulator.catalog.models import load_model
+from simulator.placement.model import MemoryModel
 
 LLAMA70 = load_model("llama2-70b")
 LLAMA13 = load_model("llama2-13b")

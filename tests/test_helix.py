@@ -7,13 +7,13 @@ import time
 import numpy as np
 import pytest
 
-from simulator.cluster import load_cluster
-from simulator.models import load_model
-from simulator.placement import Placement
-from simulator.placement_problem import SINK, SOURCE, PlacementProblem, ProblemNode
+from simulator.cluster.model import load_cluster
+from simulator.catalog.models import load_model
+from simulator.placement.model import Placement
+from simulator.placement.problem import SINK, SOURCE, PlacementProblem, ProblemNode
 from simulator.policies import make_scheduler
 from simulator.policies.helix import MIN_EDGE_SHARE
-from simulator.workload import Request
+from simulator.workload.requests import Request
 
 L = 32  # llama2-7b
 
@@ -95,7 +95,7 @@ def test_routing_one_request_on_42_nodes_is_fast():
     cluster, model = load_cluster("helix-42node"), load_model("llama2-70b")
     ctx = PlanContext(cluster, model, CostModel(model, roofline_only=True), 1000.0, 200.0, np.random.default_rng(0))
     placement = plan("separate", ctx)
-    from simulator.throughput import placement_problem
+    from simulator.planning.capacity import placement_problem
 
     problem = placement_problem(cluster, model, ctx.costs, ctx.memory, 1000.0, 200.0)
     s = make_scheduler("helix", placement, np.random.default_rng(0), problem=problem, partial_inference=True)
@@ -113,7 +113,7 @@ from conftest import HELIX_PROFILES, SHARED  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from simulator.runner import RunSpec, execute  # noqa: E402
+from simulator.runs.execute import RunSpec, execute  # noqa: E402
 
 GUROBI_SINGLE24 = SHARED / "milp" / "placements" / "helix-single24_gurobi.ini"
 
@@ -121,9 +121,9 @@ GUROBI_SINGLE24 = SHARED / "milp" / "placements" / "helix-single24_gurobi.ini"
 @pytest.mark.skipif(not (HELIX_PROFILES.exists() and GUROBI_SINGLE24.exists()), reason="needs Helix data")
 def test_depth_aware_bound_ranks_placements_as_simulation_does():
     """The placement with the higher (depth-aware) bound also simulates faster; nothing beats its bound."""
-    from simulator.flow import max_flow
+    from simulator.planning.flow import max_flow
     from simulator.policies.helix import DEFAULT_HOP_OVERHEAD_S
-    from simulator.throughput import placement_problem
+    from simulator.planning.capacity import placement_problem
 
     common = dict(cluster="helix-single24", model="llama2-70b", trace="synthetic:conv", mode="offline",
                   duration=300.0, warmup=60.0, profiles=[str(HELIX_PROFILES)], progress=False)

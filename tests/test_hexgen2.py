@@ -12,15 +12,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simulator.cluster import Cluster, Node, cluster_from_toml
+from simulator.cluster.model import Cluster, Node, cluster_from_toml
 from simulator.costs import CostModel
-from simulator.disaggregated import Evaluator, stage_cluster
-from simulator.network import Network
+from simulator.planning.disagg.plan import Evaluator, stage_cluster
+from simulator.cluster.network import Network
 from simulator.errors import SimError
-from simulator.gpu_groups import GPU, group_count, partition
-from simulator.hardware import parse_machine
-from simulator.models import load_model
-from simulator.parallel_plans import (
+from simulator.planning.disagg.gpu_groups import GPU, group_count, partition
+from simulator.catalog.gpus import parse_machine
+from simulator.catalog.models import load_model
+from simulator.planning.disagg.parallel_plans import (
     DECODE,
     INTRA_MACHINE_LATENCY_S,
     PREFILL,
@@ -32,10 +32,10 @@ from simulator.parallel_plans import (
     transfer_capacity,
 )
 from simulator.policies.hexgen2 import Refiner, initial_roles
-from simulator.scheduling import SWRR
-from simulator.runner import RunSpec, execute
-from simulator.serving_flow import NicRow, serving_flow
-from simulator.throughput import BatchLimits
+from simulator.scheduling.interface import SWRR
+from simulator.runs.execute import RunSpec, execute
+from simulator.planning.disagg.serving_flow import NicRow, serving_flow
+from simulator.planning.capacity import BatchLimits
 
 GB = 1e9
 LLAMA7 = load_model("llama2-7b")

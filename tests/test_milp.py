@@ -1,4 +1,5 @@
-"""Placement MILP (simulator.milp): exact on tiny problems, bounds and heuristics by hand, Helix's published inputs."""
+"""Placement MILP (simulator.planning.milp): exact on tiny problems, bounds and heuristics by hand,
+Helix's published inputs."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simulator import milp
-from simulator.flow import max_flow, problem_from_helix_json, read_helix_placement_ini
-from simulator.placement_problem import SINK, SOURCE, PlacementProblem, ProblemNode
+from simulator.planning import milp
+from simulator.planning.flow import max_flow, problem_from_helix_json, read_helix_placement_ini
+from simulator.placement.problem import SINK, SOURCE, PlacementProblem, ProblemNode
 
 from conftest import SHARED
 

@@ -1,13 +1,13 @@
-"""The MILP's ablation knobs (simulator.milp): link pruning, node limit (determinism), warm start off."""
+"""The MILP's ablation knobs (simulator.planning.milp): link pruning, node limit (determinism), warm start off."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from simulator import milp
-from simulator.flow import max_flow
-from simulator.placement_problem import SINK, SOURCE, PlacementProblem, ProblemNode
+from simulator.planning import milp
+from simulator.planning.flow import max_flow
+from simulator.placement.problem import SINK, SOURCE, PlacementProblem, ProblemNode
 
 FAST = 1e9
 

@@ -7,16 +7,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simulator.cluster import cluster_from_toml, load_cluster
+from simulator.cluster.model import cluster_from_toml, load_cluster
 from simulator.costs import CostModel
 from simulator.engine import EngineConfig, Simulation, kv_balanced
 from simulator.errors import SimError
-from simulator.models import load_model
-from simulator.placement import Placement, check_fits
+from simulator.catalog.models import load_model
+from simulator.placement.model import Placement, check_fits
 from simulator.policies import PlanContext, make_scheduler, plan, resolve_policy
 from simulator.policies.separate import equal_chunks
-from simulator.scheduling import LayerGraph
-from simulator.workload import synthetic
+from simulator.scheduling.interface import LayerGraph
+from simulator.workload.requests import synthetic
 
 
 def ctx_for(cluster, model, seed=0):

@@ -19,8 +19,8 @@ from profiler.run import HEAD_ROWS, ProfileConfig, profile, step_overhead  # noq
 from profiler.store import ProfileStore  # noqa: E402
 from simulator.costs.tables import measured_cost, read_table  # noqa: E402
 from simulator.errors import SimError  # noqa: E402
-from simulator.hardware import get_gpu, parse_machine  # noqa: E402
-from simulator.models import load_model  # noqa: E402
+from simulator.catalog.gpus import get_gpu, parse_machine  # noqa: E402
+from simulator.catalog.models import load_model  # noqa: E402
 
 TINY = """
 name = "tiny-prof"

@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `profiler` is not an installed package
 
 from profiler.layers import build_layer, full_weights, make_input  # noqa: E402
-from simulator.models import ModelSpec  # noqa: E402
+from simulator.catalog.models import ModelSpec  # noqa: E402
 
 LLAMA = ModelSpec("tiny-llama", "llama", hidden=64, intermediate=128, layers=2, heads=8, kv_heads=2, head_dim=8,
                   vocab=100, max_context=256)

@@ -30,9 +30,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `profiler`/`runtime`, also when not installed
 
-from simulator.metrics import FINISHED, REJECTED, UNFINISHED  # noqa: E402
-from simulator.models import ModelSpec  # noqa: E402
-from simulator.run_spec import RunSpec  # noqa: E402
+from simulator.metrics.records import FINISHED, REJECTED, UNFINISHED  # noqa: E402
+from simulator.catalog.models import ModelSpec  # noqa: E402
+from simulator.runs.spec import RunSpec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SIM = REPO / ".venv" / "bin" / "sim"
@@ -265,8 +265,8 @@ def test_transport_multi_frame_messages_arrive_intact_and_in_order(tmp_path):
 _PROFILE_SCRIPT = r"""
 import json, os, sys
 from pathlib import Path
-from simulator.run_spec import RunSpec
-from simulator.validate import profile_here
+from simulator.runs.spec import RunSpec
+from simulator.runs.validate import profile_here
 
 before = sorted(os.sched_getaffinity(0))
 root = profile_here(RunSpec(cluster="cpu2", model="llama-cpu-small", progress=False), "cpu", Path(sys.argv[1]),
@@ -308,7 +308,7 @@ def test_profiling_leaves_the_callers_cpu_affinity(profiled):
 def validation(profiles, tmp_path_factory):
     """`validate` of both policies, with each live run's LiveResult kept (coordinator included)."""
     import runtime.launch as launch
-    from simulator.validate import validate
+    from simulator.runs.validate import validate
 
     out = tmp_path_factory.mktemp("validate")
     live = {}
@@ -486,7 +486,7 @@ def replica_runs(profiles, tmp_path_factory):
 def test_same_seed_routes_every_request_the_same_way(replica_runs):
     from dataclasses import replace
 
-    from simulator.run_spec import prepare
+    from simulator.runs.spec import prepare
 
     spec, (first, second) = replica_runs
     assert first.error is None and second.error is None

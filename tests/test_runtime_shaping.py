@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("torch")
 
 from runtime.launch import LiveOptions, run_live  # noqa: E402
-from simulator.run_spec import RunSpec  # noqa: E402
+from simulator.runs.spec import RunSpec  # noqa: E402
 
 SLOW = '''
 name = "cpu2-slow"

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `profiler`/`runt
 from profiler.layers import DecoderLayer, ModelEnds, full_weights, make_input  # noqa: E402
 from runtime.weights import Checkpoint, hf_names, save_safetensors, stage_weights  # noqa: E402
 from simulator.errors import SimError  # noqa: E402
-from simulator.models import ModelSpec  # noqa: E402
+from simulator.catalog.models import ModelSpec  # noqa: E402
 
 LLAMA = ModelSpec("tiny-llama", "llama", hidden=64, intermediate=128, layers=3, heads=8, kv_heads=2, head_dim=8,
                   vocab=100, max_context=256)

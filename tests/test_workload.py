@@ -1,4 +1,4 @@
-"""Tests for simulator.workload and simulator.datasets."""
+"""Tests for simulator.workload.requests and simulator.datasets."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from conftest import HELIX_PROFILES, SHARED_TRACES
 from simulator import datasets
 from simulator.errors import SimError
-from simulator.workload import (
+from simulator.workload.requests import (
     Request,
     Workload,
     apply_context_limit,

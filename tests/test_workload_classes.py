@@ -1,4 +1,4 @@
-"""Tests for HexGen-2's workload classes (simulator.workload.workload_class, --workload-class)."""
+"""Tests for HexGen-2's workload classes (simulator.workload.requests.workload_class, --workload-class)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from conftest import SHARED_TRACES
 from simulator.cli import cli
 from simulator.errors import SimError
-from simulator.workload import (
+from simulator.workload.requests import (
     WORKLOAD_CLASSES,
     Request,
     Workload,
@@ -114,8 +114,8 @@ def test_cli_run_with_class_has_fewer_requests():
 
 
 def test_runspec_synthetic_class_at_a_rate_covers_the_horizon():
-    from simulator.models import load_model
-    from simulator.runner import RunSpec, build_workload
+    from simulator.catalog.models import load_model
+    from simulator.runs.execute import RunSpec, build_workload
 
     spec = RunSpec(trace="synthetic:conv", rate=4.0, duration=60.0, warmup=10.0, workload_class="LPHD")
     w = build_workload(spec, load_model("llama2-7b"), np.random.default_rng(0))
@@ -125,8 +125,8 @@ def test_runspec_synthetic_class_at_a_rate_covers_the_horizon():
 
 
 def test_runspec_empty_class_is_an_error(tmp_path):
-    from simulator.models import load_model
-    from simulator.runner import RunSpec, build_workload
+    from simulator.catalog.models import load_model
+    from simulator.runs.execute import RunSpec, build_workload
 
     p = tmp_path / "same.csv"
     p.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,10\n1,10,10\n")

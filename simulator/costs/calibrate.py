@@ -42,8 +42,8 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from ..errors import SimError
-from ..hardware import GPUS, GPUSpec, get_gpu, parse_machine
-from ..models import ModelSpec, load_model
+from ..catalog.gpus import GPUS, GPUSpec, get_gpu, parse_machine
+from ..catalog.models import ModelSpec, load_model
 from .compare import compare_table, summary_errors
 from .fit import EFF_LOWER, EFF_SCALE, EFF_START, EFF_UPPER, _residuals, _roofline
 from .roofline import (

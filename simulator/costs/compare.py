@@ -8,8 +8,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from ..hardware import MachineType
-from ..models import ModelSpec
+from ..catalog.gpus import MachineType
+from ..catalog.models import ModelSpec
 from .roofline import Roofline, efficiency_for
 from .tables import MeasuredTable, load_tables
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Iterable
 
-from ..hardware import MachineType
-from ..models import ModelSpec
+from ..catalog.gpus import MachineType
+from ..catalog.models import ModelSpec
 from .layer import LayerCost
 from .calibrate import load_calibrations
 from .roofline import Efficiency, roofline_cost

@@ -21,8 +21,8 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from ..errors import SimError
-from ..hardware import parse_machine
-from ..models import load_model
+from ..catalog.gpus import parse_machine
+from ..catalog.models import load_model
 from .compare import compare_table, summary_errors
 from .roofline import (
     GQA_KV_READ_EXPONENT,

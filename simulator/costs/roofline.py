@@ -60,8 +60,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..hardware import GPUSpec, MachineType
-from ..models import ModelSpec
+from ..catalog.gpus import GPUSpec, MachineType
+from ..catalog.models import ModelSpec
 from .layer import LayerCost
 
 
@@ -102,7 +102,7 @@ ALLREDUCE_LATENCY_S = 10e-6
 PREFILL_SEQUENCE_TOKENS = 1024
 ALLREDUCES_PER_LAYER = 2  # Megatron-style TP: after attention and after the MLP
 
-# Architecture family of every catalog GPU (simulator/hardware.py GPUS): GPUs of one family
+# Architecture family of every catalog GPU (simulator/catalog/gpus.py GPUS): GPUs of one family
 # share SMs/CUs, tensor cores, cache hierarchy and memory technology, so they reach similar
 # fractions of their datasheet peaks. Sources: NVIDIA Tesla V100 (Volta, GV100), Turing
 # (TU104), A100 Tensor Core (Ampere GA100), Ampere GA102 (A10G, RTX A6000), Ada Lovelace

@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import SimError
-from ..hardware import parse_machine
-from ..models import ModelSpec, load_model
+from ..catalog.gpus import parse_machine
+from ..catalog.models import ModelSpec, load_model
 from .layer import DECODE_MAX_BATCH, LayerCost, context_grid, prefill_grid
 
 OURS = ("prefill.csv", "decode.csv")

@@ -1,6 +1,10 @@
-"""The SimPy engine: the only part of the simulator that imports SimPy."""
+"""The SimPy engine: the only part of the simulator that imports SimPy.
 
-from ..network import Network
+May import the core (catalog, cluster, workload, costs, placement, planning, scheduling,
+metrics). Never the runtime, torch, the runs or the CLI.
+"""
+
+from ..cluster.network import Network
 from .simulation import EngineConfig, Simulation, kv_balanced
 
 __all__ = ["EngineConfig", "Network", "Simulation", "kv_balanced"]

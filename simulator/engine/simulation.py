@@ -14,7 +14,7 @@ batching):
   then queued prompts FIFO while the budget and KV memory allow, runs them through the
   node's layers (time = per-layer cost from the cost model, summed over the layers each
   item needs), then hands each item to its next hop. One event per iteration.
-* **Links** (:class:`~simulator.network.Network`): latency + bytes/bandwidth,
+* **Links** (:class:`~simulator.cluster.network.Network`): latency + bytes/bandwidth,
   NICs shared by reservation, one batched transfer per next hop and iteration.
 * **Disaggregated serving** (a route with a ``decode`` part, DistServe / HexGen-2): the
   prompt runs on the prompt nodes; then the KV cache (prompt tokens x KV bytes per token
@@ -48,8 +48,8 @@ import simpy
 
 from ..costs import CostModel
 from ..errors import SimError
-from ..flow import TOKEN_ID_BYTES  # one int32 token id between the coordinator and a node
-from ..metrics import (
+from ..planning.flow import TOKEN_ID_BYTES  # one int32 token id between the coordinator and a node
+from ..metrics.records import (
     FINISHED,
     REJECTED,
     UNFINISHED,
@@ -59,11 +59,11 @@ from ..metrics import (
     complete_records,
     record_token,
 )
-from ..placement import Placement
-from ..scheduling import NoRoute, Route, Scheduler
-from ..throughput import BatchLimits
-from ..workload import Request, Workload
-from ..network import Network
+from ..placement.model import Placement
+from ..scheduling.interface import NoRoute, Route, Scheduler
+from ..planning.capacity import BatchLimits
+from ..workload.requests import Request, Workload
+from ..cluster.network import Network
 
 HEADER_BYTES = 64  # per request in a transfer: id, position, route hop (small control header)
 KV_WATERMARK = 0.01  # share of a node's KV kept free when admitting prompts (vLLM's watermark)
@@ -679,7 +679,7 @@ class Simulation:
 
 
 class EngineView:
-    """The engine's implementation of :class:`simulator.scheduling.ClusterView`."""
+    """The engine's implementation of :class:`simulator.scheduling.interface.ClusterView`."""
 
     def __init__(self, sim: Simulation):
         self._sim = sim

@@ -13,8 +13,8 @@ Planner (``distserve``), assumptions ours:
 1. **Instances are homogeneous**: one GPU type each, either part of one machine (the
    machine's GPU count divided by 2, 4, ...) or whole machines of that type (1, 2, ...
    machines; machines ordered by region, then id). Inside an instance the TP x PP plan is
-   the role's best from the same cost model as HexGen-2 (:mod:`simulator.parallel_plans`).
-2. **Goodput per GPU** is the plan's capacity (requests/s, :mod:`~simulator.parallel_plans`)
+   the role's best from the same cost model as HexGen-2 (:mod:`simulator.planning.disagg.parallel_plans`).
+2. **Goodput per GPU** is the plan's capacity (requests/s, :mod:`~simulator.planning.disagg.parallel_plans`)
    divided by the instance's GPUs: the cost model stands in for DistServe's simulation,
    and there is no SLO (its goodput with SLOs at infinity). For every GPU type and role the
    instance size with the best goodput per GPU is kept.
@@ -37,11 +37,11 @@ from __future__ import annotations
 import itertools
 import time
 
-from ..disaggregated import Evaluator, ServingPlan, to_placement
+from ..planning.disagg.plan import Evaluator, ServingPlan, to_placement
 from ..errors import SimError
-from ..gpu_groups import GPU
-from ..parallel_plans import DECODE, PREFILL
-from ..scheduling import Route
+from ..planning.disagg.gpu_groups import GPU
+from ..planning.disagg.parallel_plans import DECODE, PREFILL
+from ..scheduling.interface import Route
 from .hexgen2 import DisaggregatedScheduler, plan_inputs
 from .registry import POLICIES, PlanContext, register_planner, register_scheduler
 

@@ -1,12 +1,12 @@
 """Helix (Mei et al., ASPLOS'25): MILP placement and max-flow request scheduling.
 
 **Placement** (``helix-milp``, paper section 4). The cluster becomes a
-:class:`~simulator.placement_problem.PlacementProblem`: per node the most layers it can
+:class:`~simulator.placement.problem.PlacementProblem`: per node the most layers it can
 hold (:meth:`MemoryModel.max_layers`) and its capacity T(k) in tokens/s from our cost
-model (:func:`simulator.throughput.node_capacity`: the steady-state iteration at the
+model (:func:`simulator.planning.capacity.node_capacity`: the steady-state iteration at the
 batch its KV memory allows after k layers of weights, at the workload's mean input
 and output lengths); per link bandwidth / bytes per token with NICs included. The
-MILP (:mod:`simulator.milp`, HiGHS) chooses the layer ranges that maximise the
+MILP (:mod:`simulator.planning.milp`, HiGHS) chooses the layer ranges that maximise the
 max-flow from the coordinator through the nodes back to the coordinator.
 
 *Objective.* With ``objective="paper"`` T(k) is the node's own capacity, as in the
@@ -32,10 +32,10 @@ layer, end layer per hop) is fixed for the request's decode iterations.
 from __future__ import annotations
 
 from ..errors import SimError
-from ..placement import Placement
-from ..placement_problem import SINK, SOURCE, PlacementProblem
-from ..scheduling import NoRoute, Route, Scheduler
-from ..throughput import placement_problem
+from ..placement.model import Placement
+from ..placement.problem import SINK, SOURCE, PlacementProblem
+from ..scheduling.interface import NoRoute, Route, Scheduler
+from ..planning.capacity import placement_problem
 from .registry import POLICIES, PlanContext, register_planner, register_scheduler
 
 MIN_EDGE_SHARE = 0.05  # Helix masks edges under 5% of the node's out-flow (paper section 5; code: global_maxflow)
@@ -59,7 +59,7 @@ def build_problem(ctx: PlanContext, hop_overhead_s: float = 0.0) -> PlacementPro
 
 @register_planner("helix-milp")
 def plan_helix(ctx: PlanContext) -> Placement:
-    from ..milp import solve_placement
+    from ..planning.milp import solve_placement
 
     objective = ctx.options.get("objective", "depth-aware")
     if objective not in OBJECTIVES:
@@ -83,7 +83,7 @@ class HelixScheduler(Scheduler):
 
     def __init__(self, placement: Placement, rng, *, problem: PlacementProblem | None = None, **opts):
         super().__init__(placement, rng, problem=problem, **opts)
-        from ..flow import max_flow
+        from ..planning.flow import max_flow
 
         if problem is None:
             raise SimError("scheduler 'helix' needs the placement problem (the runner builds it)")

@@ -9,8 +9,8 @@ Helix (ASPLOS'25) evaluates its baselines' placements with two numbers per node
   ``min(T(k), min(NIC in, NIC out) / activation bytes per token)``.
 
 :class:`NodeView` carries exactly these, built either from our cluster and cost model
-(:func:`view_from_context`, ``T(k)`` = :func:`simulator.throughput.node_capacity`) or
-from a :class:`~simulator.placement_problem.PlacementProblem` such as Helix's own MILP
+(:func:`view_from_context`, ``T(k)`` = :func:`simulator.planning.capacity.node_capacity`) or
+from a :class:`~simulator.placement.problem.PlacementProblem` such as Helix's own MILP
 inputs (:func:`view_from_problem`), so the heuristics can be checked against the
 placements Helix stored.
 """
@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..placement_problem import PlacementProblem
-from ..throughput import capacity_function
+from ..placement.problem import PlacementProblem
+from ..planning.capacity import capacity_function
 from .registry import PlanContext
 
 # Helix's heuristics: max layers = those fitting in half of VRAM (notes baselines.md, section 3). With

@@ -5,16 +5,16 @@ and names every assumption of ours.
 Planner (``hexgen2``):
 
 a. GPU groups by spectral partitioning of the bandwidth graph with Kernighan-Lin
-   refinement, the number of groups from memory (:func:`simulator.gpu_groups.partition`).
+   refinement, the number of groups from memory (:func:`simulator.planning.disagg.gpu_groups.partition`).
 b. **Roles.** Each group's best prefill plan and best decode plan are costed
-   (:mod:`simulator.parallel_plans`); groups are ordered by ``c_P / c_D`` (most suited to
+   (:mod:`simulator.planning.disagg.parallel_plans`); groups are ordered by ``c_P / c_D`` (most suited to
    prefill first) and every split point of that order is scored by the full max-flow of
    step d; the best split gives the initial roles. (Assumption: the paper partitions the
    group graph a second time to maximise the prefill<->decode cut bandwidth; scoring by the
    max-flow, whose P->D edges are that bandwidth, covers it and also balances capacities.)
 c. **Plans**: prefill groups the TP x PP plan of lowest prefill latency, decode groups
    the plan of highest decode throughput within their KV memory.
-d. **Max-flow** over source -> prefill -> decode -> sink (:mod:`simulator.serving_flow`).
+d. **Max-flow** over source -> prefill -> decode -> sink (:mod:`simulator.planning.disagg.serving_flow`).
 e. **Refinement** (:class:`Refiner`), guided by the bottleneck: the groups named by the
    flow's binding constraints (shadow price > 0, as a minimum cut would name them).
    Candidate changes: flip any group's role; move one *block* (a group's GPUs on one
@@ -43,11 +43,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..disaggregated import Evaluator, Group, ServingPlan, to_placement
+from ..planning.disagg.plan import Evaluator, Group, ServingPlan, to_placement
 from ..errors import SimError
-from ..gpu_groups import partition
-from ..parallel_plans import DECODE, PREFILL, PlanInputs
-from ..scheduling import SWRR, Route, Scheduler
+from ..planning.disagg.gpu_groups import partition
+from ..planning.disagg.parallel_plans import DECODE, PREFILL, PlanInputs
+from ..scheduling.interface import SWRR, Route, Scheduler
 from .registry import POLICIES, PlanContext, register_planner, register_scheduler
 
 MAX_ITERATIONS = 50  # refinement cap (the paper gives none)

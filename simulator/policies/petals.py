@@ -29,8 +29,8 @@ import random
 import numpy as np
 
 from ..errors import SimError
-from ..placement import Placement
-from ..scheduling import NoRoute, Route, Scheduler
+from ..placement.model import Placement
+from ..scheduling.interface import NoRoute, Route, Scheduler
 from .heuristic_view import NodeView, view_from_context
 from .registry import POLICIES, PlanContext, register_planner, register_scheduler
 

@@ -9,7 +9,7 @@ layer). Decode iterations reuse the prompt's route. Usable with any placement;
 
 from __future__ import annotations
 
-from ..scheduling import Route, Scheduler
+from ..scheduling.interface import Route, Scheduler
 from .registry import POLICIES, register_scheduler
 
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..cluster import Cluster
+from ..cluster.model import Cluster
 from ..costs import CostModel
 from ..errors import SimError, unknown
-from ..models import ModelSpec
-from ..placement import MemoryModel, Placement
-from ..throughput import BatchLimits
+from ..catalog.models import ModelSpec
+from ..placement.model import MemoryModel, Placement
+from ..planning.capacity import BatchLimits
 
 
 @dataclass
@@ -76,7 +76,7 @@ def is_placement_file(name: str) -> bool:
 
 def plan(name: str, ctx: PlanContext) -> Placement:
     if is_placement_file(name):
-        from ..flow import read_placement_file
+        from ..planning.flow import read_placement_file
 
         placement = Placement(ctx.cluster, ctx.model, read_placement_file(name, ctx.cluster), f"file:{name}",
                               memory=ctx.memory)

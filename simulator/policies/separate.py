@@ -5,7 +5,7 @@ machine type form one pipeline over equal contiguous layer chunks (when the laye
 count does not divide, the first chunks are one layer shorter, as in Helix's SP
 files). A type whose nodes cannot hold the model together is left out. Requests go to
 pipelines in proportion to each pipeline's estimated capacity
-(:func:`simulator.throughput.pipeline_capacity`), by smooth weighted round-robin
+(:func:`simulator.planning.capacity.pipeline_capacity`), by smooth weighted round-robin
 (nginx's algorithm: deterministic, exact proportions over any window).
 
 ``separate-plus`` (SP+, Helix's 42-node baseline) adds mixed pipelines of the machines
@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 
 from ..errors import SimError
-from ..placement import Placement, proportional_layers
-from ..scheduling import SWRR, NoRoute, Route, Scheduler
-from ..throughput import pipeline_capacity
+from ..placement.model import Placement, proportional_layers
+from ..scheduling.interface import SWRR, NoRoute, Route, Scheduler
+from ..planning.capacity import pipeline_capacity
 from .registry import POLICIES, PlanContext, register_planner, register_scheduler
 
 

@@ -11,7 +11,7 @@ with the ``separate`` placement.
 
 from __future__ import annotations
 
-from ..scheduling import Route, Scheduler
+from ..scheduling.interface import Route, Scheduler
 from .registry import POLICIES, register_scheduler
 
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 import heapq
 
 from ..errors import SimError
-from ..placement import Placement
-from ..scheduling import Route, Scheduler
+from ..placement.model import Placement
+from ..scheduling.interface import Route, Scheduler
 from .heuristic_view import NodeView, view_from_context
 from .registry import POLICIES, PlanContext, register_planner, register_scheduler
 

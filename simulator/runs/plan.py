@@ -14,8 +14,8 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 
-from .errors import SimError
-from .placement_problem import PlacementProblem, Ranges
+from ..errors import SimError
+from ..placement.problem import PlacementProblem, Ranges
 
 
 @dataclass
@@ -66,7 +66,7 @@ class PlanReport:
 
 def report_for(problem: PlacementProblem, ranges: Ranges, result=None, partial: bool = False,
                extra: dict | None = None) -> PlanReport:
-    from .flow import max_flow
+    from ..planning.flow import max_flow
 
     flow = max_flow(problem, ranges, partial=partial).value
     rows = [(problem.nodes[i].name, problem.nodes[i].type, s, e) for i, (s, e) in sorted(ranges.items())]
@@ -81,8 +81,8 @@ def report_for(problem: PlacementProblem, ranges: Ranges, result=None, partial: 
 def plan_from_capacities(path: str, placement_file: str | None = None, *, time_limit: float = 60.0,
                          mip_gap: float = 1e-4) -> PlanReport:
     """Solve (or evaluate) a placement straight from a Helix-format capacities file."""
-    from .flow import problem_from_helix_json, read_placement_file
-    from .milp import solve_placement
+    from ..planning.flow import problem_from_helix_json, read_placement_file
+    from ..planning.milp import solve_placement
 
     problem = problem_from_helix_json(path)
     if placement_file:
@@ -95,14 +95,14 @@ def plan_from_capacities(path: str, placement_file: str | None = None, *, time_l
 def plan_from_spec(spec) -> tuple[PlanReport, object]:
     """Plan with our cluster/model/costs (the ``sim run`` options); returns (report, placement).
 
-    For a disaggregated planner the report is its :class:`~simulator.disaggregated.ServingPlan`
+    For a disaggregated planner the report is its :class:`~simulator.planning.disagg.plan.ServingPlan`
     (groups, roles, plans, flows, max-flow per refinement iteration, planner time).
     """
     import numpy as np
 
-    from .policies import PlanContext, plan, resolve_policy
-    from .runner import build_setup, build_workload, planner_options
-    from .throughput import BatchLimits, placement_problem
+    from ..policies import PlanContext, plan, resolve_policy
+    from .execute import build_setup, build_workload, planner_options
+    from ..planning.capacity import BatchLimits, placement_problem
 
     seeds = np.random.SeedSequence(spec.seed).spawn(3)
     cluster, model, memory, costs = build_setup(spec)

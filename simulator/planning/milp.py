@@ -66,7 +66,7 @@ optimum, the rest of the time runs the per-node model on a neighbourhood of the 
 placement (each used node's ends move by <= :data:`POLISH_RADIUS` layers; unused nodes
 may join between two existing junctions) until it gains nothing (``+polish``).
 
-Every placement returned is re-checked by :func:`simulator.flow.max_flow`
+Every placement returned is re-checked by :func:`simulator.planning.flow.max_flow`
 (``flow_value``), and nodes without flow are left out. ``bound`` is the exact model's
 dual bound when one ran (capped by UB), else UB.
 """
@@ -84,7 +84,7 @@ from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 from scipy.sparse import csr_matrix
 
 from .flow import max_flow
-from .placement_problem import SINK, SOURCE, PlacementProblem, Ranges
+from ..placement.problem import SINK, SOURCE, PlacementProblem, Ranges
 
 METHODS = ("auto", "junction", "per-node", "composition")
 FALLBACK = "warm-start (solver found nothing in time)"

@@ -27,7 +27,7 @@ either; KV enters only through ``T_i(k)``).
 Besides the flow, this module builds problems from our clusters
 (:func:`problem_from_cluster`) or from Helix's MILP-input JSON
 (:func:`problem_from_helix_json`), and reads/writes placements: our JSON
-(:meth:`simulator.placement.Placement.to_dict`) and Helix's stored ``*_sol.ini``.
+(:meth:`simulator.placement.model.Placement.to_dict`) and Helix's stored ``*_sol.ini``.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ from pathlib import Path
 
 import networkx as nx
 
-from .cluster import Cluster
-from .errors import SimError
-from .models import ModelSpec
-from .placement import Placement, layer_spans
-from .placement_problem import SINK, SOURCE, Endpoint, PlacementProblem, ProblemNode, Ranges
+from ..cluster.model import Cluster
+from ..errors import SimError
+from ..catalog.models import ModelSpec
+from ..placement.model import Placement, layer_spans
+from ..placement.problem import SINK, SOURCE, Endpoint, PlacementProblem, ProblemNode, Ranges
 
 # Bytes per token between the coordinator and a node (one int32 token id). The engine
 # (simulator.engine.simulation) imports it from here.

@@ -123,7 +123,7 @@ def write_run(out: Path, records, series, summary: dict, plots: bool = True) -> 
     """``requests.csv``, ``summary.json`` and the plots of one run (simulated or live) into ``out``."""
     import json
 
-    from .metrics import jsonable, records_frame
+    from .records import jsonable, records_frame
 
     out.mkdir(parents=True, exist_ok=True)
     df = records_frame(records)

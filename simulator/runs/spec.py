@@ -1,5 +1,5 @@
 """What a run is and how its parts are built: the options, the cluster, costs, workload, placement and
-scheduler. Shared by the SimPy engine's runs (:mod:`simulator.runner`) and the torch runtime's live runs
+scheduler. Shared by the SimPy engine's runs (:mod:`simulator.runs.execute`) and the torch runtime's live runs
 (:mod:`runtime`), so both serve the same requests with the same placement and the same scheduler object.
 Imports neither SimPy nor torch.
 
@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .cluster import Cluster, load_cluster
-from .costs import CostModel
-from .errors import SimError
-from .flow import max_flow
-from .models import ModelSpec, load_model
-from .placement import MemoryModel, Placement, check_fits
-from .policies import PlanContext, make_scheduler, plan, resolve_policy
-from .scheduling import Scheduler
-from .throughput import BatchLimits, placement_problem
-from .workload import (
+from ..cluster.model import Cluster, load_cluster
+from ..costs import CostModel
+from ..errors import SimError
+from ..planning.flow import max_flow
+from ..catalog.models import ModelSpec, load_model
+from ..placement.model import MemoryModel, Placement, check_fits
+from ..policies import PlanContext, make_scheduler, plan, resolve_policy
+from ..scheduling.interface import Scheduler
+from ..planning.capacity import BatchLimits, placement_problem
+from ..workload.requests import (
     Workload,
     apply_context_limit,
     load_trace,
@@ -37,7 +37,7 @@ from .workload import (
     workload_class,
 )
 
-REPO_PROFILES = Path(__file__).resolve().parent.parent / "profiler" / "tables"  # measured tables shipped in the repo
+REPO_PROFILES = Path(__file__).resolve().parents[2] / "profiler" / "tables"  # measured tables shipped in the repo
 PROFILES_ENV = "SIM_PROFILES"
 
 
@@ -90,7 +90,7 @@ def spec_from_options(kw: dict) -> RunSpec:
     kw["slo_ttft"] = kw.get("slo_ttft") or math.inf
     kw["slo_tpot"] = kw.get("slo_tpot") or math.inf
     if not kw.get("policy") and not (kw.get("placement") and kw.get("scheduler")):
-        from .policies.registry import is_placement_file
+        from ..policies.registry import is_placement_file
 
         if kw.get("placement") and is_placement_file(kw["placement"]):
             kw["scheduler"] = kw.get("scheduler") or "helix"  # a stored placement is served by max-flow routing

@@ -26,10 +26,10 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from .cluster import load_cluster
-from .errors import SimError
-from .metrics import jsonable
-from .run_spec import RunSpec
+from ..cluster.model import load_cluster
+from ..errors import SimError
+from ..metrics.records import jsonable
+from .spec import RunSpec
 
 METRICS = (  # (summary key, label, scale, unit)
     ("decode_tokens_per_s", "decode tokens/s", 1.0, ""),
@@ -70,7 +70,7 @@ def simulated_cluster(cluster_name: str, round_trip_s: float, stages: int, out: 
     docstring); written to ``out`` as TOML."""
     import numpy as np
 
-    from .cluster import Cluster
+    from ..cluster.model import Cluster
 
     c = load_cluster(cluster_name)
     lat = np.where(c.bandwidth > 0, round_trip_s * stages / (stages + 1), c.latency)
@@ -87,7 +87,7 @@ def validate(spec: RunSpec, policies: list[str], out: Path, *, device: str = "cp
     """Live and simulated runs of each policy; returns the rows of ``validation.csv``."""
     from runtime.launch import LiveOptions, run_live, write_live
 
-    from .runner import execute, write_outputs
+    from .execute import execute, write_outputs
 
     out.mkdir(parents=True, exist_ok=True)
     if not spec.profiles:

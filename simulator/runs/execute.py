@@ -1,7 +1,7 @@
 """One simulation run from user options: build, plan, simulate, summarise, write.
 
-:func:`execute` builds the run's parts from a :class:`~simulator.run_spec.RunSpec`
-(:func:`~simulator.run_spec.prepare`), runs the SimPy engine and returns a
+:func:`execute` builds the run's parts from a :class:`~simulator.runs.spec.RunSpec`
+(:func:`~simulator.runs.spec.prepare`), runs the SimPy engine and returns a
 :class:`RunResult`; :func:`write_outputs` writes ``requests.csv``,
 ``summary.json``, ``config.json`` and the plots.
 """
@@ -12,14 +12,14 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import __version__
-from .cluster import Cluster
-from .costs import CostModel
-from .engine import EngineConfig, Simulation
-from .metrics import SLO, jsonable, summarize
-from .models import ModelSpec
-from .placement import Placement
-from .run_spec import (  # noqa: F401 (re-exported: the options and builders live in run_spec)
+from .. import __version__
+from ..cluster.model import Cluster
+from ..costs import CostModel
+from ..engine import EngineConfig, Simulation
+from ..metrics.records import SLO, jsonable, summarize
+from ..catalog.models import ModelSpec
+from ..placement.model import Placement
+from .spec import (  # noqa: F401 (re-exported: the options and builders live in run_spec)
     PROFILES_ENV,
     REPO_PROFILES,
     Prepared,
@@ -33,7 +33,7 @@ from .run_spec import (  # noqa: F401 (re-exported: the options and builders liv
     run_labels,
     spec_from_options,
 )
-from .workload import Workload
+from ..workload.requests import Workload
 
 
 @dataclass
@@ -81,7 +81,7 @@ def resolved_config(result: RunResult) -> dict:
 
 def write_outputs(result: RunResult, out: Path, plots: bool = True) -> list[Path]:
     """Write requests.csv, summary.json, config.json and the PNG plots into ``out``."""
-    from .report import write_run
+    from ..metrics.report import write_run
 
     written = write_run(out, result.records, result.sim.series, result.summary, plots)
     p = out / "config.json"

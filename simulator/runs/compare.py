@@ -3,12 +3,12 @@
 The comparisons of Helix (ASPLOS'25) section 6 put several placement/scheduling
 policies on the same cluster, model and workload (decode throughput, prompt and
 decode latency, and placement or scheduling ablations). This module does that:
-every (policy, rate) is one :func:`simulator.runner.execute` with the same options
+every (policy, rate) is one :func:`simulator.runs.execute.execute` with the same options
 and seed, so each policy sees the same requests; only the policy (and, in a
 ``--rates`` load sweep, the offered rate) differs. Runs go to worker processes,
 each returning plain picklable data (:class:`Outcome`); the results come back as
 one table, ``compare.csv``, per-run folders and the figures of
-:mod:`simulator.compare_plots`.
+:mod:`simulator.runs.compare_plots`.
 
 A POLICY is a registered policy name (``helix``) or ``PLANNER+SCHEDULER``
 (``helix-milp+random``; PLANNER may be a placement file). ``--placement`` and
@@ -27,9 +27,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SimError
-from .report import format_seconds
-from .runner import RunSpec, spec_from_options
+from ..errors import SimError
+from ..metrics.report import format_seconds
+from .execute import RunSpec, spec_from_options
 
 
 @dataclass
@@ -73,8 +73,8 @@ def parse_rates(text: str) -> list[float]:
 
 def spec_for(label: str, options: dict) -> RunSpec:
     """The RunSpec of policy ``label`` under the ``sim run`` options (overrides applied, policy validated)."""
-    from .policies import resolve_policy
-    from .policies.registry import is_placement_file
+    from ..policies import resolve_policy
+    from ..policies.registry import is_placement_file
 
     kw = dict(options)
     if "+" in label:
@@ -123,8 +123,8 @@ def _dirname(label: str) -> str:
 
 def _check_common(spec: RunSpec) -> None:
     """Errors every run would hit (cluster, model, trace, profiles): one line now, not one per run later."""
-    from .runner import build_setup
-    from .workload import resolve_trace
+    from .execute import build_setup
+    from ..workload.requests import resolve_trace
 
     if spec.duration <= 0:
         raise SimError("--duration must be positive")
@@ -135,8 +135,8 @@ def _check_common(spec: RunSpec) -> None:
 
 def run_one(run: Run) -> Outcome:
     """Worker (module level, so that processes can run it): simulate, optionally write, return plain data."""
-    from .metrics import records_frame
-    from .runner import execute, write_outputs
+    from ..metrics.records import records_frame
+    from .execute import execute, write_outputs
 
     try:
         result = execute(run.spec)

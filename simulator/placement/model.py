@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .cluster import Cluster
-from .errors import SimError
-from .models import ModelSpec
+from ..cluster.model import Cluster
+from ..errors import SimError
+from ..catalog.models import ModelSpec
 
 GPU_MEMORY_UTILISATION = 0.9  # share of GPU memory the serving engine may use (vLLM default)
 
@@ -61,7 +61,7 @@ class Placement:
     # Routes may enter a node mid-range and run only the rest of it (partial inference). Set by
     # planners whose ranges overlap without lining up (Petals); ``--partial-inference`` sets it for any.
     partial_inference: bool = False
-    # Disaggregated serving (HexGen-2, DistServe): the simulator.disaggregated.ServingPlan whose
+    # Disaggregated serving (HexGen-2, DistServe): the simulator.planning.disagg.plan.ServingPlan whose
     # stages are this placement's nodes (the cluster is then its stage cluster).
     serving: object | None = None
 

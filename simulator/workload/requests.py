@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .errors import SimError, unknown
+from ..errors import SimError, unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +229,7 @@ _TRACE_ALIASES = {
     "AzureLLMInferenceTrace_code.csv": ("code", "azure_code", "azure_code.csv"),
 }
 # The project's traces/ folder (filled by `make traces`), next to the package.
-PROJECT_TRACES = pathlib.Path(__file__).resolve().parent.parent / "traces"
+PROJECT_TRACES = pathlib.Path(__file__).resolve().parents[2] / "traces"
 TRACES_ENV = "SIM_TRACES"
 
 

@@ -1,6 +1,6 @@
 """Tensor x pipeline parallel plans of one model-serving group and their capacity (HexGen-2 step c).
 
-A group (a set of GPUs from :mod:`simulator.gpu_groups`) serves one replica of the model in
+A group (a set of GPUs from :mod:`simulator.planning.disagg.gpu_groups`) serves one replica of the model in
 one role. HexGen-2 (Jiang, Yan, Yuan, ICLR'25, section 3.2) enumerates the group's
 tensor-parallel (TP) x pipeline-parallel (PP) plans with its cost model and keeps, for a
 prefill group, the plan of lowest prefill latency and, for a decode group, the plan of
@@ -19,7 +19,7 @@ Assumptions (ours)
 2. **Stage order.** Machines in the order (region, machine id), GPUs by local index: one
    region's machines are adjacent, so at most one boundary per region crossing.
 3. **Layers.** Two splits are tried per TP choice, each within every stage's memory cap
-   (weights plus KV room for one max-context request, as :class:`~simulator.placement.MemoryModel`):
+   (weights plus KV room for one max-context request, as :class:`~simulator.placement.model.MemoryModel`):
    in proportion to stage speed (prefill time of a full iteration, or decode time at the
    batch the KV allows) and in proportion to stage memory. The better one under the
    role's objective is kept.
@@ -37,7 +37,7 @@ Assumptions (ours)
    the layers it holds to the decode stages holding the same layers, all at once (as the
    engine does). A request's bytes on each link and NIC divided by its bandwidth; the
    busiest resource sets ``c_PD = 1 / max time``. NICs shared with other pairs' transfers
-   are constraints of the flow (:mod:`simulator.serving_flow`).
+   are constraints of the flow (:mod:`simulator.planning.disagg.serving_flow`).
 
 Units: requests/s, bytes, seconds.
 """
@@ -48,14 +48,14 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
-from .cluster import Cluster
-from .costs import CostModel, LayerCost
-from .errors import SimError
+from ...cluster.model import Cluster
+from ...costs import CostModel, LayerCost
+from ...errors import SimError
 from .gpu_groups import GPU
-from .hardware import MachineType
-from .models import ModelSpec
-from .placement import MemoryModel, proportional_layers
-from .throughput import BatchLimits
+from ...catalog.gpus import MachineType
+from ...catalog.models import ModelSpec
+from ...placement.model import MemoryModel, proportional_layers
+from ..capacity import BatchLimits
 
 PREFILL, DECODE = "prefill", "decode"
 ROLES = (PREFILL, DECODE)

@@ -4,7 +4,7 @@ HexGen-2 (ICLR'25, section 3.3) estimates a disaggregated plan's serving rate as
 max-flow of ``source -> prefill groups -> decode groups -> sink``: the source edges carry
 each prefill group's capacity ``c_P``, the middle edges the KV-transfer capacity ``c_PD``
 of the links between the two groups, the sink edges each decode group's capacity ``c_D``,
-all in requests/s at the workload's mean lengths (:mod:`simulator.parallel_plans`). The
+all in requests/s at the workload's mean lengths (:mod:`simulator.planning.disagg.parallel_plans`). The
 edge flows ``f_ij`` are the dispatch proportions the scheduler follows.
 
 Ours on top of the paper: **NICs**. A machine's NIC carries the KV of every transfer that
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linprog
 
-from .errors import SimError
+from ...errors import SimError
 
 DUAL_TOL = 1e-9  # shadow price above which a constraint counts as a bottleneck
 

@@ -19,10 +19,10 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import SimError
-from .placement import Placement
-from .throughput import BatchLimits
-from .workload import Request
+from ..errors import SimError
+from ..placement.model import Placement
+from ..planning.capacity import BatchLimits
+from ..workload.requests import Request
 
 
 class NoRoute(Exception):

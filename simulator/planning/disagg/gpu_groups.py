@@ -18,9 +18,9 @@ API
 Assumptions (none of them is in the paper)
 ------------------------------------------
 1. **Replica size.** A replica needs its layer weights, ``layers x bytes_per_layer``
-   (embeddings and LM head are left out, as in :func:`simulator.placement.check_fits`),
+   (embeddings and LM head are left out, as in :func:`simulator.placement.model.check_fits`),
    plus :data:`KV_HEADROOM` = 20 % of that again for KV cache: ``need = weights x 1.2``.
-   A group's memory is its GPUs' usable memory (:class:`~simulator.placement.MemoryModel`,
+   A group's memory is its GPUs' usable memory (:class:`~simulator.placement.model.MemoryModel`,
    GPU memory x 0.9); a GPU holds ``usable(machine) / gpus_per_machine``.
 2. **Graph.** Nodes are GPUs ``(node id, local index)``. GPUs of one machine are linked
    at ``machine.gpu.intra_machine_bandwidth`` (NVLink or PCIe, one direction). GPUs of
@@ -103,10 +103,10 @@ import numpy as np
 from scipy.linalg import eigh
 from scipy.sparse.csgraph import connected_components
 
-from .cluster import Cluster
-from .errors import SimError
-from .models import ModelSpec
-from .placement import MemoryModel
+from ...cluster.model import Cluster
+from ...errors import SimError
+from ...catalog.models import ModelSpec
+from ...placement.model import MemoryModel
 
 KV_HEADROOM = 0.2  # assumption: KV cache room = 20 % of the weights again
 KL_PASSES = 10  # networkx's default max_iter for kernighan_lin_bisection

@@ -8,7 +8,7 @@ and two load figures are added: ``compare_load_throughput.png`` (decode tokens/s
 against offered requests/s) and ``compare_load_latency.png`` (TTFT p99 and TPOT p99
 against offered requests/s).
 
-The functions take the :class:`simulator.compare.Outcome` objects of successful runs
+The functions take the :class:`simulator.runs.compare.Outcome` objects of successful runs
 (label, rate, summary, latencies). matplotlib is imported lazily, with the Agg backend.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import save_figure
+from ..metrics.report import save_figure
 
 
 def _plt():

@@ -20,7 +20,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import SimError, unknown
+from ..errors import SimError, unknown
 
 try:  # Python 3.11+
     import tomllib

@@ -30,8 +30,8 @@ import operator
 import re
 from pathlib import Path
 
-from .cluster import COORDINATOR_NAME, toml_number, toml_string
-from .errors import SimError, unknown
+from .model import COORDINATOR_NAME, toml_number, toml_string
+from ..errors import SimError, unknown
 
 # Unit names of Helix's simulator/utils.py (bandwidth names are bytes/s there).
 HELIX_UNITS = {
@@ -175,7 +175,7 @@ def import_helix_ini(path, machine_profiles=None) -> str:
                            else math.inf)
 
     machines = ", ".join(f"{sum(t == k for t in types.values())} {k}" for k in HELIX_MACHINES if k in types.values())
-    out = [f"# Imported from the Helix cluster file {path.name} by simulator.helix_ini.",
+    out = [f"# Imported from the Helix cluster file {path.name} by simulator.cluster.helix_ini.",
            "# SI units: bandwidth in bytes/s, latency in seconds. Only the listed links exist.",
            f"name = {toml_string(path.stem)}",
            f"description = {toml_string(f'Helix cluster {path.name}: {machines}; links as listed in the file')}",

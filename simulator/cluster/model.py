@@ -3,7 +3,7 @@
 What is modelled
 ----------------
 * A **node** is one machine: ``count`` identical GPUs used tensor-parallel (a
-  :class:`~simulator.hardware.MachineType`, e.g. ``T4x4``), sitting in a *region*,
+  :class:`~simulator.catalog.gpus.MachineType`, e.g. ``T4x4``), sitting in a *region*,
   with a NIC that caps everything it receives (``nic_in``) and sends (``nic_out``).
 * A **link** is the directed path ``i -> j`` between two nodes: a bandwidth
   (bytes/s; 0 = no link) and a one-way latency (seconds). Links come from defaults
@@ -93,9 +93,9 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from .errors import SimError, unknown
-from .hardware import MachineType, parse_machine
-from .units import (
+from ..errors import SimError, unknown
+from ..catalog.gpus import MachineType, parse_machine
+from ..units import (
     format_bandwidth,
     format_size,
     format_time,

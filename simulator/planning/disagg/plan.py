@@ -2,15 +2,15 @@
 
 A :class:`ServingPlan` says which GPUs form each model-serving group, whether the group
 runs prompts (prefill) or decoding, with which TP x PP plan
-(:mod:`simulator.parallel_plans`), and how requests are dispatched (the max-flow's edge
-flows, :mod:`simulator.serving_flow`). :class:`Evaluator` scores any (groups, roles) with
+(:mod:`simulator.planning.disagg.parallel_plans`), and how requests are dispatched (the max-flow's edge
+flows, :mod:`simulator.planning.disagg.serving_flow`). :class:`Evaluator` scores any (groups, roles) with
 caching, which the HexGen-2 refinement calls thousands of times.
 
 :func:`to_placement` turns a plan into something the engine runs unchanged: a *stage
 cluster* with one node per pipeline stage (``t`` GPUs of one machine, i.e. a
 ``MachineType(gpu, t)`` whose cost is TP over the machine's NVLink/PCIe). Stages of one
 machine share its NIC (``Cluster.nic_of``) and talk over ``intra_machine_bandwidth``
-(:data:`~simulator.parallel_plans.INTRA_MACHINE_LATENCY_S`); stages on different machines
+(:data:`~simulator.planning.disagg.parallel_plans.INTRA_MACHINE_LATENCY_S`); stages on different machines
 use the machines' link; each stage inherits its machine's region, coordinator link and a
 GPU-count share of its price. The placement holds every stage's layers and the plan in
 ``Placement.serving``; the schedulers ``hexgen2`` and ``distserve`` read it.
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cluster import Cluster, Node
-from .errors import SimError
+from ...cluster.model import Cluster, Node
+from ...errors import SimError
 from .gpu_groups import GPU
-from .hardware import MachineType
+from ...catalog.gpus import MachineType
 from .parallel_plans import (
     DECODE,
     INTRA_MACHINE_LATENCY_S,
@@ -37,7 +37,7 @@ from .parallel_plans import (
     kv_pairs,
     transfer_capacity,
 )
-from .placement import Placement
+from ...placement.model import Placement
 from .serving_flow import NicRow, ServingFlow, serving_flow
 
 Group = frozenset  # of GPU
@@ -161,7 +161,7 @@ class ServingPlan:
             lines.append(f"  {k}: {v}")
         return "\n".join(lines)
 
-    format = describe  # the report interface of ``sim plan`` (:class:`~simulator.planning.PlanReport`)
+    format = describe  # the report interface of ``sim plan`` (:class:`~simulator.runs.plan.PlanReport`)
 
     def as_json(self) -> dict:
         c = self.cluster

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import SimError, unknown
+from ..errors import SimError, unknown
 
 TFLOPS = 1e12
 GB = 1e9  # datasheets give decimal GB for memory size and GB/s for bandwidth

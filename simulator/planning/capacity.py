@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .costs import LayerCost
-from .models import ModelSpec
+from ..costs import LayerCost
+from ..catalog.models import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def capacity_function(cluster, model: ModelSpec, costs, memory, mean_in: float, 
 
 def placement_problem(cluster, model: ModelSpec, costs, memory, mean_in: float, mean_out: float,
                       limits: BatchLimits = BatchLimits(), hop_overhead_s: float = 0.0):
-    """The :class:`~simulator.placement_problem.PlacementProblem` of a cluster with T(k) from our costs."""
+    """The :class:`~simulator.placement.problem.PlacementProblem` of a cluster with T(k) from our costs."""
     from .flow import problem_from_cluster
 
     T = capacity_function(cluster, model, costs, memory, mean_in, mean_out, limits, hop_overhead_s)

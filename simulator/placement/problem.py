@@ -7,8 +7,8 @@ bytes per token, NICs included). Endpoints of links are node indices or the stri
 ``SOURCE`` / ``SINK`` (the coordinator sending prompts and receiving tokens).
 
 It is built either from our own cluster, model and cost model
-(:func:`simulator.flow.problem_from_cluster`) or read from a file in Helix's MILP-input
-format (:func:`simulator.flow.problem_from_helix_json`, e.g. ``../shared/milp/*.json``),
+(:func:`simulator.planning.flow.problem_from_cluster`) or read from a file in Helix's MILP-input
+format (:func:`simulator.planning.flow.problem_from_helix_json`, e.g. ``../shared/milp/*.json``),
 so a user can plan from their own measured capacities. Placements are
 ``{node index: (first layer, end layer)}`` with the end exclusive.
 """

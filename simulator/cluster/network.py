@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from .cluster import Cluster
+from .model import Cluster
 
 
 class Network:
