@@ -126,8 +126,13 @@ def test_3region_nodes_and_jittered_links():
     assert np.all(lat[same] == 1e-3)
     assert np.all(np.abs(bw[cross] / MBPS_100 - 1) <= 0.2)
     assert np.all((lat[cross] >= 0.04) & (lat[cross] <= 0.06))
-    assert len(np.unique(bw[same])) == np.count_nonzero(np.triu(same)) == 6 + 45 + 45  # one draw per pair
-    assert np.array_equal(bw, bw.T) and np.array_equal(lat, lat.T)
+    # drawn as Helix's generator does: node pairs symmetric, coordinator -> node and node -> coordinator
+    # drawn apart (Helix's Link-source-i and Link-i-sink), whole MB/s inside regions, whole ms
+    n = len(cluster.nodes)
+    assert np.array_equal(bw[:n, :n], bw[:n, :n].T) and np.array_equal(lat[:n, :n], lat[:n, :n].T)
+    assert not np.array_equal(bw[n, :n], bw[:n, n])
+    assert np.all(bw[same] % 1e6 == 0)
+    assert np.allclose(lat * 1e3, np.round(lat * 1e3))
 
 
 def test_jitter_is_deterministic_per_seed():
@@ -370,6 +375,66 @@ def test_helix_3cluster24_import_has_exact_link_values():
     assert np.array_equal(cluster.bandwidth, expected_bw)
     assert np.array_equal(cluster.latency, expected_lat)
     assert cluster_from_toml(cluster.to_toml()) == cluster
+
+
+@needs_helix
+@pytest.mark.parametrize("preset, ini", [("helix-3region", "3cluster24.ini"), ("helix-single24", "cluster24.ini"),
+                                         ("helix-42node", "cluster42.ini"), ("helix-10node", "cluster10.ini")])
+def test_helix_presets_equal_the_artifact_files_link_for_link(preset, ini):
+    """The papers' presets are the papers' clusters: every link's bandwidth and latency (coordinator links
+    included) equals the artifact's INI file, node for node in the file's order."""
+    ours = load_cluster(preset)
+    helix = cluster_from_toml(import_helix_ini(HELIX_DIR / ini))
+    assert [n.machine.name for n in ours.nodes] == [n.machine.name for n in helix.nodes]
+    assert np.array_equal(ours.bandwidth, helix.bandwidth)
+    assert np.array_equal(ours.latency, helix.latency)
+
+
+def test_helix_jitter_procedure_draws_in_helix_order():
+    """jitter = "helix": Python's random seeded, coordinator -> node links first, then node -> coordinator,
+    then pairs i < j; bandwidth then latency per link, Helix's rounding (hand-checked on two nodes)."""
+    import random
+
+    text = """
+name = "h"
+seed = 7
+jitter = "helix"
+coordinator = "a"
+[regions.a]
+bandwidth = "10Gbps"
+bandwidth_jitter = 0.1
+latency = "1ms"
+[regions.b]
+bandwidth = "10Gbps"
+latency = "1ms"
+[inter_region]
+bandwidth = "100Mbps"
+bandwidth_jitter = 0.2
+latency = "50ms"
+latency_jitter = "10ms"
+[[nodes]]
+gpu = "T4"
+region = "a"
+[[nodes]]
+gpu = "L4"
+region = "b"
+"""
+    c = cluster_from_toml(text)
+    rng = random.Random(7)
+
+    def link(mean_bw, var_bw, mean_lat, var_lat):
+        raw = mean_bw + rng.uniform(-var_bw, var_bw)
+        ms = int((mean_lat + rng.uniform(-var_lat, var_lat)) * 1000)
+        return (int(raw / 1e6) if raw > 100e6 else round(raw / 1e6, 1)) * 1e6, ms * 1e-3
+
+    inside, across = (1.25e9, 1.25e8, 1e-3, 0.0), (12.5e6, 2.5e6, 50e-3, 10e-3)
+    expected = [((2, 0), inside), ((2, 1), across), ((0, 2), inside), ((1, 2), across), ((0, 1), across)]
+    for (i, j), spec in expected:
+        bw, lat = link(*spec)
+        assert (c.bandwidth[i, j], c.latency[i, j]) == (bw, lat), (i, j)
+    assert (c.bandwidth[1, 0], c.latency[1, 0]) == (c.bandwidth[0, 1], c.latency[0, 1])
+    with pytest.raises(SimError, match="jitter: unknown procedure 'dice'; known: numpy, helix"):
+        cluster_from_toml(text.replace('jitter = "helix"', 'jitter = "dice"'))
 
 
 @needs_helix

@@ -29,6 +29,7 @@ seconds; ``inf`` is an unlimited NIC. ``bandwidth = 0`` means "no link".
     name = "example"                  # default: the file name
     description = "two regions"       # one line, shown by `sim clusters`
     seed = 0                          # link jitter; load_cluster(seed=...) overrides
+    jitter = "numpy"                  # how jitter is drawn: "numpy" (default) or "helix"
     coordinator = "us"                # the coordinator's region (default: first region)
     coordinator_nic = "100Gbps"       # optional; also coordinator_nic_in / _out
 
@@ -79,6 +80,8 @@ seconds; ``inf`` is an unlimited NIC. ``bandwidth = 0`` means "no link".
 Numbering of automatic names counts per prefix across all ``[[nodes]]`` entries.
 Jitter is drawn with ``numpy.random.default_rng(seed)`` once per unordered pair
 (the same value both ways), so the same file and seed give identical matrices.
+``jitter = "helix"`` draws it instead by the procedure of Helix's cluster generator
+(:func:`_draw_links_helix`), which reproduces Helix's generated INI files link for link.
 Every bad value raises :class:`SimError` naming the file and the key.
 """
 
@@ -114,7 +117,7 @@ DEFAULT_SEED = 0
 UNLIMITED = math.inf  # a NIC that caps nothing
 _INTER, _COORD = object(), object()  # link classes besides "inside region r"
 
-_TOP_KEYS = ("name", "description", "seed", "coordinator", "coordinator_nic", "coordinator_nic_in",
+_TOP_KEYS = ("name", "description", "seed", "jitter", "coordinator", "coordinator_nic", "coordinator_nic_in",
              "coordinator_nic_out", "defaults", "regions", "inter_region", "region_links",
              "coordinator_links", "nodes", "links")
 _NIC_KEYS = ("nic", "nic_in", "nic_out")
@@ -565,7 +568,10 @@ class _Reader:
         def coordinator(region: str) -> LinkSpec:
             return self.spec(coord_override, "coordinator_links", pair(region, coordinator_region))
 
-        bandwidth, latency = _draw_links([nd.region for nd in nodes], pair, coordinator, seed)
+        procedure = data.get("jitter", "numpy")
+        if procedure not in _JITTER:
+            raise self.error("jitter", f"unknown procedure {procedure!r}; known: {', '.join(_JITTER)}")
+        bandwidth, latency = _JITTER[procedure]([nd.region for nd in nodes], pair, coordinator, seed)
         self.links(data.get("links", []), nodes, bandwidth, latency)
         latency[bandwidth == 0] = 0.0
         nic_in = np.array([nd.nic_in for nd in nodes] + [coord_nic[0]])
@@ -661,12 +667,8 @@ class _Reader:
                     latency[i, j] = value
 
 
-def _draw_links(node_regions: list[str], pair, coordinator, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Link matrices from per-region-pair specs plus seeded symmetric jitter.
-
-    One uniform draw per unordered pair (upper triangle of an (n+1)x(n+1) draw), for
-    bandwidth and latency each, so the values do not depend on which specs jitter.
-    """
+def _link_fields(node_regions: list[str], pair, coordinator) -> dict[str, np.ndarray]:
+    """Per-link mean bandwidth and latency and their jitter half-widths, ``(n+1, n+1)`` each."""
     n = len(node_regions)
     m = n + 1
     fields = {f: np.zeros((m, m)) for f in ("bandwidth", "latency", "bandwidth_jitter", "latency_jitter")}
@@ -682,6 +684,17 @@ def _draw_links(node_regions: list[str], pair, coordinator, seed: int) -> tuple[
         for rb in names[i:]:
             fill(members[ra], members[rb], pair(ra, rb))
         fill(members[ra], np.array([n]), coordinator(ra))
+    return fields
+
+
+def _draw_links(node_regions: list[str], pair, coordinator, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Link matrices from per-region-pair specs plus seeded symmetric jitter.
+
+    One uniform draw per unordered pair (upper triangle of an (n+1)x(n+1) draw), for
+    bandwidth and latency each, so the values do not depend on which specs jitter.
+    """
+    fields = _link_fields(node_regions, pair, coordinator)
+    m = len(node_regions) + 1
     rng = np.random.default_rng(seed)
     u_bw, u_lat = (_symmetric(rng.uniform(-1.0, 1.0, (m, m))) for _ in range(2))
     bandwidth = fields["bandwidth"] * (1.0 + fields["bandwidth_jitter"] * u_bw)
@@ -689,6 +702,57 @@ def _draw_links(node_regions: list[str], pair, coordinator, seed: int) -> tuple[
     np.fill_diagonal(bandwidth, 0.0)
     np.fill_diagonal(latency, 0.0)
     return bandwidth, latency
+
+
+HELIX_MBPS = 1e6  # Helix's "mbps" unit, used as bytes/s in its code (simulator/event_simulator/utils.py)
+
+
+def _draw_links_helix(node_regions: list[str], pair, coordinator, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Link matrices drawn as Helix's cluster generator draws them (Helix, ASPLOS'25 artifact,
+    ``simulator/initial_layout/fake_cluster_generator.py``, ``PartitionedClusterGenerator``).
+
+    Python's ``random`` seeded with ``seed``; one draw per written link, in Helix's order: the
+    coordinator -> node links (Helix's ``Link-source-i``), then node -> coordinator
+    (``Link-i-sink``), then every node pair ``i < j`` (both directions equal). Each link takes a
+    uniform bandwidth ``mean +- jitter x mean``, then a uniform latency ``mean +- jitter``, and
+    keeps them as Helix writes them into its INI file: bandwidth in whole MB/s above 100 MB/s,
+    to 0.1 MB/s above 1 MB/s (else 0.001), latency truncated to whole milliseconds. With the
+    3-region preset this gives ``3cluster24.ini`` of Helix's artifact link for link (a test
+    compares every link when the file is at hand).
+    """
+    import random
+
+    fields = _link_fields(node_regions, pair, coordinator)
+    n = len(node_regions)
+    rng = random.Random(seed)
+    bandwidth, latency = np.zeros((n + 1, n + 1)), np.zeros((n + 1, n + 1))
+
+    def draw(i: int, j: int) -> tuple[float, float]:
+        mean_bw, var_bw = fields["bandwidth"][i, j], fields["bandwidth_jitter"][i, j] * fields["bandwidth"][i, j]
+        mean_lat, var_lat = fields["latency"][i, j], fields["latency_jitter"][i, j]
+        raw = float(mean_bw) + rng.uniform(-float(var_bw), float(var_bw))
+        ms = int((float(mean_lat) + rng.uniform(-float(var_lat), float(var_lat))) * 1000)
+        if raw > 100 * HELIX_MBPS:
+            bw = int(raw / HELIX_MBPS)
+        elif raw > 1 * HELIX_MBPS:
+            bw = round(raw / HELIX_MBPS, 1)
+        else:
+            bw = round(raw / HELIX_MBPS, 3)
+        return bw * HELIX_MBPS, ms * 1e-3
+
+    c = n
+    for i in range(n):
+        bandwidth[c, i], latency[c, i] = draw(c, i)
+    for i in range(n):
+        bandwidth[i, c], latency[i, c] = draw(i, c)
+    for i in range(n):
+        for j in range(i + 1, n):
+            bandwidth[i, j], latency[i, j] = draw(i, j)
+            bandwidth[j, i], latency[j, i] = bandwidth[i, j], latency[i, j]
+    return bandwidth, latency
+
+
+_JITTER = {"numpy": _draw_links, "helix": _draw_links_helix}
 
 
 def _symmetric(draw: np.ndarray) -> np.ndarray:
