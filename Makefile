@@ -41,6 +41,7 @@ profile: install-torch
 
 traces: install
 	$(PY) -m simulator.datasets traces --dest traces $(if $(TRACES_SRC),--source $(TRACES_SRC))
+	$(PY) -m simulator.datasets helix-arrivals --dest traces/helix_lengths $(if $(TRACES_SRC),--source $(TRACES_SRC)/helix_lengths)
 
 helix-profiles: install
 	$(PY) -m simulator.datasets helix-profiles --dest $(HELIX_PROFILES) $(if $(PROFILES_SRC),--source $(PROFILES_SRC))

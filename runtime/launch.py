@@ -97,6 +97,8 @@ def run_live(spec: RunSpec, opts: LiveOptions) -> LiveResult:
     config = LiveConfig(spec.mode, spec.duration, spec.warmup, spec.max_inflight, opts.shape_links,
                         opts.hang_timeout_s, progress=spec.progress, fault=opts.fault)
     check_servable(prepared, config)
+    if spec.mode == "offline" and spec.feeder != "closed":
+        raise SimError(f"the runtime keeps --max-inflight requests in flight; --feeder {spec.feeder} is simulated only")
     procs: dict[int, subprocess.Popen] = {}
     if not under_torchrun:
         port = _free_port()

@@ -41,7 +41,8 @@ def run_options(f):
         click.option("--placement", default=None, help="override the policy's planner"),
         click.option("--scheduler", default=None, help="override the policy's scheduler"),
         click.option("--trace", default=None,
-                     help="trace file or name (azure_conv, azure_code), or synthetic:conv / synthetic:code"),
+                     help="trace file or name (azure_conv, azure_code), synthetic:conv / synthetic:code, or Helix's own "
+                          "workload protocol helix:conv / helix:code"),
         click.option("--mode", type=click.Choice(["online", "offline"]), default="online", show_default=True),
         click.option("--rate", type=float, default=None, help="offered requests/s (online); default: the trace's"),
         click.option("--token-rate", type=float, default=None, help="offered input+output tokens/s instead of --rate"),
@@ -52,6 +53,9 @@ def run_options(f):
         click.option("--roofline-only", is_flag=True, help="ignore measured tables"),
         click.option("--max-inflight", type=int, default=None,
                      help="offline: requests in flight (default: admit while KV allows)"),
+        click.option("--feeder", type=click.Choice(["closed", "helix"]), default="closed", show_default=True,
+                     help="offline: refill at once (closed) or Helix's feeder (20 queries 0.1 s apart, then one "
+                          "more after each finished prompt or query while the fullest node's expected KV <= 0.8)"),
         click.option("--context-rule", type=click.Choice(["reject", "truncate", "drop"]), default="reject",
                      show_default=True, help="requests longer than the model's context"),
         click.option("--slo-ttft", type=TIME, default=None, help="goodput SLO on time to first token"),

@@ -2,12 +2,19 @@
 
     python -m simulator.datasets traces --dest traces [--source DIR]
     python -m simulator.datasets helix-profiles --dest profiles/helix_asplos25 [--source DIR]
+    python -m simulator.datasets helix-arrivals --dest traces/helix_lengths [--source DIR]
 
 * ``traces``: the Azure LLM inference traces 2023 (Patel et al., "Splitwise", ISCA
   2024), CC BY 4.0, from GitHub Azure/AzurePublicDataset ``data/``.
 * ``helix-profiles``: Helix's measured per-layer prefill/decode latency tables
   (Mei et al., "Helix", ASPLOS 2025), Apache-2.0, from GitHub
   Thesys-lab/Helix-ASPLOS25 ``simulator/model_manager/<model>/<gpu>/`` at commit 148b733.
+
+* ``helix-arrivals``: the requests per 3-second window of Helix's Azure conv and code sets
+  (1200 windows, one hour), which Helix's online trace generator samples (Apache-2.0, same
+  repository and commit, ``simulator/trace_generator/arrival_rate/*.pkl``). Helix ships them
+  as pickled lists of ints: they are read by an unpickler that refuses every global (so no
+  code can run) and written as CSV ``interval_index,requests_in_3s``.
 
 With ``--source DIR`` files are copied from a local folder of the same layout,
 otherwise downloaded. Every file is checked against a pinned sha256; files already
@@ -18,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import os
+import pickle
 import pathlib
 import sys
 import urllib.error
@@ -73,9 +82,26 @@ HELIX_PROFILES = {
     "llama2_70b/v100/prompt_bs2time.csv": "05e5051641aecb0345e1b54cd16e713be12ef1334424a390958677a577cedd0e",
 }
 
+HELIX_ARRIVALS_URL = (
+    "https://raw.githubusercontent.com/Thesys-lab/Helix-ASPLOS25/148b733/"
+    "simulator/trace_generator/arrival_rate/{name}"
+)
+# sha256 of the CSV written from each pickle; the pickle itself is pinned in HELIX_ARRIVAL_PICKLES.
+HELIX_ARRIVALS = {
+    "azure_conv_arrivals_per_3s.csv": "dc87ff52a0683277368ab69a822972a5f4f47075d650987e26e4db8cb901d78f",
+    "azure_code_arrivals_per_3s.csv": "93542341d4a4ff6c15dcdd4929596b9c8d47588d286898a6f0e0aae39aedb652",
+}
+HELIX_ARRIVAL_PICKLES = {  # CSV name -> (pickle name at 148b733, its sha256)
+    "azure_conv_arrivals_per_3s.csv":
+        ("azure_conv_arrive_time.pkl", "1ae6dec376d39a7c9fa7ed8239cf5b10b5349b540697c94df8d1d1055b35f2a3"),
+    "azure_code_arrivals_per_3s.csv":
+        ("azure_code_arrive_time.pkl", "2a11571428f5f704ece7109bfe57a4bdfa24c50079f840cab96c0bea0140d112"),
+}
+
 DATASETS = {
     "traces": (AZURE_TRACES, AZURE_URL),
     "helix-profiles": (HELIX_PROFILES, HELIX_URL),
+    "helix-arrivals": (HELIX_ARRIVALS, HELIX_ARRIVALS_URL),
 }
 DOWNLOAD_TIMEOUT_S = 60.0
 
@@ -119,6 +145,14 @@ def fetch(dataset: str, dest, source=None, log=print) -> dict[str, int]:
             except OSError as e:
                 raise SimError(f"cannot read {origin}: {e.strerror}") from None
             action = "copied"
+        elif name in HELIX_ARRIVAL_PICKLES:
+            pickle_name, pickle_sha = HELIX_ARRIVAL_PICKLES[name]
+            origin = url_pattern.format(name=pickle_name)
+            raw = _download(origin)
+            if _sha256(raw) != pickle_sha:
+                raise SimError(f"{origin}: sha256 {_sha256(raw)} does not match the pinned {pickle_sha}")
+            data = counts_csv(int_list_from_pickle(raw, origin))
+            action = "downloaded"
         else:
             origin = url_pattern.format(name=name)
             data = _download(origin)
@@ -131,6 +165,32 @@ def fetch(dataset: str, dest, source=None, log=print) -> dict[str, int]:
     log(f"{dataset}: {len(files)} files in {dest} ({counts['copied']} copied, "
         f"{counts['downloaded']} downloaded, {counts['present']} already present)")
     return counts
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain data (lists, ints, floats, strings); any global (a class, a function) is refused."""
+
+    def find_class(self, module, name):
+        raise SimError(f"refusing to load {module}.{name} from a data pickle")
+
+
+def int_list_from_pickle(raw: bytes, origin: str) -> list[int]:
+    """The list of ints pickled in ``raw``, read without running any code."""
+    try:
+        value = _DataOnlyUnpickler(io.BytesIO(raw)).load()
+    except SimError:
+        raise
+    except Exception as e:  # a truncated or foreign pickle: one line, no traceback
+        raise SimError(f"{origin}: not a pickled list: {e}") from None
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise SimError(f"{origin}: expected a pickled list of ints")
+    return value
+
+
+def counts_csv(counts: list[int]) -> bytes:
+    """Per-window request counts as CSV ``interval_index,requests_in_3s`` (CRLF rows, as csv writes)."""
+    rows = ["interval_index,requests_in_3s"] + [f"{i},{c}" for i, c in enumerate(counts)]
+    return ("\r\n".join(rows) + "\r\n").encode()
 
 
 def _write(target: pathlib.Path, data: bytes) -> None:

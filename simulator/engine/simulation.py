@@ -73,6 +73,16 @@ OFFLINE_KV_HIGH_WATERMARK = 0.9  # offline auto-admission: expected KV may fill 
 # at 25 Gb/s, the longest a token or activation message waits behind a KV slice on a NIC.
 KV_SLICE_BYTES = 16e6
 PROGRESS_AFTER_S = 3.0  # print a progress bar when a run takes longer than this (wall seconds)
+# Helix's offline feeder (Helix ASPLOS'25 artifact: artifact_evaluation/*/step3_simulation.py builds
+# OfflineRequestFeeder(initial_query_count=20, feed_hwm=0.8); simulator/trace_generator/
+# simulator_query_feeder.py issues the initial queries 0.1 s apart and each later one 0.1 s after the
+# event that allowed it). Its max-flow scheduler then routes with an expected-KV high watermark of 0.85
+# (KVParameters(expected_kv_hwm=0.85, expected_output_length_ratio=1) in the same scripts).
+HELIX_INITIAL_QUERIES = 20
+HELIX_FEED_DELAY_S = 0.1
+HELIX_FEED_HWM = 0.8
+HELIX_OFFLINE_KV_HWM = 0.85
+FEEDERS = ("closed", "helix")
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,20 @@ class EngineConfig:
     max_inflight: int | None = None  # offline: requests in flight; None = admit while KV allows
     limits: BatchLimits = BatchLimits()
     progress: bool = True
+    # Offline only. "closed": refill at once whenever a request leaves (or, without max_inflight,
+    # while the expected KV fits). "helix": Helix's feeder (HELIX_* above): 20 queries (or
+    # max_inflight) 0.1 s apart, then one more 0.1 s after each finished prompt or query while the
+    # fullest node's expected KV is <= 0.8 of its capacity (with max_inflight: one per finished query).
+    feeder: str = "closed"
+
+    def __post_init__(self):
+        if self.feeder not in FEEDERS:
+            raise SimError(f"unknown offline feeder '{self.feeder}'; known: {', '.join(FEEDERS)}")
+
+    @property
+    def kv_admit_watermark(self) -> float:
+        """Offline KV admission: the share of a node's KV the expected use of admitted requests may fill."""
+        return HELIX_OFFLINE_KV_HWM if self.feeder == "helix" else OFFLINE_KV_HIGH_WATERMARK
 
     @property
     def end_s(self) -> float:
@@ -322,6 +346,7 @@ class Simulation:
         self._drawn = 0  # offline: requests drawn from the workload so far (the run's input)
         self._source = iter(())
         self._mean_output = workload.mean_output() if workload.requests else 1.0
+        self._holders: list | None = None  # per model layer: (node, layers it holds) of its holders
         self.view = EngineView(self)
 
     # ---- driving requests ----------------------------------------------------------
@@ -347,7 +372,8 @@ class Simulation:
         rec.route = ">".join(self.cluster.nodes[n].name for n in route.nodes)
         if route.decode is not None:
             rec.route += " => " + ">".join(self.cluster.nodes[n].name for n in route.decode.nodes)
-        if self.config.mode == "offline" and self.config.max_inflight is None and not self._admit(req, route):
+        if self.config.mode == "offline" and self.config.max_inflight is None and self.config.feeder != "helix" \
+                and not self._admit(req, route):
             self.pending.append((req, rec, route))
             return True
         self._start(req, rec, route)
@@ -376,7 +402,7 @@ class Simulation:
     def _admit(self, req: Request, route: Route) -> bool:
         for node, nbytes in self._reservations(req, route):
             ns = self.nodes[node]
-            if ns.kv_expected + nbytes > OFFLINE_KV_HIGH_WATERMARK * ns.kv_capacity and ns.kv_expected > 0:
+            if ns.kv_expected + nbytes > self.config.kv_admit_watermark * ns.kv_capacity and ns.kv_expected > 0:
                 return False
         return True
 
@@ -457,7 +483,10 @@ class Simulation:
             record_token(f.rec, series, now, f.generated, first=f.generated == 1)
             if f.generated >= f.req.output_tokens:
                 self.finish(f)
+                self._feed(query_done=True)
                 continue
+            if was_prompt:
+                self._feed(query_done=False)
             if was_prompt and f.route.decode is not None:
                 self.start_transfer(f, ep)
                 continue
@@ -607,15 +636,70 @@ class Simulation:
             self._batching_starts = False
             self._flush_starts()
 
+    def _admit_pending(self) -> bool:
+        """Start the requests waiting for KV admission, FIFO, while the head fits; True if none waits."""
+        while self.pending:
+            req, rec, route = self.pending[0]
+            if not self._admit(req, route):
+                return False
+            self.pending.popleft()
+            self._start(req, rec, route)
+        return True
+
+    # ---- Helix's offline feeder ------------------------------------------------------
+    def _feed(self, query_done: bool) -> None:
+        """Helix's feeder after a finished prompt (``query_done=False``) or query: one more request
+        :data:`HELIX_FEED_DELAY_S` later, if the rule allows (see :class:`EngineConfig`)."""
+        if self.config.mode != "offline" or self.config.feeder != "helix" or self.env.now > self.config.end_s:
+            return
+        if self.config.max_inflight is not None:
+            launch = query_done
+        else:
+            launch = self.kv_bottleneck() <= HELIX_FEED_HWM
+        if launch:
+            self.env.timeout(HELIX_FEED_DELAY_S).callbacks.append(lambda _e: self._feed_one())
+
+    def _feed_one(self) -> None:
+        req = self._draw()
+        if req is not None:
+            self.dispatch(req)
+
+    def _helix_initial(self):
+        count = self.config.max_inflight if self.config.max_inflight is not None else HELIX_INITIAL_QUERIES
+        for i in range(count):
+            if i:
+                yield self.env.timeout(HELIX_FEED_DELAY_S)
+            self._feed_one()
+
+    def kv_bottleneck(self) -> float:
+        """Helix's expected-KV bottleneck (``KVExpectation.bottleneck_usage``): per model layer, the booked share
+        of the KV of every node holding that layer (each node's booking and capacity spread evenly over its
+        layers, summed over the holders); the largest over the layers. A full node does not gate the feeder
+        while other holders of its layers have room."""
+        worst = 0.0
+        for holders in self._layer_holders():
+            total = sum(self.nodes[n].kv_capacity / k for n, k in holders)
+            if total > 0:
+                worst = max(worst, sum(self.nodes[n].kv_expected / k for n, k in holders) / total)
+        return worst
+
+    def _layer_holders(self) -> list[list[tuple[int, int]]]:
+        if self._holders is None:
+            holders: list[list[tuple[int, int]]] = [[] for _ in range(self.model.layers)]
+            for n, (s, e) in self.placement.ranges.items():
+                for layer in range(s, e):
+                    holders[layer].append((n, e - s))
+            self._holders = holders
+        return self._holders
+
     def _refill(self) -> None:
         cap = self.config.max_inflight
+        if self.config.feeder == "helix":  # the feeder adds requests; here only the admission queue moves
+            self._admit_pending()
+            return
         if cap is None:
-            while self.pending:
-                req, rec, route = self.pending[0]
-                if not self._admit(req, route):
-                    return
-                self.pending.popleft()
-                self._start(req, rec, route)
+            if not self._admit_pending():
+                return
             while not self.pending:
                 req = self._draw()
                 if req is None:
@@ -641,7 +725,7 @@ class Simulation:
             self.env.process(self.arrivals())
         else:
             self._source = iter(self.workload.requests)
-            self.env.process(self._offline_start())
+            self.env.process(self._helix_initial() if self.config.feeder == "helix" else self._offline_start())
         wall0 = time.perf_counter()
         steps = 100
         shown = False
@@ -697,7 +781,7 @@ class EngineView:
         sim = self._sim
         ns = sim.nodes[node]
         if sim.config.mode == "offline" and sim.config.max_inflight is None:
-            return min(ns.free_kv(), OFFLINE_KV_HIGH_WATERMARK * ns.kv_capacity - ns.kv_expected)
+            return min(ns.free_kv(), sim.config.kv_admit_watermark * ns.kv_capacity - ns.kv_expected)
         return ns.free_kv()
 
     def hop_delay(self, src: int, dst: int) -> float | None:

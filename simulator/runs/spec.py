@@ -25,6 +25,7 @@ from ..placement.model import MemoryModel, Placement, check_fits
 from ..policies import PlanContext, make_scheduler, plan, resolve_policy
 from ..scheduling.interface import Scheduler
 from ..planning.capacity import BatchLimits, placement_problem
+from ..workload.helix import helix_kind, offline_workload, online_workload
 from ..workload.requests import (
     Workload,
     apply_context_limit,
@@ -50,7 +51,7 @@ class RunSpec:
     policy: str | None = "separate"
     placement: str | None = None
     scheduler: str | None = None
-    trace: str | None = None  # file, short name (azure_conv) or "synthetic:conv" / "synthetic:code"
+    trace: str | None = None  # file, short name (azure_conv), "synthetic:conv" / "synthetic:code" or "helix:conv"
     mode: str = "online"
     rate: float | None = None  # requests/s (online); None = the trace's own rate
     token_rate: float | None = None  # or: input+output tokens/s
@@ -60,6 +61,7 @@ class RunSpec:
     profiles: list[str] = field(default_factory=list)
     roofline_only: bool = False
     max_inflight: int | None = None
+    feeder: str = "closed"  # offline: "closed" (refill at once) or "helix" (Helix's offline feeder)
     context_rule: str = "reject"
     slo_ttft: float = math.inf
     slo_tpot: float = math.inf
@@ -141,6 +143,15 @@ def build_workload(spec: RunSpec, model: ModelSpec, rng: np.random.Generator) ->
             return scale_rate(w, requests_per_s=spec.rate)
         return w
 
+    helix = helix_kind(trace)
+    if helix is not None:  # Helix's own workload protocol (simulator.workload.helix), seeded with --seed as Helix's
+        if spec.workload_class or spec.rate:
+            raise SimError(f"--trace {trace} is Helix's workload: give --token-rate, not --rate or --workload-class")
+        if spec.mode == "online":
+            w = online_workload(helix, spec.token_rate, horizon, spec.seed)
+        else:
+            w = offline_workload(helix, max(1000, int(horizon * 20)), spec.seed)
+        return apply_context_limit(scale_lengths(w, spec.length_scale), model.max_context, spec.context_rule)
     if synth:
         kind = trace.split(":", 1)[1] if ":" in trace else "conv"
         rate = spec.rate or 1.0

@@ -1,0 +1,147 @@
+"""Helix's protocol as options: its offline feeder, its per-layer KV bottleneck, its workload (length sets
+and online trace generator) and the fetch of its arrival counts."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import random
+
+import numpy as np
+import pytest
+from conftest import SHARED, SHARED_TRACES
+
+from simulator import datasets
+from simulator.costs import CostModel
+from simulator.engine import EngineConfig, Simulation
+from simulator.engine.simulation import HELIX_FEED_DELAY_S, HELIX_FEED_HWM, HELIX_INITIAL_QUERIES
+from simulator.errors import SimError
+from simulator.placement.model import Placement
+from simulator.policies import make_scheduler
+from simulator.workload import helix
+from simulator.workload.requests import Request, Workload
+
+HELIX_LENGTHS = SHARED / "traces" / "helix_lengths"
+needs_azure = pytest.mark.skipif(not (SHARED_TRACES / "AzureLLMInferenceTrace_conv.csv").is_file(),
+                                 reason="Azure traces not available")
+needs_helix_lengths = pytest.mark.skipif(not HELIX_LENGTHS.is_dir(), reason="Helix's length files not available")
+
+
+def offline_sim(tiny, ranges, requests, **cfg):
+    model, make_cluster, profiles = tiny
+    cluster = make_cluster(max(ranges) + 1)
+    placement = Placement(cluster, model, ranges, "manual", pipelines=[sorted(ranges)])
+    sched = make_scheduler("weighted-pipelines", placement, np.random.default_rng(0))
+    w = Workload(requests=requests, rejected=[], source="test", notes={})
+    config = EngineConfig(mode="offline", progress=False, feeder="helix", **cfg)
+    return Simulation(placement, sched, CostModel(model, [profiles]), w, config)
+
+
+def test_helix_feeder_with_a_fixed_count_starts_them_apart_and_replaces_each_finished_query(tiny):
+    """Swarm's protocol in Helix's artifact: N queries 0.1 s apart, then one more 0.1 s after each finishes."""
+    reqs = [Request(i, 0.0, 50, 2) for i in range(40)]
+    sim = offline_sim(tiny, {0: (0, 4)}, reqs, max_inflight=3, duration_s=5.0, warmup_s=0.0)
+    records = sim.run()
+    started = sorted(r.arrival_s for r in records)
+    initial = [i * HELIX_FEED_DELAY_S for i in range(3)]
+    assert all(any(abs(s - t) < 1e-9 for s in started) for t in initial)
+    finished = sorted(r.finish_s for r in records if r.outcome == "finished")
+    # every other query starts 0.1 s after some query finished
+    for s in started:
+        assert any(abs(s - t) < 1e-9 for t in initial) or \
+            any(abs(s - (f + HELIX_FEED_DELAY_S)) < 1e-9 for f in finished)
+    # never more than 3 in flight
+    events = sorted([(r.arrival_s, 1) for r in records] + [(f, -1) for f in finished])
+    assert max(np.cumsum([d for _, d in events])) <= 3
+
+
+def test_helix_feeder_by_kv_starts_twenty_then_feeds_while_the_bottleneck_allows(tiny):
+    reqs = [Request(i, 0.0, 200, 50) for i in range(2000)]
+    sim = offline_sim(tiny, {0: (0, 4)}, reqs, duration_s=20.0, warmup_s=0.0)
+    seen = []
+
+    def watch():
+        while True:
+            yield sim.env.timeout(0.25)
+            seen.append(sim.kv_bottleneck())
+
+    sim.env.process(watch())
+    records = sim.run()
+    starts = sorted(r.arrival_s for r in records)
+    assert all(any(abs(s - i * HELIX_FEED_DELAY_S) < 1e-9 for s in starts) for i in range(HELIX_INITIAL_QUERIES))
+    assert len(records) > HELIX_INITIAL_QUERIES  # it fed more
+    # one feed decision books at most one request on top of a bottleneck <= 0.8
+    per_request = (200 + sim._mean_output) * sim.kv_layer * 4 / sim.nodes[0].kv_capacity
+    assert max(seen) <= HELIX_FEED_HWM + 2 * per_request + 1e-9
+
+
+def test_kv_bottleneck_is_per_layer_over_all_holders(tiny):
+    """Helix's bottleneck_usage: per layer, booked over capacity summed over the nodes holding it."""
+    sim = offline_sim(tiny, {0: (0, 2), 1: (0, 2), 2: (2, 4)}, [Request(0, 0.0, 10, 2)], duration_s=1.0)
+    caps = [sim.nodes[i].kv_capacity for i in range(3)]
+    sim.nodes[0].kv_expected = 0.9 * caps[0]  # node 0 nearly full, node 1 empty: layers 0-1 half booked
+    sim.nodes[2].kv_expected = 0.3 * caps[2]
+    expected = max(0.9 * caps[0] / 2 / (caps[0] / 2 + caps[1] / 2), 0.3)
+    assert sim.kv_bottleneck() == pytest.approx(expected)
+
+
+def test_unknown_feeder_is_one_line():
+    with pytest.raises(SimError, match="unknown offline feeder 'x'; known: closed, helix"):
+        EngineConfig(feeder="x")
+
+
+@needs_azure
+@needs_helix_lengths
+@pytest.mark.parametrize("kind", ["conv", "code"])
+def test_helix_length_sets_equal_helix_files(kind, monkeypatch):
+    monkeypatch.setenv("SIM_TRACES", str(SHARED_TRACES))
+    ours = helix.length_set(kind)
+    rows = (HELIX_LENGTHS / f"azure_{kind}_lengths.csv").read_text().split()[1:]
+    theirs = [tuple(int(x) for x in row.split(",")) for row in rows]
+    assert ours == theirs
+
+
+@needs_azure
+def test_helix_offline_lengths_are_drawn_by_helix_sampler(monkeypatch):
+    monkeypatch.setenv("SIM_TRACES", str(SHARED_TRACES))
+    pairs = helix.length_set("conv")
+    w = helix.offline_workload("conv", 50, seed=3)
+    rng = random.Random(3)
+    assert [(r.input_tokens, r.output_tokens) for r in w.requests] == \
+        [pairs[rng.randint(0, len(pairs) - 1)] for _ in range(50)]
+    assert abs(np.mean([i for i, _ in pairs]) - 763.08) < 0.01
+
+
+@needs_azure
+@needs_helix_lengths
+def test_helix_online_trace_offers_the_token_rate_in_three_second_windows(monkeypatch):
+    monkeypatch.setenv("SIM_TRACES", f"{SHARED_TRACES}:{SHARED / 'traces'}")
+    w = helix.online_workload("conv", 700.0, 1800.0, seed=0)
+    tokens = sum(r.input_tokens + r.output_tokens for r in w.requests)
+    assert tokens / 1800.0 == pytest.approx(700.0, rel=0.05)
+    assert all(a.arrival_s <= b.arrival_s for a, b in zip(w.requests, w.requests[1:]))
+    assert w.requests[-1].arrival_s < 1800.0
+    assert [r.arrival_s for r in helix.online_workload("conv", 700.0, 300.0, seed=0).requests] == \
+        [r.arrival_s for r in w.requests if r.arrival_s < 300.0]
+    assert helix.online_workload("conv", 700.0, 300.0, seed=1).requests[0].arrival_s != w.requests[0].arrival_s
+    with pytest.raises(SimError, match="needs --token-rate"):
+        helix.online_workload("conv", None, 300.0, seed=0)
+
+
+def test_helix_workload_names():
+    assert helix.helix_kind("helix:conv") == "conv" and helix.helix_kind("azure_conv") is None
+    with pytest.raises(SimError, match="unknown Helix workload 'helix:chat'; known: helix:conv, helix:code"):
+        helix.helix_kind("helix:chat")
+
+
+def test_data_pickles_are_read_without_running_code():
+    raw = pickle.dumps([1, 3, 4], protocol=4)
+    assert datasets.int_list_from_pickle(raw, "x") == [1, 3, 4]
+    assert datasets.counts_csv([1, 3]) == b"interval_index,requests_in_3s\r\n0,1\r\n1,3\r\n"
+    evil = pickle.dumps(io.BytesIO)  # a global: refused before anything is called
+    with pytest.raises(SimError, match="refusing to load _io.BytesIO"):
+        datasets.int_list_from_pickle(evil, "x")
+    with pytest.raises(SimError, match="expected a pickled list of ints"):
+        datasets.int_list_from_pickle(pickle.dumps({"a": 1}), "x")
+    with pytest.raises(SimError, match="not a pickled list"):
+        datasets.int_list_from_pickle(b"\x80\x04garbage", "x")
