@@ -8,9 +8,11 @@ SIM    := $(VENV)/bin/sim
 SHARED       ?= ../shared
 TRACES_SRC   ?= $(if $(wildcard $(SHARED)/traces/*.csv),$(SHARED)/traces,)
 PROFILES_SRC ?= $(if $(wildcard $(SHARED)/profiles/helix_asplos25/README.md),$(SHARED)/profiles/helix_asplos25,)
+PLACEMENTS_SRC ?= $(if $(wildcard $(SHARED)/milp/placements/*.ini),$(SHARED)/milp/placements,)
 HELIX_PROFILES := profiles/helix_asplos25
+HELIX_PLACEMENTS := placements/helix_asplos25
 
-.PHONY: install install-dev install-torch demo test bench profile validate experiments traces helix-profiles data lint clean
+.PHONY: install install-dev install-torch demo test bench profile validate experiments traces helix-profiles helix-placements data lint clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +48,11 @@ traces: install
 helix-profiles: install
 	$(PY) -m simulator.datasets helix-profiles --dest $(HELIX_PROFILES) $(if $(PROFILES_SRC),--source $(PROFILES_SRC))
 
-data: traces helix-profiles
+# Helix's stored Llama-2-70B placements (its Gurobi MILP's, Swarm's, Petals'), for experiments/fidelity_helix.py.
+helix-placements: install
+	$(PY) -m simulator.datasets helix-placements --dest $(HELIX_PLACEMENTS) $(if $(PLACEMENTS_SRC),--source $(PLACEMENTS_SRC))
+
+data: traces helix-profiles helix-placements
 
 # The main job on an embedded default: Helix's 24-GPU cluster serving Llama-2-70B on the Azure conv trace.
 # Falls back to a synthetic Azure-like trace and the roofline cost model when the data cannot be fetched.

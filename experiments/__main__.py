@@ -6,7 +6,8 @@ import argparse
 import importlib
 import time
 
-EXPERIMENTS = ["helix_offline", "helix_online", "helix_ablation", "milp_ablation", "hexgen2_mixes", "beyond_papers"]
+EXPERIMENTS = ["fidelity_helix", "helix_offline", "helix_online", "helix_ablation", "milp_ablation", "hexgen2_mixes",
+               "beyond_papers"]
 
 
 def main(argv=None) -> int:

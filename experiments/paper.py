@@ -67,3 +67,54 @@ HEXGEN2_NOTES = ("HexGen-2 (ICLR'25) headline results, project notes hexgen2.md 
 HEXGEN2_SPEEDUP = {"mean": 1.3, "max": 2.0}
 # "Comparable performance at 30 % lower budget": a heterogeneous mix at 70 % of the homogeneous baseline's price.
 HEXGEN2_BUDGET_FRACTION = 0.70
+
+# Helix's fidelity points, Llama-2-70B, decode tokens/s (project notes helix.md section 6: the artifact's readme
+# and the paper). (setup, policy, mode) -> value. "prototype" = Helix's real system (vLLM workers on the 24 GPUs
+# of the single cluster); "simulator" = Helix's simulator (reproduced by running its code).
+HELIX_PROTOTYPE_DECODE = {
+    ("helix-single24", "helix", "offline"): 223.4, ("helix-single24", "swarm", "offline"): 111.7,
+    ("helix-single24", "separate", "offline"): 110.0,
+    ("helix-single24", "helix", "online"): 148.3, ("helix-single24", "swarm", "online"): 81.1,
+    ("helix-single24", "separate", "online"): 80.1,
+}
+# Prototype, online: mean prompt latency and mean decode latency (s), our TTFT and TPOT means.
+HELIX_PROTOTYPE_LATENCY = {
+    ("helix-single24", "helix"): (2.66, 2.02), ("helix-single24", "swarm"): (3.02, 1.64),
+    ("helix-single24", "separate"): (1.12, 0.40),
+}
+HELIX_SIMULATOR_DECODE = {
+    ("helix-single24", "helix", "offline"): 252.1, ("helix-single24", "swarm", "offline"): 124.7,
+    ("helix-single24", "separate", "offline"): 124.3,
+    ("helix-single24", "helix", "online"): 141.6, ("helix-single24", "swarm", "online"): 69.8,
+    ("helix-single24", "separate", "online"): 84.0,
+    ("helix-3region", "helix", "offline"): 98.0, ("helix-3region", "swarm", "offline"): 51.9,
+    ("helix-3region", "separate", "offline"): 61.9,
+    ("helix-3region", "helix", "online"): 59.3, ("helix-3region", "swarm", "online"): 31.0,
+    ("helix-3region", "separate", "online"): 33.6,
+    ("helix-42node", "helix", "offline"): 645.6, ("helix-42node", "swarm", "offline"): 473.2,
+    ("helix-42node", "separate", "offline"): 219.3, ("helix-42node", "separate-plus", "offline"): 285.1,
+    ("helix-42node", "helix", "online"): 459.8, ("helix-42node", "swarm", "online"): 309.6,
+    ("helix-42node", "separate", "online"): 140.2, ("helix-42node", "separate-plus", "online"): 181.3,
+}
+# Helix's simulator, online: p50 prompt latency and p50 decode latency (s), our TTFT and TPOT p50.
+HELIX_SIMULATOR_LATENCY_P50 = {
+    ("helix-single24", "helix"): (2.64, 0.98), ("helix-single24", "swarm"): (3.32, 1.04),
+    ("helix-single24", "separate"): (0.80, 0.22),
+    ("helix-3region", "helix"): (5.79, 0.93), ("helix-3region", "swarm"): (7.22, 1.23),
+    ("helix-3region", "separate"): (4.96, 1.20),
+    ("helix-42node", "helix"): (2.09, 0.73), ("helix-42node", "swarm"): (2.70, 0.77),
+    ("helix-42node", "separate"): (2.21, 0.47),
+}
+# Helix's protocol per point (artifact_evaluation/*/step3_simulation.py, Llama-2-70B): Swarm's fixed in-flight
+# count offline, and each method's online offered load (input + output tokens/s).
+HELIX_SWARM_INFLIGHT = {"helix-single24": 180, "helix-3region": 180, "helix-42node": 500}
+HELIX_PROTOCOL_LOADS = {
+    ("helix-single24", "helix"): 700.0, ("helix-single24", "swarm"): 350.0,
+    ("helix-3region", "helix"): 320.0, ("helix-3region", "swarm"): 160.0,
+    ("helix-42node", "helix"): 2150.0, ("helix-42node", "swarm"): 1450.0,
+}
+# The prototype's online runs were 300 s long at twice the simulator's loads (artifact_evaluation/single_cluster/
+# step5_start_host.py: Helix avg_throughput=1400 "change this to 700 if you want to run 30 minutes", Swarm 700;
+# SP's sub-clusters 240 / 120 / 10 as in the simulator). Re-counting the prototype's logged prompts gives
+# 1.41 and 0.68 requests/s, i.e. about 1400 and 680 tokens/s.
+HELIX_PROTOTYPE_LOADS = {("helix-single24", "helix"): 1400.0, ("helix-single24", "swarm"): 700.0}

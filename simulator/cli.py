@@ -53,6 +53,9 @@ def run_options(f):
         click.option("--roofline-only", is_flag=True, help="ignore measured tables"),
         click.option("--max-inflight", type=int, default=None,
                      help="offline: requests in flight (default: admit while KV allows)"),
+        click.option("--granularity", type=click.Choice(["node", "layer"]), default="node", show_default=True,
+                     help="engine: a node step runs all its layers (node) or one layer, round robin over the "
+                          "layers with work (layer, as Helix's simulator)"),
         click.option("--feeder", type=click.Choice(["closed", "helix"]), default="closed", show_default=True,
                      help="offline: refill at once (closed) or Helix's feeder (20 queries 0.1 s apart, then one "
                           "more after each finished prompt or query while the fullest node's expected KV <= 0.8)"),
@@ -63,6 +66,10 @@ def run_options(f):
         click.option("--max-seqs", type=int, default=256, show_default=True, help="requests per node iteration"),
         click.option("--max-tokens", type=int, default=4096, show_default=True, help="tokens per node iteration"),
         click.option("--gpu-memory-utilisation", type=float, default=0.9, show_default=True),
+        click.option("--kv-memory", type=click.Choice(["vllm", "helix"]), default="vllm", show_default=True,
+                     help="a node's KV room: its memory share minus the weights it holds (vllm), or the vLLM block "
+                          "counts of Helix's prototype per GPU type and layers held, with Helix's layer limits "
+                          "(helix; Llama-2-70B and LLaMA-30B on Helix's GPU types)"),
         click.option("--partial-inference", is_flag=True, help="allow routes that skip held layers"),
         click.option("--objective", type=click.Choice(["depth-aware", "paper"]), default="depth-aware",
                      show_default=True, help="helix-milp: T(k) with a per-hop overhead, or Helix's own"),

@@ -3,6 +3,7 @@
     python -m simulator.datasets traces --dest traces [--source DIR]
     python -m simulator.datasets helix-profiles --dest profiles/helix_asplos25 [--source DIR]
     python -m simulator.datasets helix-arrivals --dest traces/helix_lengths [--source DIR]
+    python -m simulator.datasets helix-placements --dest placements/helix_asplos25 [--source DIR]
 
 * ``traces``: the Azure LLM inference traces 2023 (Patel et al., "Splitwise", ISCA
   2024), CC BY 4.0, from GitHub Azure/AzurePublicDataset ``data/``.
@@ -15,6 +16,10 @@
   repository and commit, ``simulator/trace_generator/arrival_rate/*.pkl``). Helix ships them
   as pickled lists of ints: they are read by an unpickler that refuses every global (so no
   code can run) and written as CSV ``interval_index,requests_in_3s``.
+
+* ``helix-placements``: Helix's stored layer placements of Llama-2-70B (Gurobi's, and the Swarm
+  and Petals heuristics' where the artifact keeps them), the ``*_sol.ini`` files of its
+  ``artifact_evaluation/`` at the same commit, named ``<our preset>_<planner>.ini``.
 
 With ``--source DIR`` files are copied from a local folder of the same layout,
 otherwise downloaded. Every file is checked against a pinned sha256; files already
@@ -98,10 +103,35 @@ HELIX_ARRIVAL_PICKLES = {  # CSV name -> (pickle name at 148b733, its sha256)
         ("azure_code_arrive_time.pkl", "2a11571428f5f704ece7109bfe57a4bdfa24c50079f840cab96c0bea0140d112"),
 }
 
+HELIX_REPO_URL = "https://raw.githubusercontent.com/Thesys-lab/Helix-ASPLOS25/148b733/"
+_AE = "artifact_evaluation/"
+# our name -> (path in Helix's repository at 148b733, sha256)
+HELIX_PLACEMENT_FILES = {
+    "helix-single24_gurobi.ini": (_AE + "model_placement/layout_single/ilp/ilp_sol.ini",
+                                  "123bbd0d7db49dbd940a4680096e72aa9d243aad8d2a87b9d555eb86dde6726b"),
+    "helix-single24_swarm.ini": (_AE + "model_placement/layout_single/swarm/swarm_sol.ini",
+                                 "3cb166167722a15e1f5dcd7fe7cba10716344daaee133949627b8ce2048a94fd"),
+    "helix-single24_petals.ini": (_AE + "model_placement/layout_single/petals/petals_sol.ini",
+                                  "f258a552cfd26d4267ef4e36c8a6d69ab2ff461e1be7727a2244c7abb42e8a75"),
+    "helix-3region_gurobi.ini": (_AE + "model_placement/layout_distributed/ilp/ilp_sol.ini",
+                                 "dfb0aabfd36592236cf3be79f35dfe5a84f23aeb0b84e4f776251630cce227a7"),
+    "helix-42node_gurobi.ini": (_AE + "high_heterogeneity/layout_llama70b/ilp/ilp_sol.ini",
+                                "a053a380d4ad86a7aa9bf0d7cb3f81c0d5cc7c9e8d0843e8d36e1d37df4d69c3"),
+    "helix-42node_swarm.ini": (_AE + "high_heterogeneity/layout_llama70b/swarm/swarm_sol.ini",
+                               "51278b9eee1027c727f92a4d35b0984c95d0d3a248e400f81959b36a2588c44d"),
+}
+HELIX_PLACEMENTS = {name: sha for name, (_, sha) in HELIX_PLACEMENT_FILES.items()}
+
+
+def _placement_url(name: str) -> str:
+    return HELIX_REPO_URL + HELIX_PLACEMENT_FILES[name][0]
+
+
 DATASETS = {
     "traces": (AZURE_TRACES, AZURE_URL),
     "helix-profiles": (HELIX_PROFILES, HELIX_URL),
     "helix-arrivals": (HELIX_ARRIVALS, HELIX_ARRIVALS_URL),
+    "helix-placements": (HELIX_PLACEMENTS, _placement_url),
 }
 DOWNLOAD_TIMEOUT_S = 60.0
 
@@ -154,7 +184,7 @@ def fetch(dataset: str, dest, source=None, log=print) -> dict[str, int]:
             data = counts_csv(int_list_from_pickle(raw, origin))
             action = "downloaded"
         else:
-            origin = url_pattern.format(name=name)
+            origin = url_pattern(name) if callable(url_pattern) else url_pattern.format(name=name)
             data = _download(origin)
             action = "downloaded"
         if _sha256(data) != sha:

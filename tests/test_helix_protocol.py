@@ -145,3 +145,81 @@ def test_data_pickles_are_read_without_running_code():
         datasets.int_list_from_pickle(pickle.dumps({"a": 1}), "x")
     with pytest.raises(SimError, match="not a pickled list"):
         datasets.int_list_from_pickle(b"\x80\x04garbage", "x")
+
+
+def test_layer_steps_equal_node_steps_when_every_route_runs_the_whole_range(tiny):
+    """--granularity layer (Helix's simulator's queue before each layer, round robin) runs a batch layer by
+    layer; with no partial routes every batch still runs its layers back to back, so the records equal the
+    node-step engine's to the microsecond, while the node takes k times the steps."""
+    reqs = [Request(i, 0.05 * i, 60 + 7 * i, 3 + i % 4) for i in range(30)]
+    runs = {}
+    for g in ("node", "layer"):
+        model, make_cluster, profiles = tiny
+        cluster = make_cluster(2)
+        placement = Placement(cluster, model, {0: (0, 3), 1: (3, 4)}, "manual", pipelines=[[0, 1]])
+        sched = make_scheduler("weighted-pipelines", placement, np.random.default_rng(0))
+        w = Workload(requests=list(reqs), rejected=[], source="test", notes={})
+        sim = Simulation(placement, sched, CostModel(model, [profiles]), w,
+                         EngineConfig(progress=False, duration_s=20.0, warmup_s=0.0, granularity=g))
+        runs[g] = (sim.run(), sim.node_stats())
+    for a, b in zip(runs["node"][0], runs["layer"][0]):
+        assert a.outcome == b.outcome == "finished"
+        assert a.first_token_s == pytest.approx(b.first_token_s, abs=1e-6)
+        assert a.finish_s == pytest.approx(b.finish_s, abs=1e-6)
+    assert runs["layer"][1][0].iterations == 3 * runs["node"][1][0].iterations
+
+
+@pytest.mark.skipif(not (SHARED / "milp" / "placements").is_dir() or not (SHARED / "profiles").is_dir(),
+                    reason="Helix's placements and tables not available")
+def test_layer_steps_on_a_placement_with_partial_routes_keep_every_invariant():
+    """Helix's Gurobi placement of single-24 overlaps ranges (routes enter nodes mid-range): with layer steps
+    every request is still counted once, KV balances and the run is repeatable."""
+    from simulator.engine import kv_balanced
+    from simulator.runs.spec import RunSpec, prepare
+
+    spec = RunSpec(cluster="helix-single24", model="llama2-70b", policy=None, scheduler="helix",
+                   placement=str(SHARED / "milp" / "placements" / "helix-single24_gurobi.ini"),
+                   trace="synthetic:conv", mode="offline", feeder="helix", duration=40.0, warmup=0.0,
+                   profiles=[str(SHARED / "profiles" / "helix_asplos25")], progress=False, granularity="layer",
+                   partial_inference=True, length_scale=0.1)
+    finished = []
+    for _ in range(2):
+        p = prepare(spec)
+        sim = Simulation(p.placement, p.scheduler, p.costs, p.workload,
+                         EngineConfig(mode="offline", duration_s=40.0, warmup_s=0.0, progress=False,
+                                      feeder="helix", granularity="layer"))
+        records = sim.run()
+        assert kv_balanced(sim)
+        assert len({r.id for r in records}) == len(records)
+        assert {r.outcome for r in records} <= {"finished", "unfinished", "rejected"}
+        finished.append([(r.id, r.finish_s) for r in records if r.outcome == "finished"])
+        assert p.placement.partial_inference
+    assert finished[0] == finished[1] and finished[0]
+
+
+def test_unknown_granularity_is_one_line():
+    with pytest.raises(SimError, match="unknown iteration granularity 'token'; known: node, layer"):
+        EngineConfig(granularity="token")
+
+
+def test_helix_kv_memory_is_the_prototype_block_counts_and_layer_limits():
+    from simulator.catalog.models import load_model
+    from simulator.cluster.model import load_cluster
+    from simulator.placement.model import HelixKvMemory, MemoryModel
+
+    cluster, model = load_cluster("helix-single24"), load_model("llama2-70b")
+    mem = HelixKvMemory()
+    t4 = next(n.id for n in cluster.nodes if n.machine.name == "T4")
+    a100 = next(n.id for n in cluster.nodes if n.machine.name == "A100-40GB")
+    per_token_layer = model.kv_bytes_per_token_per_layer
+    assert mem.kv_capacity_bytes(cluster, model, t4, 4) == 17566 * 16 * 4 * per_token_layer  # 1,124,224 slots
+    assert mem.max_layers(cluster, model, t4) == 4 and mem.max_layers(cluster, model, a100) == 12
+    # beyond Helix's limit: the token-layer slots keep falling by the last step (12 -> 13 layers)
+    step = 21564 * 11 - 17591 * 12
+    assert mem.kv_capacity_bytes(cluster, model, a100, 13) == pytest.approx((17591 * 12 - step) * 16 * per_token_layer)
+    assert mem.kv_capacity_bytes(cluster, model, a100, 60) == 0.0
+    # our own model keeps more room on a T4: 0.9 x 16 GB minus four layers of weights
+    assert MemoryModel().kv_capacity_bytes(cluster, model, t4, 4) > mem.kv_capacity_bytes(cluster, model, t4, 4)
+    het = load_cluster("hexgen2-het1")
+    with pytest.raises(SimError, match="no Helix KV table for llama2-70b on H100-80GBx2; known: llama1-30b / A100-40GB"):
+        mem.max_layers(het, model, next(n.id for n in het.nodes if n.machine.name.startswith("H100")))

@@ -181,6 +181,20 @@ class Cluster:
             raise SimError(f"cluster '{name}': nic_of needs one entry per node plus the coordinator's own")
         self._by_name = {node.name: node for node in self.nodes}
 
+    def subset(self, node_ids, name: str, description: str = "") -> Cluster:
+        """The cluster restricted to ``node_ids`` (renumbered in that order) and the coordinator: the same
+        machines, links and NICs (Helix's per-GPU-type sub-clusters of its separate-pipelines baseline)."""
+        keep = [int(i) for i in node_ids]
+        if not keep or len(set(keep)) != len(keep) or not all(0 <= i < len(self.nodes) for i in keep):
+            raise SimError(f"cluster '{self.name}': a subset needs distinct node ids in 0..{len(self.nodes) - 1}")
+        if self.nic_of != tuple(range(len(self.nic_of))):
+            raise SimError(f"cluster '{self.name}': a derived cluster with shared NICs cannot be subset")
+        rows = np.array(keep + [self.coordinator])
+        nodes = [replace(self.nodes[i], id=k) for k, i in enumerate(keep)]
+        return Cluster(name, description or f"{self.description} (nodes {', '.join(n.name for n in nodes)})",
+                       nodes, self.regions, self.coordinator_region, self.bandwidth[np.ix_(rows, rows)],
+                       self.latency[np.ix_(rows, rows)], self.nic_in[rows], self.nic_out[rows], seed=self.seed)
+
     # ---- lookups --------------------------------------------------------------
     def node(self, name_or_id) -> Node:
         """The node with this name or id; :class:`SimError` listing names if unknown."""

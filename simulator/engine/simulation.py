@@ -83,6 +83,7 @@ HELIX_FEED_DELAY_S = 0.1
 HELIX_FEED_HWM = 0.8
 HELIX_OFFLINE_KV_HWM = 0.85
 FEEDERS = ("closed", "helix")
+GRANULARITIES = ("node", "layer")
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,17 @@ class EngineConfig:
     # max_inflight) 0.1 s apart, then one more 0.1 s after each finished prompt or query while the
     # fullest node's expected KV is <= 0.8 of its capacity (with max_inflight: one per finished query).
     feeder: str = "closed"
+    # What one node step runs. "node": a batch through all the node's layers in one iteration (vLLM's
+    # engine step over the layers it holds). "layer": one layer for the requests queued before it, then
+    # the next layer with work, round robin (Helix's simulator, compute_node.py: a queue before each
+    # held layer); batches that reach a node at different times then share no layer step.
+    granularity: str = "node"
 
     def __post_init__(self):
         if self.feeder not in FEEDERS:
             raise SimError(f"unknown offline feeder '{self.feeder}'; known: {', '.join(FEEDERS)}")
+        if self.granularity not in GRANULARITIES:
+            raise SimError(f"unknown iteration granularity '{self.granularity}'; known: {', '.join(GRANULARITIES)}")
 
     @property
     def kv_admit_watermark(self) -> float:
@@ -296,6 +304,9 @@ class NodeSim:
         return self.cost.decode(d_batch, d_ctx) if d_batch else 0.0
 
     def run(self):
+        if self.sim.config.granularity == "layer":
+            yield from self.run_layers()
+            return
         env, sim = self.env, self.sim
         window_start, window_end = sim.config.warmup_s, sim.config.end_s
         stats = self.stats
@@ -314,6 +325,55 @@ class NodeSim:
             if overlap > 0:
                 stats.busy_s += overlap
             sim.forward(self.id, batch)
+
+    def run_layers(self):
+        """Layer granularity: a queue before each held layer (position 0 .. k-1 of the node's range). A step
+        runs one position for every live item queued there; position 0 forms a new batch by the node's
+        batching rule (:meth:`take_batch`: KV admitted there), items of a partial route join at the position
+        of their first layer. After a step the node turns to the next position with work, round robin; the
+        last position adds the LM head and hands its items on."""
+        env, sim = self.env, self.sim
+        window_start, window_end = sim.config.warmup_s, sim.config.end_s
+        stats, k = self.stats, self.layers
+        waiting: list[list] = [[] for _ in range(k)]
+        at = 0
+        blocked = False  # the queue's head cannot start (KV memory); retried after the next step or a wake
+        while True:
+            for d in range(k):  # drop items preempted while they waited
+                waiting[d] = [(f, ep) for f, ep in waiting[d] if f.epoch == ep]
+            ready = [d for d in range(k) if waiting[d]]
+            if (self.decodes or self.prompts) and not blocked:
+                ready.append(0)
+            if not ready:
+                self.wake = env.event()
+                yield self.wake
+                self.wake = None
+                blocked = False
+                continue
+            d = min(ready, key=lambda x: (x - at) % k)
+            if d == 0 and (self.decodes or self.prompts) and not blocked:
+                batch = self.take_batch()
+                blocked = not batch
+                for f, ep in batch:
+                    waiting[k - f.counts[f.hop]].append((f, ep))
+            items, waiting[d] = waiting[d], []
+            if not items:
+                continue
+            at = (d + 1) % k
+            blocked = False
+            last = d == k - 1
+            start = env.now
+            yield env.timeout(self._layer_time(items) + (self._head_time(items) if last and self.has_head else 0.0))
+            end = env.now
+            stats.iterations += 1
+            overlap = min(end, window_end) - max(start, window_start)
+            if overlap > 0:
+                stats.busy_s += overlap
+            live = [(f, ep) for f, ep in items if f.epoch == ep]
+            if last:
+                sim.forward(self.id, live)
+            else:
+                waiting[d + 1].extend(live)
 
 
 class Simulation:

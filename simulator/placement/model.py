@@ -43,6 +43,46 @@ class MemoryModel:
         return min(model.layers, int(self.usable_bytes(cluster, node) // per_layer))
 
 
+@dataclass(frozen=True)
+class HelixKvMemory(MemoryModel):
+    """KV room as Helix's prototype had it: vLLM's block counts per GPU type and layers held
+    (:mod:`simulator.catalog.helix_kv`), and Helix's layer limit per GPU type (the most layers it
+    lists). Weights and everything else are as :class:`MemoryModel`. A node holding more layers than
+    listed (Helix's hand-written SP pipelines forced them) gets the line through the last two counts,
+    never below zero."""
+
+    def _blocks(self, cluster: Cluster, model: ModelSpec, node: int) -> dict[int, int]:
+        from ..catalog.helix_kv import HELIX_VLLM_BLOCKS
+
+        machine = cluster.nodes[node].machine.name
+        table = HELIX_VLLM_BLOCKS.get((model.name, machine))
+        if table is None:
+            known = sorted({f"{m} / {g}" for m, g in HELIX_VLLM_BLOCKS})
+            raise SimError(f"--kv-memory helix: no Helix KV table for {model.name} on {machine}; known: "
+                           + ", ".join(known))
+        return table
+
+    def kv_capacity_bytes(self, cluster: Cluster, model: ModelSpec, node: int, layers: int) -> float:
+        from ..catalog.helix_kv import VLLM_BLOCK_TOKENS
+
+        if layers <= 0:
+            return 0.0
+        table = self._blocks(cluster, model, node)
+        per_block = VLLM_BLOCK_TOKENS * layers * model.kv_bytes_per_token_per_layer
+        if layers in table:
+            return table[layers] * per_block
+        top = max(table)
+        slots = table[top] * top - (layers - top) * (table[top - 1] * (top - 1) - table[top] * top) \
+            if top > 1 else 0.0  # token-layer slots fall by the last step per extra layer
+        return max(0.0, slots) / layers * per_block
+
+    def max_layers(self, cluster: Cluster, model: ModelSpec, node: int) -> int:
+        return min(model.layers, max(self._blocks(cluster, model, node)))
+
+
+KV_MEMORY = {"vllm": MemoryModel, "helix": HelixKvMemory}  # --kv-memory: how a node's KV room is found
+
+
 @dataclass
 class Placement:
     """Node -> layer range ``[start, end)``; optionally explicit pipelines (node lists).

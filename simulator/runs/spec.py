@@ -21,7 +21,7 @@ from ..costs import CostModel
 from ..errors import SimError
 from ..planning.flow import max_flow
 from ..catalog.models import ModelSpec, load_model
-from ..placement.model import MemoryModel, Placement, check_fits
+from ..placement.model import KV_MEMORY, MemoryModel, Placement, check_fits
 from ..policies import PlanContext, make_scheduler, plan, resolve_policy
 from ..scheduling.interface import Scheduler
 from ..planning.capacity import BatchLimits, placement_problem
@@ -62,12 +62,14 @@ class RunSpec:
     roofline_only: bool = False
     max_inflight: int | None = None
     feeder: str = "closed"  # offline: "closed" (refill at once) or "helix" (Helix's offline feeder)
+    granularity: str = "node"  # engine node step: "node" (all held layers) or "layer" (Helix's simulator)
     context_rule: str = "reject"
     slo_ttft: float = math.inf
     slo_tpot: float = math.inf
     max_seqs: int = BatchLimits.max_seqs
     max_tokens: int = BatchLimits.max_tokens
     gpu_memory_utilisation: float = MemoryModel.utilisation
+    kv_memory: str = "vllm"  # KV room per node: "vllm" (memory share minus weights) or "helix" (Helix's block counts)
     partial_inference: bool = False
     objective: str = "depth-aware"  # helix-milp: "depth-aware" or "paper" (Helix's T(k))
     hop_overhead: float | None = None  # helix-milp depth-aware: seconds per hop; None = default
@@ -180,7 +182,9 @@ def build_setup(spec: RunSpec) -> tuple[Cluster, ModelSpec, MemoryModel, CostMod
     cluster = load_cluster(spec.cluster)
     cluster.check_connected()
     model = load_model(spec.model)
-    memory = MemoryModel(spec.gpu_memory_utilisation)
+    if spec.kv_memory not in KV_MEMORY:
+        raise SimError(f"unknown --kv-memory '{spec.kv_memory}'; known: {', '.join(KV_MEMORY)}")
+    memory = KV_MEMORY[spec.kv_memory](spec.gpu_memory_utilisation)
     check_fits(cluster, model, memory)
     return cluster, model, memory, CostModel(model, profile_dirs(spec), roofline_only=spec.roofline_only)
 

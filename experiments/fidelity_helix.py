@@ -1,0 +1,266 @@
+"""The engine against Helix's real prototype and Helix's simulator, under Helix's own protocol.
+
+Every Llama-2-70B point of Helix's artifact (project notes helix.md section 6) that we can set up as
+Helix did: Helix's stored placements (``make data`` fetches them: Gurobi's MILP placement served by the
+Helix scheduler, Swarm's served by the Swarm scheduler; on helix-3region, whose Swarm placement the
+artifact keeps elsewhere, our Swarm planner's), Helix's tables, the presets that equal Helix's cluster
+files link for link, and Helix's protocol as options of ``sim run``:
+
+* workload ``--trace helix:conv`` (Helix's length set and sampler; online its 3-s bucket generator);
+* offline ``--feeder helix`` (20 queries, then one more after each finished prompt or query while the
+  per-layer expected-KV bottleneck is <= 0.8; Swarm at Helix's fixed in-flight count), 60 s + 600 s;
+* online Helix's per-method token rate from 0 (the simulator's loads; the prototype ran 300 s at twice
+  them, :data:`~experiments.paper.HELIX_PROTOTYPE_LOADS`);
+* ``--kv-memory helix``: each node's KV room is the vLLM block count Helix's prototype had for its GPU
+  type and layer count (its workers ran vLLM with gpu_memory_utilization 0.8; Helix's simulator uses the
+  same counts), :mod:`simulator.catalog.helix_kv`.
+
+Each point is measured over the window its reference used. Helix's simulator: offline [60, 660] s,
+online [0, 1800] s (``step3_simulation.py``). Helix's prototype: offline [60, 300] s and online
+[200, 300] s (``step7_parse_results.py`` parses the prototype's logs with ``warm_up_time=60,
+finish_time=300`` and ``200, 300``; re-parsing the stored Swarm logs here gives its published 111.7
+and 81.1 decode tokens/s, 180 and ~134 requests in flight, decode round trips of 1.60 and 1.64 s).
+
+Helix's SP baseline is Helix's protocol too: one independent sub-cluster per GPU type, random routing,
+its own fixed in-flight count offline and its own load online (single-24: A100 18 / 240 tokens/s, L4
+40 / 120, T4 3 / 10), decode tokens/s summed. The artifact hand-wrote the per-type pipelines
+(``force_set`` beyond each GPU's layer limit); here our ``separate`` planner builds them per type.
+SP on 3-region and SP/SP+ on 42 nodes are not run (their sub-cluster protocols are not in our notes).
+
+The **ablation** switches each piece of the protocol back to our engine's defaults, one at a time, on
+every offline point: the workload (the raw Azure conv trace in its own order), the feeder (our closed
+loop: admit a request while its route's expected KV fits under 0.9), the memory (our model: 0.9 of
+the GPU, vLLM's default share, minus the weights, instead of Helix's block counts) and, on
+helix-3region, the links (the preset's old numpy jitter instead of Helix's draw); and it switches on
+the one engine mechanism of Helix's simulator we model as an option, per-layer node steps
+(``--granularity layer``).
+Output: ``results/fidelity_helix.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from simulator.cluster.model import load_cluster
+from simulator.runs.spec import RunSpec
+
+from .cache import CACHE, REPO, run_cached
+from .paper import (
+    HELIX_NOTES,
+    HELIX_PROTOCOL_LOADS,
+    HELIX_PROTOTYPE_DECODE,
+    HELIX_PROTOTYPE_LOADS,
+    HELIX_PROTOTYPE_LATENCY,
+    HELIX_SIMULATOR_DECODE,
+    HELIX_SIMULATOR_LATENCY_P50,
+    HELIX_SWARM_INFLIGHT,
+)
+from .report import markdown_table, num, ratio, write_result
+
+NAME = "fidelity_helix"
+PROFILES = str(REPO / "profiles" / "helix_asplos25")
+PLACEMENTS = REPO / "placements" / "helix_asplos25"
+MODEL = "llama2-70b"
+SETUPS = ["helix-single24", "helix-3region", "helix-42node"]
+POLICIES = ["helix", "swarm"]
+PROTOTYPE_KV_MEMORY = "helix"  # Helix's prototype's vLLM block counts (simulator.catalog.helix_kv)
+# (warm-up, window) in s per reference and mode (see the module docstring)
+WINDOWS = {("sim", "offline"): (60.0, 600.0), ("sim", "online"): (0.0, 1800.0),
+           ("proto", "offline"): (60.0, 240.0), ("proto", "online"): (200.0, 100.0)}
+ABLATIONS = ["workload", "feeder", "memory", "links", "layer"]
+# Helix's SP on single-24 / 70B: (machine, in flight offline, offered tokens/s online) per sub-cluster
+SP_GPU_MEMORY_UTILISATION = RunSpec.gpu_memory_utilisation  # see sp_specs
+SP_SUBCLUSTERS = {"helix-single24": [("A100-40GB", 18, 240.0), ("L4", 40, 120.0), ("T4", 3, 10.0)]}
+
+
+def placement_of(cluster: str, policy: str) -> tuple[str, str]:
+    """(placement, scheduler): Helix's stored placement where the artifact's is fetched, else our planner."""
+    stored = PLACEMENTS / f"{cluster}_{'gurobi' if policy == 'helix' else 'swarm'}.ini"
+    return (str(stored) if stored.is_file() else ("helix-milp" if policy == "helix" else "swarm")), policy
+
+
+def _protocol(spec: RunSpec, mode: str, ref: str, inflight: int | None, load: float) -> RunSpec:
+    warmup, window = WINDOWS[(ref, mode)]
+    spec = dataclasses.replace(spec, trace="helix:conv", seed=0, profiles=[PROFILES], progress=False,
+                               kv_memory=PROTOTYPE_KV_MEMORY, milp_nodes=2000,
+                               warmup=warmup, duration=window)
+    if mode == "offline":
+        return dataclasses.replace(spec, mode="offline", feeder="helix", max_inflight=inflight)
+    return dataclasses.replace(spec, mode="online", token_rate=load)
+
+
+def point_spec(cluster: str, policy: str, mode: str, ref: str = "sim") -> RunSpec:
+    """One Helix or Swarm point under Helix's protocol, measured over ``ref``'s window."""
+    placement, scheduler = placement_of(cluster, policy)
+    spec = RunSpec(cluster=cluster, model=MODEL, policy=None, placement=placement, scheduler=scheduler)
+    loads = HELIX_PROTOTYPE_LOADS if ref == "proto" else HELIX_PROTOCOL_LOADS
+    return _protocol(spec, mode, ref, HELIX_SWARM_INFLIGHT[cluster] if policy == "swarm" else None,
+                     loads.get((cluster, policy), 0.0))
+
+
+def type_subcluster(cluster: str, machine: str) -> str:
+    """The preset's machines of one type as a cluster file (Helix's SP sub-cluster)."""
+    c = load_cluster(cluster)
+    sub = c.subset([n.id for n in c.nodes if n.machine.name == machine], f"{cluster}-{machine.lower()}")
+    path = CACHE / "clusters" / f"{sub.name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = sub.to_toml()
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return str(path)
+
+
+def sp_specs(cluster: str, mode: str, ref: str) -> list[RunSpec]:
+    """Helix's SP: one run per GPU type's sub-cluster (our ``separate`` pipelines, random routing). Helix
+    forced 20 layers on each A100, beyond its own 12-layer limit, so its KV table does not cover them and the
+    four A100s cannot hold the 80 layers under it: SP runs with our memory model at vLLM's default share
+    (:data:`SP_GPU_MEMORY_UTILISATION`)."""
+    return [dataclasses.replace(
+        _protocol(RunSpec(cluster=type_subcluster(cluster, machine), model=MODEL, policy=None,
+                          placement="separate", scheduler="random"), mode, ref, inflight, load),
+        kv_memory="vllm", gpu_memory_utilisation=SP_GPU_MEMORY_UTILISATION)
+        for machine, inflight, load in SP_SUBCLUSTERS.get(cluster, [])]
+
+
+def numpy_jitter_cluster(cluster: str) -> str:
+    """The preset as it was before it followed Helix's draw: the same specs, numpy's jitter (a TOML file)."""
+    from simulator.cluster.model import PRESETS_DIR
+
+    text = (PRESETS_DIR / f"{cluster}.toml").read_text().replace('jitter = "helix"\n', "")
+    path = CACHE / "clusters" / f"{cluster}-numpy-jitter.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    load_cluster(str(path))  # fails here, not in a worker, if it does not load
+    return str(path)
+
+
+def ablated(spec: RunSpec, what: str) -> RunSpec | None:
+    """``spec`` with one piece of Helix's protocol switched back to our defaults (None where it changes nothing)."""
+    if what == "workload":
+        return dataclasses.replace(spec, trace="azure_conv")
+    if what == "feeder":
+        return dataclasses.replace(spec, feeder="closed")
+    if what == "memory":  # our memory model: vLLM's default share minus the weights
+        return dataclasses.replace(spec, kv_memory="vllm", gpu_memory_utilisation=RunSpec.gpu_memory_utilisation)
+    if what == "layer":  # switched on: Helix's simulator steps one layer at a time
+        return dataclasses.replace(spec, granularity="layer")
+    if what == "links":
+        return dataclasses.replace(spec, cluster=numpy_jitter_cluster(spec.cluster)) \
+            if spec.cluster == "helix-3region" else None
+    raise ValueError(what)
+
+
+def points() -> list[tuple[str, str, str, str]]:
+    """(setup, policy, mode, reference) of every point with a published number."""
+    out = []
+    for cluster in SETUPS:
+        for policy in POLICIES + (["separate"] if cluster in SP_SUBCLUSTERS else []):
+            for mode in ("offline", "online"):
+                for ref, table in (("proto", HELIX_PROTOTYPE_DECODE), ("sim", HELIX_SIMULATOR_DECODE)):
+                    if (cluster, policy, mode) in table:
+                        out.append((cluster, policy, mode, ref))
+    return out
+
+
+def point_specs(cluster: str, policy: str, mode: str, ref: str) -> list[RunSpec]:
+    return sp_specs(cluster, mode, ref) if policy == "separate" else [point_spec(cluster, policy, mode, ref)]
+
+
+def specs() -> list[tuple[str, RunSpec]]:
+    out = []
+    for cluster, policy, mode, ref in points():
+        for i, spec in enumerate(point_specs(cluster, policy, mode, ref)):
+            out.append((f"{cluster}|{policy}|{mode}|{ref}|{i}", spec))
+    return out
+
+
+def ablation_specs() -> list[tuple[str, RunSpec]]:
+    """Each offline Helix and Swarm point (simulator's window) with one piece of the protocol switched back."""
+    out = []
+    for cluster in SETUPS:
+        for policy in POLICIES:
+            base = point_spec(cluster, policy, "offline")
+            for what in ABLATIONS:
+                spec = ablated(base, what)
+                if spec is not None:
+                    out.append((f"{cluster}|{policy}|offline|no-{what}", spec))
+            everything = ablated(ablated(ablated(base, "workload"), "feeder"), "memory")  # layer stays off
+            if cluster == "helix-3region":
+                everything = ablated(everything, "links")
+            out.append((f"{cluster}|{policy}|offline|none", everything))
+    return out
+
+
+def _err(ours, ref) -> str:
+    r = ratio(ours, ref)
+    return "-" if r is None else f"{100 * (r - 1):+.0f} %"
+
+
+def combined(parts: list[dict]) -> dict:
+    """One point from its runs: SP's sub-clusters add up (decode tokens/s; latencies are not combined)."""
+    errors = [p["error"] for p in parts if p.get("error")]
+    if errors:
+        return {"error": errors[0]}
+    if len(parts) == 1:
+        return parts[0]
+    return {"decode_tokens_per_s": sum(p["decode_tokens_per_s"] for p in parts),
+            "parts": [round(p["decode_tokens_per_s"], 1) for p in parts]}
+
+
+def point_result(results: dict, cluster: str, policy: str, mode: str, ref: str) -> dict:
+    n = len(point_specs(cluster, policy, mode, ref))
+    return combined([results[f"{cluster}|{policy}|{mode}|{ref}|{i}"] for i in range(n)])
+
+
+def latency_note(s: dict, cluster: str, policy: str, ref: str) -> str:
+    if "parts" in s:
+        return "sub-clusters " + " + ".join(f"{v:.1f}" for v in s["parts"])
+    if ref == "proto":
+        mean = HELIX_PROTOTYPE_LATENCY.get((cluster, policy))
+        return (f"TTFT / TPOT mean {num(s.get('ttft_mean_s'), '.2f')} / {num(s.get('tpot_mean_s'), '.2f')}"
+                + (f" (prototype {mean[0]:.2f} / {mean[1]:.2f})" if mean else ""))
+    p50 = HELIX_SIMULATOR_LATENCY_P50.get((cluster, policy))
+    return (f"TTFT / TPOT p50 {num(s.get('ttft_p50_s'), '.2f')} / {num(s.get('tpot_p50_s'), '.2f')}"
+            + (f" (Helix's simulator {p50[0]:.2f} / {p50[1]:.2f})" if p50 else ""))
+
+
+def run(jobs: int | None = None) -> None:
+    results = run_cached(specs() + ablation_specs(), NAME, jobs)
+    rows = []
+    for cluster, policy, mode, ref in points():
+        s = point_result(results, cluster, policy, mode, ref)
+        ours = s.get("decode_tokens_per_s")
+        theirs = (HELIX_PROTOTYPE_DECODE if ref == "proto" else HELIX_SIMULATOR_DECODE)[(cluster, policy, mode)]
+        window = WINDOWS[(ref, mode)]
+        rows.append([cluster, policy, mode, "prototype" if ref == "proto" else "simulator",
+                     f"{window[0]:.0f}-{window[0] + window[1]:.0f}", num(ours), num(theirs), _err(ours, theirs),
+                     s.get("error") or (latency_note(s, cluster, policy, ref) if mode == "online" or "parts" in s
+                                        else "")])
+    abl_rows = []
+    for cluster in SETUPS:
+        for policy in POLICIES:
+            base = results[f"{cluster}|{policy}|offline|sim|0"].get("decode_tokens_per_s")
+            cells = [cluster, policy, num(base)]
+            for what in ABLATIONS + ["none"]:  # "none": the protocol's pieces all switched back
+                s = results.get(f"{cluster}|{policy}|offline|no-{what}" if what != "none"
+                                else f"{cluster}|{policy}|offline|none")
+                v = s.get("decode_tokens_per_s") if s else None
+                cells.append("-" if s is None else f"{num(v)} ({_err(v, base)})")
+            cells.append(num(HELIX_SIMULATOR_DECODE.get((cluster, policy, "offline"))))
+            cells.append(num(HELIX_PROTOTYPE_DECODE.get((cluster, policy, "offline"))))
+            abl_rows.append(cells)
+    text = (f"Llama-2-70B under Helix's protocol (decode tokens/s; Helix's numbers: {HELIX_NOTES}). Offline: "
+            "Helix's feeder; online: Helix's per-method load from 0; each point over its reference's window (s). "
+            "Errors are ours over theirs.\n\n"
+            + markdown_table(["setup", "policy", "mode", "reference", "window", "ours", "theirs", "error",
+                              "latency (s) / parts"], rows)
+            + "\n\nAblation, offline, simulator's window: each piece of Helix's protocol switched back to our "
+              "defaults on its own, and Helix's simulator's per-layer node steps switched on (`--granularity "
+              "layer`); in brackets the change against the full protocol; `none` switches the protocol's pieces "
+              "all back (the issue's first column).\n\n"
+            + markdown_table(["setup", "policy", "protocol", "raw Azure conv", "closed-loop feeder",
+                              "our memory model", "numpy link jitter", "layer steps", "none", "Helix simulator",
+                              "Helix prototype"], abl_rows)
+            + "\n")
+    write_result(NAME, text)
