@@ -73,6 +73,12 @@ def test_helix_feeder_by_kv_starts_twenty_then_feeds_while_the_bottleneck_allows
     # one feed decision books at most one request on top of a bottleneck <= 0.8
     per_request = (200 + sim._mean_output) * sim.kv_layer * 4 / sim.nodes[0].kv_capacity
     assert max(seen) <= HELIX_FEED_HWM + 2 * per_request + 1e-9
+    # nothing lost: every drawn request is counted once, KV in use equals what the requests in flight hold
+    from simulator.engine import kv_balanced
+
+    assert kv_balanced(sim)
+    assert len({r.id for r in records}) == len(records)
+    assert {r.outcome for r in records} <= {"finished", "unfinished"}
 
 
 def test_kv_bottleneck_is_per_layer_over_all_holders(tiny):
@@ -223,3 +229,16 @@ def test_helix_kv_memory_is_the_prototype_block_counts_and_layer_limits():
     het = load_cluster("hexgen2-het1")
     with pytest.raises(SimError, match="no Helix KV table for llama2-70b on H100-80GBx2; known: llama1-30b / A100-40GB"):
         mem.max_layers(het, model, next(n.id for n in het.nodes if n.machine.name.startswith("H100")))
+
+
+def test_helix_feeder_feeds_below_the_watermark_and_stops_above_it(tiny):
+    sim = offline_sim(tiny, {0: (0, 4)}, [Request(i, 0.0, 10, 2) for i in range(5)], duration_s=5.0, warmup_s=0.0)
+    fed = []
+    sim._feed_one = lambda: fed.append(sim.env.now)
+    node = sim.nodes[0]
+    node.kv_expected = (HELIX_FEED_HWM + 0.01) * node.kv_capacity
+    sim._feed(query_done=True)
+    node.kv_expected = (HELIX_FEED_HWM - 0.01) * node.kv_capacity
+    sim._feed(query_done=False)
+    sim.env.run(until=1.0)
+    assert fed == [pytest.approx(HELIX_FEED_DELAY_S)]  # only the call below the watermark fed, 0.1 s later
