@@ -32,8 +32,8 @@ every offline point: the workload (the raw Azure conv trace in its own order), t
 loop: admit a request while its route's expected KV fits under 0.9), the memory (our model: 0.9 of
 the GPU, vLLM's default share, minus the weights, instead of Helix's block counts) and, on
 helix-3region, the links (the preset's old numpy jitter instead of Helix's draw); and it switches on
-the one engine mechanism of Helix's simulator we model as an option, per-layer node steps
-(``--granularity layer``).
+two things of Helix's simulator: its NICs (its machine profiles' "10 * gbps" read as 1e10 bytes/s,
+where our presets keep the paper's 10 Gb/s) and per-layer node steps (``--granularity layer``).
 Output: ``results/fidelity_helix.md``.
 """
 
@@ -67,7 +67,8 @@ PROTOTYPE_KV_MEMORY = "helix"  # Helix's prototype's vLLM block counts (simulato
 # (warm-up, window) in s per reference and mode (see the module docstring)
 WINDOWS = {("sim", "offline"): (60.0, 600.0), ("sim", "online"): (0.0, 1800.0),
            ("proto", "offline"): (60.0, 240.0), ("proto", "online"): (200.0, 100.0)}
-ABLATIONS = ["workload", "feeder", "memory", "links", "layer"]
+ABLATIONS = ["workload", "feeder", "memory", "links", "nic", "layer"]
+HELIX_NIC_BYTES_PER_S = 1e10  # Helix's machine_profiles.ini "10 * gbps", which its code reads as bytes/s
 # Helix's SP on single-24 / 70B: (machine, in flight offline, offered tokens/s online) per sub-cluster
 SP_GPU_MEMORY_UTILISATION = RunSpec.gpu_memory_utilisation  # see sp_specs
 SP_SUBCLUSTERS = {"helix-single24": [("A100-40GB", 18, 240.0), ("L4", 40, 120.0), ("T4", 3, 10.0)]}
@@ -122,12 +123,15 @@ def sp_specs(cluster: str, mode: str, ref: str) -> list[RunSpec]:
         for machine, inflight, load in SP_SUBCLUSTERS.get(cluster, [])]
 
 
-def numpy_jitter_cluster(cluster: str) -> str:
-    """The preset as it was before it followed Helix's draw: the same specs, numpy's jitter (a TOML file)."""
+def preset_variant(cluster: str, label: str, old: str, new: str) -> str:
+    """The preset with one line of its TOML replaced, as a cluster file."""
     from simulator.cluster.model import PRESETS_DIR
 
-    text = (PRESETS_DIR / f"{cluster}.toml").read_text().replace('jitter = "helix"\n', "")
-    path = CACHE / "clusters" / f"{cluster}-numpy-jitter.toml"
+    text = (PRESETS_DIR / f"{cluster}.toml").read_text()
+    if old not in text:
+        raise ValueError(f"{cluster}: no line {old!r} to replace")
+    text = text.replace(old, new)
+    path = CACHE / "clusters" / f"{cluster}-{label}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
@@ -145,9 +149,12 @@ def ablated(spec: RunSpec, what: str) -> RunSpec | None:
         return dataclasses.replace(spec, kv_memory="vllm", gpu_memory_utilisation=RunSpec.gpu_memory_utilisation)
     if what == "layer":  # switched on: Helix's simulator steps one layer at a time
         return dataclasses.replace(spec, granularity="layer")
-    if what == "links":
-        return dataclasses.replace(spec, cluster=numpy_jitter_cluster(spec.cluster)) \
+    if what == "links":  # the preset's old numpy jitter instead of Helix's draw
+        return dataclasses.replace(spec, cluster=preset_variant(spec.cluster, "numpy-jitter", 'jitter = "helix"\n', "")) \
             if spec.cluster == "helix-3region" else None
+    if what == "nic":  # switched on: NICs as Helix's simulator reads its machine profiles
+        return dataclasses.replace(spec, cluster=preset_variant(spec.cluster, "helix-nic", 'nic = "10Gbps"',
+                                                                f"nic = {HELIX_NIC_BYTES_PER_S:.0f}"))
     raise ValueError(what)
 
 
@@ -187,7 +194,7 @@ def ablation_specs() -> list[tuple[str, RunSpec]]:
                     out.append((f"{cluster}|{policy}|offline|no-{what}", spec))
             everything = ablated(ablated(ablated(base, "workload"), "feeder"), "memory")  # layer stays off
             if cluster == "helix-3region":
-                everything = ablated(everything, "links")
+                everything = ablated(everything, "links")  # nic and layer stay as ours
             out.append((f"{cluster}|{policy}|offline|none", everything))
     return out
 
@@ -256,11 +263,11 @@ def run(jobs: int | None = None) -> None:
             + markdown_table(["setup", "policy", "mode", "reference", "window", "ours", "theirs", "error",
                               "latency (s) / parts"], rows)
             + "\n\nAblation, offline, simulator's window: each piece of Helix's protocol switched back to our "
-              "defaults on its own, and Helix's simulator's per-layer node steps switched on (`--granularity "
-              "layer`); in brackets the change against the full protocol; `none` switches the protocol's pieces "
-              "all back (the issue's first column).\n\n"
+              "defaults on its own, and Helix's simulator's NICs (1e10 B/s) and per-layer node steps "
+              "(`--granularity layer`) switched on; in brackets the change against the full protocol; `none` "
+              "switches the protocol's pieces all back (the issue's first column).\n\n"
             + markdown_table(["setup", "policy", "protocol", "raw Azure conv", "closed-loop feeder",
-                              "our memory model", "numpy link jitter", "layer steps", "none", "Helix simulator",
-                              "Helix prototype"], abl_rows)
+                              "our memory model", "numpy link jitter", "NICs 1e10 B/s", "layer steps", "none",
+                              "Helix simulator", "Helix prototype"], abl_rows)
             + "\n")
     write_result(NAME, text)

@@ -1,0 +1,55 @@
+"""experiments/fidelity_helix.py: each point runs Helix's protocol over its reference's window and load."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `experiments` is not an installed package
+
+from experiments import fidelity_helix as fid  # noqa: E402
+from simulator.cluster.model import load_cluster  # noqa: E402
+
+
+def test_prototype_points_use_the_prototype_window_and_load():
+    off = fid.point_spec("helix-single24", "swarm", "offline", "proto")
+    assert (off.warmup, off.duration, off.max_inflight) == (60.0, 240.0, 180)
+    assert (off.trace, off.feeder, off.kv_memory, off.mode) == ("helix:conv", "helix", "helix", "offline")
+    on = fid.point_spec("helix-single24", "helix", "online", "proto")
+    assert (on.warmup, on.duration, on.token_rate, on.max_inflight) == (200.0, 100.0, 1400.0, None)
+    sim = fid.point_spec("helix-single24", "helix", "online", "sim")
+    assert (sim.warmup, sim.duration, sim.token_rate) == (0.0, 1800.0, 700.0)
+
+
+def test_every_published_point_is_run_once_per_part():
+    names = [name for name, _ in fid.specs()]
+    assert len(names) == len(set(names))
+    points = fid.points()
+    assert ("helix-single24", "swarm", "offline", "proto") in points
+    assert ("helix-3region", "helix", "online", "proto") not in points  # no prototype there
+    sp = [n for n in names if n.startswith("helix-single24|separate|offline|proto")]
+    assert len(sp) == 3  # A100, L4 and T4 sub-clusters
+
+
+def test_sp_subclusters_hold_one_gpu_type_each():
+    path = fid.type_subcluster("helix-single24", "T4")
+    c = load_cluster(path)
+    assert c.machine_types() == {"T4": 12}
+    assert [s.max_inflight for s in fid.sp_specs("helix-single24", "offline", "sim")] == [18, 40, 3]
+
+
+def test_sp_decode_rates_add_up_and_an_error_wins():
+    assert fid.combined([{"decode_tokens_per_s": 1.5}, {"decode_tokens_per_s": 2.0}])["decode_tokens_per_s"] == 3.5
+    assert fid.combined([{"decode_tokens_per_s": 1.0}, {"error": "no"}]) == {"error": "no"}
+
+
+@pytest.mark.parametrize("what", fid.ABLATIONS)
+def test_each_ablation_changes_exactly_what_it_names(what):
+    base = fid.point_spec("helix-3region", "helix", "offline")
+    changed = fid.ablated(base, what)
+    diff = {f for f in base.__dataclass_fields__ if getattr(base, f) != getattr(changed, f)}
+    expected = {"workload": {"trace"}, "feeder": {"feeder"}, "memory": {"kv_memory"}, "links": {"cluster"},
+                "nic": {"cluster"}, "layer": {"granularity"}}[what]
+    assert diff == expected
