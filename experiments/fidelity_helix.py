@@ -32,8 +32,9 @@ every offline point: the workload (the raw Azure conv trace in its own order), t
 loop: admit a request while its route's expected KV fits under 0.9), the memory (our model: 0.9 of
 the GPU, vLLM's default share, minus the weights, instead of Helix's block counts) and, on
 helix-3region, the links (the preset's old numpy jitter instead of Helix's draw); and it switches on
-two things of Helix's simulator: its NICs (its machine profiles' "10 * gbps" read as 1e10 bytes/s,
-where our presets keep the paper's 10 Gb/s) and per-layer node steps (``--granularity layer``).
+three mechanisms of Helix's simulator: its NICs (its machine profiles' "10 * gbps" read as 1e10
+bytes/s, where our presets keep the paper's 10 Gb/s), per-layer node steps (``--granularity layer``)
+and one transmission per request (``--transfers per-request``).
 Output: ``results/fidelity_helix.md``.
 """
 
@@ -67,7 +68,7 @@ PROTOTYPE_KV_MEMORY = "helix"  # Helix's prototype's vLLM block counts (simulato
 # (warm-up, window) in s per reference and mode (see the module docstring)
 WINDOWS = {("sim", "offline"): (60.0, 600.0), ("sim", "online"): (0.0, 1800.0),
            ("proto", "offline"): (60.0, 240.0), ("proto", "online"): (200.0, 100.0)}
-ABLATIONS = ["workload", "feeder", "memory", "links", "nic", "layer"]
+ABLATIONS = ["workload", "feeder", "memory", "links", "nic", "layer", "transfers"]
 HELIX_NIC_BYTES_PER_S = 1e10  # Helix's machine_profiles.ini "10 * gbps", which its code reads as bytes/s
 # Helix's SP on single-24 / 70B: (machine, in flight offline, offered tokens/s online) per sub-cluster
 SP_GPU_MEMORY_UTILISATION = RunSpec.gpu_memory_utilisation  # see sp_specs
@@ -147,6 +148,8 @@ def ablated(spec: RunSpec, what: str) -> RunSpec | None:
         return dataclasses.replace(spec, feeder="closed")
     if what == "memory":  # our memory model: vLLM's default share minus the weights
         return dataclasses.replace(spec, kv_memory="vllm", gpu_memory_utilisation=RunSpec.gpu_memory_utilisation)
+    if what == "transfers":  # switched on: Helix's simulator sends one request per transmission
+        return dataclasses.replace(spec, transfers="per-request")
     if what == "layer":  # switched on: Helix's simulator steps one layer at a time
         return dataclasses.replace(spec, granularity="layer")
     if what == "links":  # the preset's old numpy jitter instead of Helix's draw
@@ -263,11 +266,13 @@ def run(jobs: int | None = None) -> None:
             + markdown_table(["setup", "policy", "mode", "reference", "window", "ours", "theirs", "error",
                               "latency (s) / parts"], rows)
             + "\n\nAblation, offline, simulator's window: each piece of Helix's protocol switched back to our "
-              "defaults on its own, and Helix's simulator's NICs (1e10 B/s) and per-layer node steps "
-              "(`--granularity layer`) switched on; in brackets the change against the full protocol; `none` "
-              "switches the protocol's pieces all back (the issue's first column).\n\n"
+              "defaults on its own, and Helix's simulator's NICs (1e10 B/s), per-layer node steps "
+              "(`--granularity layer`) and per-request transfers (`--transfers per-request`) switched on; in "
+              "brackets the change against the full protocol; `none` switches the protocol's pieces all back "
+              "(the issue's first column).\n\n"
             + markdown_table(["setup", "policy", "protocol", "raw Azure conv", "closed-loop feeder",
-                              "our memory model", "numpy link jitter", "NICs 1e10 B/s", "layer steps", "none",
+                              "our memory model", "numpy link jitter", "NICs 1e10 B/s", "layer steps",
+                              "per-request transfers", "none",
                               "Helix simulator", "Helix prototype"], abl_rows)
             + "\n")
     write_result(NAME, text)

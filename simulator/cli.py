@@ -56,6 +56,9 @@ def run_options(f):
         click.option("--granularity", type=click.Choice(["node", "layer"]), default="node", show_default=True,
                      help="engine: a node step runs all its layers (node) or one layer, round robin over the "
                           "layers with work (layer, as Helix's simulator)"),
+        click.option("--transfers", type=click.Choice(["batched", "per-request"]), default="batched",
+                     show_default=True, help="engine: a node's outputs leave as one transfer per next hop, or one per "
+                                             "request (as Helix's simulator)"),
         click.option("--feeder", type=click.Choice(["closed", "helix"]), default="closed", show_default=True,
                      help="offline: refill at once (closed) or Helix's feeder (20 queries 0.1 s apart, then one "
                           "more after each finished prompt or query while the fullest node's expected KV <= 0.8)"),

@@ -242,3 +242,31 @@ def test_helix_feeder_feeds_below_the_watermark_and_stops_above_it(tiny):
     sim._feed(query_done=False)
     sim.env.run(until=1.0)
     assert fed == [pytest.approx(HELIX_FEED_DELAY_S)]  # only the call below the watermark fed, 0.1 s later
+
+
+def test_per_request_transfers_split_a_batch_at_the_next_node(tiny):
+    """--transfers per-request (Helix's simulator: one request per transmission): two prompts that ran
+    together on node 0 reach node 1 one link-time apart, and the idle node 1 starts with the first alone."""
+    from simulator.engine import kv_balanced
+
+    model, make_cluster, profiles = tiny
+    steps = {}
+    for mode in ("batched", "per-request"):
+        cluster = make_cluster(2)
+        placement = Placement(cluster, model, {0: (0, 2), 1: (2, 4)}, "manual", pipelines=[[0, 1]])
+        sched = make_scheduler("weighted-pipelines", placement, np.random.default_rng(0))
+        w = Workload([Request(0, 0.0, 500, 1), Request(1, 0.0, 500, 1)], [], "t", {})
+        sim = Simulation(placement, sched, CostModel(model, [profiles]), w,
+                         EngineConfig(mode="offline", max_inflight=2, progress=False, duration_s=5.0, warmup_s=0.0,
+                                      transfers=mode))
+        records = sim.run()
+        assert [r.outcome for r in records] == ["finished", "finished"]
+        assert kv_balanced(sim)
+        steps[mode] = (sim.node_stats()[0].iterations, sim.node_stats()[1].iterations,
+                       sorted(r.first_token_s for r in records))
+    assert steps["batched"][:2] == (1, 1)
+    assert steps["per-request"][:2] == (1, 2)
+    first, second = steps["per-request"][2]
+    assert first < steps["batched"][2][0]  # the first prompt no longer waits for its partner on node 1
+    with pytest.raises(SimError, match="unknown transfer mode 'x'; known: batched, per-request"):
+        EngineConfig(transfers="x")

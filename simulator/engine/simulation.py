@@ -84,6 +84,7 @@ HELIX_FEED_HWM = 0.8
 HELIX_OFFLINE_KV_HWM = 0.85
 FEEDERS = ("closed", "helix")
 GRANULARITIES = ("node", "layer")
+TRANSFERS = ("batched", "per-request")
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,17 @@ class EngineConfig:
     # the next layer with work, round robin (Helix's simulator, compute_node.py: a queue before each
     # held layer); batches that reach a node at different times then share no layer step.
     granularity: str = "node"
+    # How a node's outputs leave after a step. "batched": one transfer per next hop holding every item
+    # for it. "per-request": one transfer per item, queued on the link and NICs one after the other
+    # (Helix's simulator, global_maxflow_scheduler.schedule_transmission), so an idle next node starts
+    # its step with the first item that arrives and the others wait for its next step.
+    transfers: str = "batched"
 
     def __post_init__(self):
         if self.feeder not in FEEDERS:
             raise SimError(f"unknown offline feeder '{self.feeder}'; known: {', '.join(FEEDERS)}")
+        if self.transfers not in TRANSFERS:
+            raise SimError(f"unknown transfer mode '{self.transfers}'; known: {', '.join(TRANSFERS)}")
         if self.granularity not in GRANULARITIES:
             raise SimError(f"unknown iteration granularity '{self.granularity}'; known: {', '.join(GRANULARITIES)}")
 
@@ -495,11 +503,13 @@ class Simulation:
             ev.callbacks.append(lambda _e, it=items, nd=node: nd.enqueue(it))
 
     def forward(self, node_id: int, batch: list) -> None:
-        """After an iteration on ``node_id``: send each item to its next hop, batched per hop."""
+        """After an iteration on ``node_id``: send each item to its next hop, batched per hop (or one by one,
+        ``transfers="per-request"``)."""
         groups: dict[int, list] = {}
         nbytes: dict[int, float] = {}
         now = self.env.now
         track = self.track_hops
+        one_by_one = self.config.transfers == "per-request"  # Helix's simulator: one request per transmission
         for f, ep in batch:
             if f.epoch != ep:
                 continue
@@ -515,6 +525,9 @@ class Simulation:
             else:
                 dst = self.coord
                 b = TOKEN_ID_BYTES
+            if one_by_one:
+                self.send(node_id, dst, [(f, ep)], b)
+                continue
             g = groups.get(dst)
             if g is None:
                 groups[dst] = [(f, ep)]

@@ -56,7 +56,8 @@ def execute(spec: RunSpec) -> RunResult:
     """Build everything from ``spec`` and run the simulation."""
     p = prepare(spec)
     config = EngineConfig(spec.mode, spec.duration, spec.warmup, spec.max_inflight, p.limits, spec.progress,
-                          feeder=spec.feeder, granularity=spec.granularity)
+                          feeder=spec.feeder, granularity=spec.granularity,
+                          transfers=spec.transfers)
     sim = Simulation(p.placement, p.scheduler, p.costs, p.workload, config)
     records = sim.run()
     summary = summarize(records, sim.series, sim.node_stats(), warmup_s=spec.warmup, duration_s=spec.duration,

@@ -63,6 +63,7 @@ class RunSpec:
     max_inflight: int | None = None
     feeder: str = "closed"  # offline: "closed" (refill at once) or "helix" (Helix's offline feeder)
     granularity: str = "node"  # engine node step: "node" (all held layers) or "layer" (Helix's simulator)
+    transfers: str = "batched"  # engine: one transfer per next hop ("batched") or per request (Helix's simulator)
     context_rule: str = "reject"
     slo_ttft: float = math.inf
     slo_tpot: float = math.inf
