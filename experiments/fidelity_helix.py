@@ -68,7 +68,11 @@ PROTOTYPE_KV_MEMORY = "helix"  # Helix's prototype's vLLM block counts (simulato
 # (warm-up, window) in s per reference and mode (see the module docstring)
 WINDOWS = {("sim", "offline"): (60.0, 600.0), ("sim", "online"): (0.0, 1800.0),
            ("proto", "offline"): (60.0, 240.0), ("proto", "online"): (200.0, 100.0)}
-ABLATIONS = ["workload", "feeder", "memory", "links", "nic", "layer", "transfers"]
+ABLATIONS = ["workload", "feeder", "memory", "links", "nic", "layer", "transfers", "copies"]
+# Helix's simulator's engine mechanisms that its prototype shares (both send one message per request and
+# copy received activations on the host), switched on over every point: name -> RunSpec changes
+MECHANISMS = {"per-request transfers": {"transfers": "per-request"}, "host copies": {"host_copies": "helix"},
+              "both": {"transfers": "per-request", "host_copies": "helix"}}
 HELIX_NIC_BYTES_PER_S = 1e10  # Helix's machine_profiles.ini "10 * gbps", which its code reads as bytes/s
 # Helix's SP on single-24 / 70B: (machine, in flight offline, offered tokens/s online) per sub-cluster
 SP_GPU_MEMORY_UTILISATION = RunSpec.gpu_memory_utilisation  # see sp_specs
@@ -150,6 +154,8 @@ def ablated(spec: RunSpec, what: str) -> RunSpec | None:
         return dataclasses.replace(spec, kv_memory="vllm", gpu_memory_utilisation=RunSpec.gpu_memory_utilisation)
     if what == "transfers":  # switched on: Helix's simulator sends one request per transmission
         return dataclasses.replace(spec, transfers="per-request")
+    if what == "copies":  # switched on: Helix's host-side input copies (4 + 5 GB/s)
+        return dataclasses.replace(spec, host_copies="helix")
     if what == "layer":  # switched on: Helix's simulator steps one layer at a time
         return dataclasses.replace(spec, granularity="layer")
     if what == "links":  # the preset's old numpy jitter instead of Helix's draw
@@ -183,6 +189,12 @@ def specs() -> list[tuple[str, RunSpec]]:
         for i, spec in enumerate(point_specs(cluster, policy, mode, ref)):
             out.append((f"{cluster}|{policy}|{mode}|{ref}|{i}", spec))
     return out
+
+
+def mechanism_specs() -> list[tuple[str, RunSpec]]:
+    """Every point's runs with each of :data:`MECHANISMS` switched on."""
+    return [(f"{label}|{name}", dataclasses.replace(spec, **change))
+            for label, change in MECHANISMS.items() for name, spec in specs()]
 
 
 def ablation_specs() -> list[tuple[str, RunSpec]]:
@@ -236,7 +248,7 @@ def latency_note(s: dict, cluster: str, policy: str, ref: str) -> str:
 
 
 def run(jobs: int | None = None) -> None:
-    results = run_cached(specs() + ablation_specs(), NAME, jobs)
+    results = run_cached(specs() + ablation_specs() + mechanism_specs(), NAME, jobs)
     rows = []
     for cluster, policy, mode, ref in points():
         s = point_result(results, cluster, policy, mode, ref)
@@ -247,6 +259,17 @@ def run(jobs: int | None = None) -> None:
                      f"{window[0]:.0f}-{window[0] + window[1]:.0f}", num(ours), num(theirs), _err(ours, theirs),
                      s.get("error") or (latency_note(s, cluster, policy, ref) if mode == "online" or "parts" in s
                                         else "")])
+    mech_rows = []
+    for cluster, policy, mode, ref in points():
+        theirs = (HELIX_PROTOTYPE_DECODE if ref == "proto" else HELIX_SIMULATOR_DECODE)[(cluster, policy, mode)]
+        cells = [cluster, policy, mode, "prototype" if ref == "proto" else "simulator", num(theirs)]
+        for label in [""] + list(MECHANISMS):
+            prefix = f"{label}|" if label else ""
+            n = len(point_specs(cluster, policy, mode, ref))
+            s = combined([results[f"{prefix}{cluster}|{policy}|{mode}|{ref}|{i}"] for i in range(n)])
+            v = s.get("decode_tokens_per_s")
+            cells.append(f"{num(v)} ({_err(v, theirs)})")
+        mech_rows.append(cells)
     abl_rows = []
     for cluster in SETUPS:
         for policy in POLICIES:
@@ -267,12 +290,18 @@ def run(jobs: int | None = None) -> None:
                               "latency (s) / parts"], rows)
             + "\n\nAblation, offline, simulator's window: each piece of Helix's protocol switched back to our "
               "defaults on its own, and Helix's simulator's NICs (1e10 B/s), per-layer node steps "
-              "(`--granularity layer`) and per-request transfers (`--transfers per-request`) switched on; in "
+              "(`--granularity layer`), per-request transfers (`--transfers per-request`) and host copies "
+              "(`--host-copies helix`) switched on; in "
               "brackets the change against the full protocol; `none` switches the protocol's pieces all back "
               "(the issue's first column).\n\n"
             + markdown_table(["setup", "policy", "protocol", "raw Azure conv", "closed-loop feeder",
                               "our memory model", "numpy link jitter", "NICs 1e10 B/s", "layer steps",
-                              "per-request transfers", "none",
+                              "per-request transfers", "host copies", "none",
                               "Helix simulator", "Helix prototype"], abl_rows)
+            + "\n\nHelix's engine mechanisms over every point (decode tokens/s, error against the reference): one "
+              "message per request (`--transfers per-request`), host copies of received inputs (`--host-copies "
+              "helix`), and both; Helix's simulator and its prototype do both.\n\n"
+            + markdown_table(["setup", "policy", "mode", "reference", "theirs", "protocol"] + list(MECHANISMS),
+                             mech_rows)
             + "\n")
     write_result(NAME, text)

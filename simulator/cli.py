@@ -58,7 +58,10 @@ def run_options(f):
                           "layers with work (layer, as Helix's simulator)"),
         click.option("--transfers", type=click.Choice(["batched", "per-request"]), default="batched",
                      show_default=True, help="engine: a node's outputs leave as one transfer per next hop, or one per "
-                                             "request (as Helix's simulator)"),
+                                             "request (as Helix's simulator and prototype)"),
+        click.option("--host-copies", type=click.Choice(["none", "helix"]), default="none", show_default=True,
+                     help="engine: a node step also copies its inputs on the host (helix: concatenation at "
+                          "4 GB/s and host-to-device at 5 GB/s, as Helix's simulator and prototype)"),
         click.option("--feeder", type=click.Choice(["closed", "helix"]), default="closed", show_default=True,
                      help="offline: refill at once (closed) or Helix's feeder (20 queries 0.1 s apart, then one "
                           "more after each finished prompt or query while the fullest node's expected KV <= 0.8)"),

@@ -51,5 +51,6 @@ def test_each_ablation_changes_exactly_what_it_names(what):
     changed = fid.ablated(base, what)
     diff = {f for f in base.__dataclass_fields__ if getattr(base, f) != getattr(changed, f)}
     expected = {"workload": {"trace"}, "feeder": {"feeder"}, "memory": {"kv_memory"}, "links": {"cluster"},
-                "nic": {"cluster"}, "layer": {"granularity"}, "transfers": {"transfers"}}[what]
+                "nic": {"cluster"}, "layer": {"granularity"}, "transfers": {"transfers"},
+                "copies": {"host_copies"}}[what]
     assert diff == expected

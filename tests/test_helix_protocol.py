@@ -270,3 +270,28 @@ def test_per_request_transfers_split_a_batch_at_the_next_node(tiny):
     assert first < steps["batched"][2][0]  # the first prompt no longer waits for its partner on node 1
     with pytest.raises(SimError, match="unknown transfer mode 'x'; known: batched, per-request"):
         EngineConfig(transfers="x")
+
+
+def test_host_copies_add_the_received_bytes_at_helix_rates_to_a_step(tiny):
+    """--host-copies helix: a node's step also pays its inputs' bytes at 4 GB/s (concatenation) plus 5 GB/s
+    (host to device): token ids on the route's first node, activations after it. One 500-token prompt on a
+    two-node pipeline: node 0 copies 500 x 4 B, node 1 500 x hidden x 2 B, so its first token comes exactly
+    that much later than without copies."""
+    from simulator.engine.simulation import HELIX_HOST_COPY_S_PER_BYTE, TOKEN_ID_BYTES
+
+    model, make_cluster, profiles = tiny
+    first = {}
+    for per_byte in (0.0, HELIX_HOST_COPY_S_PER_BYTE):
+        cluster = make_cluster(2)
+        placement = Placement(cluster, model, {0: (0, 2), 1: (2, 4)}, "manual", pipelines=[[0, 1]])
+        sched = make_scheduler("weighted-pipelines", placement, np.random.default_rng(0))
+        w = Workload([Request(0, 0.0, 500, 1)], [], "t", {})
+        sim = Simulation(placement, sched, CostModel(model, [profiles]), w,
+                         EngineConfig(mode="offline", max_inflight=1, progress=False, duration_s=5.0, warmup_s=0.0,
+                                      host_copy_s_per_byte=per_byte))
+        (rec,) = [r for r in sim.run() if r.id == 0]
+        first[per_byte] = rec.first_token_s
+    copied = 500 * TOKEN_ID_BYTES + 500 * model.activation_bytes_per_token
+    assert HELIX_HOST_COPY_S_PER_BYTE == pytest.approx(1 / 4e9 + 1 / 5e9)
+    assert first[HELIX_HOST_COPY_S_PER_BYTE] - first[0.0] == pytest.approx(copied * HELIX_HOST_COPY_S_PER_BYTE,
+                                                                            rel=1e-9)

@@ -85,6 +85,14 @@ HELIX_OFFLINE_KV_HWM = 0.85
 FEEDERS = ("closed", "helix")
 GRANULARITIES = ("node", "layer")
 TRANSFERS = ("batched", "per-request")
+# Host-side copies of a node's inputs, Helix's simulator (compute_node.py get_inference_statistics, at a
+# node's first layer): the received activations are concatenated at 4 GB/s ("concat_overhead") and copied
+# to the GPU at 5 GB/s ("transfer_overhead"); its prototype does both (llm_sys comm fetch_new_requests
+# builds one CUDA tensor from the ZeroMQ buffers). Helix's units: gbps = 1e9, read as bytes/s.
+HELIX_CONCAT_BYTES_PER_S = 4e9
+HELIX_H2D_BYTES_PER_S = 5e9
+HELIX_HOST_COPY_S_PER_BYTE = 1.0 / HELIX_CONCAT_BYTES_PER_S + 1.0 / HELIX_H2D_BYTES_PER_S
+HOST_COPIES = {"none": 0.0, "helix": HELIX_HOST_COPY_S_PER_BYTE}  # --host-copies -> seconds per byte
 
 
 @dataclass(frozen=True)
@@ -108,8 +116,16 @@ class EngineConfig:
     # How a node's outputs leave after a step. "batched": one transfer per next hop holding every item
     # for it. "per-request": one transfer per item, queued on the link and NICs one after the other
     # (Helix's simulator, global_maxflow_scheduler.schedule_transmission), so an idle next node starts
-    # its step with the first item that arrives and the others wait for its next step.
+    # its step with the first item that arrives and the others wait for its next step. Helix's prototype
+    # does the same (llm_sys/comm compute_worker.h submit_requests: one message per request). Measured
+    # (experiments/fidelity_helix.py, with host copies): the six prototype points move from -9..+52 % to
+    # -1..+19 %. Not the default: it makes the engine 2.0x slower, the batches it splits re-form in ways
+    # that hang on microseconds, and our runtime sends one transfer per next hop (README, "How far").
     transfers: str = "batched"
+    # Seconds per byte a node spends copying what it received (tokens for its first hop, activations
+    # otherwise) before its step; 0: inputs are already on the device. Helix's simulator and prototype:
+    # HELIX_HOST_COPY_S_PER_BYTE (7.4 us per 16 KiB activation row).
+    host_copy_s_per_byte: float = 0.0
 
     def __post_init__(self):
         if self.feeder not in FEEDERS:
@@ -279,7 +295,17 @@ class NodeSim:
         return [(f, ep) for f, ep in batch if f.epoch == ep]
 
     def iteration_time(self, batch) -> float:
-        return self._layers_time(batch) + (self._head_time(batch) if self.has_head else 0.0)
+        return (self._layers_time(batch) + (self._head_time(batch) if self.has_head else 0.0)
+                + self._copy_time(batch))
+
+    def _copy_time(self, batch) -> float:
+        """Host-side copies of the batch's inputs (:attr:`EngineConfig.host_copy_s_per_byte`)."""
+        per_byte = self.sim.config.host_copy_s_per_byte
+        if not per_byte:
+            return 0.0
+        act = self.sim.act_bytes
+        return per_byte * sum((f.prompt_len if f.is_prompt else 1) * (act if f.hop else TOKEN_ID_BYTES)
+                              for f, _ in batch)
 
     def _head_time(self, batch) -> float:
         """The LM head over the items whose route ends here (one row per sequence)."""
@@ -371,7 +397,8 @@ class NodeSim:
             blocked = False
             last = d == k - 1
             start = env.now
-            yield env.timeout(self._layer_time(items) + (self._head_time(items) if last and self.has_head else 0.0))
+            yield env.timeout(self._layer_time(items) + (self._head_time(items) if last and self.has_head else 0.0)
+                              + (self._copy_time(items) if d == 0 else 0.0))
             end = env.now
             stats.iterations += 1
             overlap = min(end, window_end) - max(start, window_start)

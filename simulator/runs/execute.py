@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import __version__
 from ..cluster.model import Cluster
 from ..costs import CostModel
-from ..engine import EngineConfig, Simulation
+from ..engine import HOST_COPIES, EngineConfig, Simulation
 from ..metrics.records import SLO, jsonable, summarize
 from ..catalog.models import ModelSpec
 from ..placement.model import Placement
@@ -57,7 +57,7 @@ def execute(spec: RunSpec) -> RunResult:
     p = prepare(spec)
     config = EngineConfig(spec.mode, spec.duration, spec.warmup, spec.max_inflight, p.limits, spec.progress,
                           feeder=spec.feeder, granularity=spec.granularity,
-                          transfers=spec.transfers)
+                          transfers=spec.transfers, host_copy_s_per_byte=HOST_COPIES[spec.host_copies])
     sim = Simulation(p.placement, p.scheduler, p.costs, p.workload, config)
     records = sim.run()
     summary = summarize(records, sim.series, sim.node_stats(), warmup_s=spec.warmup, duration_s=spec.duration,

@@ -64,6 +64,7 @@ class RunSpec:
     feeder: str = "closed"  # offline: "closed" (refill at once) or "helix" (Helix's offline feeder)
     granularity: str = "node"  # engine node step: "node" (all held layers) or "layer" (Helix's simulator)
     transfers: str = "batched"  # engine: one transfer per next hop ("batched") or per request (Helix's simulator)
+    host_copies: str = "none"  # engine: host-side copies of a node's inputs: "none" or "helix" (4 + 5 GB/s)
     context_rule: str = "reject"
     slo_ttft: float = math.inf
     slo_tpot: float = math.inf
