@@ -17,13 +17,14 @@ import json
 import sys
 import time
 
+from simulator.planning.milp_stop import DEFAULT_NODE_LIMIT, DEFAULT_SAFETY_TIME_LIMIT_S
 from simulator.policies import resolve_policy
 from simulator.runs.spec import RunSpec
 
 from .cache import CACHE, run_key
 
-MILP_NODES = 100  # branch-and-bound nodes per HiGHS solve: helix-42node plans in ~55 s on the 2-core machine
-MILP_SAFETY_S = 600.0  # the time limit behind the node limit; reaching it makes the plan machine-dependent
+MILP_NODES = DEFAULT_NODE_LIMIT  # the product's default stop (simulator.planning.milp_stop)
+MILP_SAFETY_S = DEFAULT_SAFETY_TIME_LIMIT_S  # behind the node limit; reaching it makes the plan machine-dependent
 PLANS = CACHE / "placements"
 # Planners whose placements are stored: the MILP (slow, and time-limited it depends on the machine). The
 # others are quick and seeded, and some carry more than layer ranges (separate pipelines' pipeline list),

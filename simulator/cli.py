@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .errors import SimError
+from .planning.milp_stop import DEFAULT_NODE_LIMIT, DEFAULT_SAFETY_TIME_LIMIT_S
 from .units import parse_time
 
 
@@ -80,11 +81,12 @@ def run_options(f):
         click.option("--objective", type=click.Choice(["depth-aware", "paper"]), default="depth-aware",
                      show_default=True, help="helix-milp: T(k) with a per-hop overhead, or Helix's own"),
         click.option("--hop-overhead", type=TIME, default=None, help="helix-milp depth-aware: time per hop"),
-        click.option("--time-limit", type=TIME, default=60.0, show_default=True, help="MILP solver time limit"),
+        click.option("--time-limit", type=TIME, default=DEFAULT_SAFETY_TIME_LIMIT_S, show_default=True,
+                     help="MILP wall-clock limit: a safety net behind --milp-nodes (reaching it is reported)"),
         click.option("--gap", "mip_gap", type=float, default=1e-4, show_default=True, help="MILP relative gap"),
-        click.option("--milp-nodes", type=click.IntRange(min=1), default=None,
+        click.option("--milp-nodes", type=click.IntRange(min=0), default=DEFAULT_NODE_LIMIT, show_default=True,
                      help="MILP: stop each solve after this many branch-and-bound nodes (a machine-independent "
-                          "stop; --time-limit stays a safety limit)"),
+                          "stop; --time-limit stays a safety limit); 0: stop by --time-limit alone"),
         click.option("--arrival", type=click.Choice(["poisson", "gamma"]), default="poisson",
                      help="synthetic traces: arrival process"),
         click.option("--burstiness", type=float, default=1.0, help="gamma arrivals: coefficient of variation"),
@@ -240,7 +242,8 @@ def plan_cmd(capacities, as_json, out, **kw):
     from .runs.execute import spec_from_options
 
     if capacities:
-        rep = plan_from_capacities(capacities, kw.get("placement"), time_limit=kw["time_limit"], mip_gap=kw["mip_gap"])
+        rep = plan_from_capacities(capacities, kw.get("placement"), time_limit=kw["time_limit"], mip_gap=kw["mip_gap"],
+                                   node_limit=kw.get("milp_nodes") or None)
     else:
         if not kw.get("policy") and not kw.get("placement"):
             kw["policy"] = "helix"

@@ -14,6 +14,9 @@ from hypothesis import settings
 settings.register_profile("repeatable", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+# Tests solve every placement afresh (a plan cache in the home folder would make them depend on earlier
+# runs); tests of the cache point it at their own folder.
+os.environ["SIM_PLAN_CACHE"] = "off"
 
 # Public data, used when present: what `make traces helix-profiles` fetched into the repo,
 # else the shared folder beside the checkout (CI), else $SIM_SHARED.

@@ -84,6 +84,7 @@ from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 from scipy.sparse import csr_matrix
 
 from .flow import max_flow
+from .milp_stop import DEFAULT_NODE_LIMIT, DEFAULT_SAFETY_TIME_LIMIT_S  # noqa: F401 (re-exported)
 from ..placement.problem import SINK, SOURCE, PlacementProblem, Ranges
 
 METHODS = ("auto", "junction", "per-node", "composition")

@@ -60,20 +60,24 @@ def build_problem(ctx: PlanContext, hop_overhead_s: float = 0.0) -> PlacementPro
 @register_planner("helix-milp")
 def plan_helix(ctx: PlanContext) -> Placement:
     from ..planning.milp import solve_placement
+    from ..planning.milp_stop import DEFAULT_SAFETY_TIME_LIMIT_S
+    from ..planning.plan_cache import cached_solve
 
     objective = ctx.options.get("objective", "depth-aware")
     if objective not in OBJECTIVES:
         raise SimError(f"unknown objective '{objective}'; known: {', '.join(OBJECTIVES)}")
     overhead = ctx.options.get("hop_overhead_s", DEFAULT_HOP_OVERHEAD_S) if objective == "depth-aware" else 0.0
     problem = build_problem(ctx, overhead)
-    result = solve_placement(problem, time_limit=ctx.options.get("time_limit", 60.0),
-                             mip_gap=ctx.options.get("mip_gap", 1e-4), node_limit=ctx.options.get("node_limit"))
+    stop = {"mip_gap": ctx.options.get("mip_gap", 1e-4), "node_limit": ctx.options.get("node_limit")}
+    result, cached = cached_solve(problem, stop, lambda: solve_placement(
+        problem, time_limit=ctx.options.get("time_limit", DEFAULT_SAFETY_TIME_LIMIT_S), **stop))
     placement = Placement(ctx.cluster, ctx.model, dict(result.ranges), "helix-milp", memory=ctx.memory)
     placement.notes.update(objective=objective, hop_overhead_s=overhead, milp_objective=result.objective,
                            milp_flow=result.flow_value, milp_bound=result.bound, milp_gap=result.gap,
                            milp_seconds=result.seconds, milp_method=result.method,
                            milp_warm_start=result.warm_start_value, milp_status=result.status,
-                           milp_time_limit_reached=result.details.get("time_limit_reached", False))
+                           milp_time_limit_reached=result.details.get("time_limit_reached", False),
+                           milp_cached=cached)
     return placement
 
 

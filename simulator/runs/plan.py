@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from ..errors import SimError
+from ..planning.milp_stop import DEFAULT_NODE_LIMIT, DEFAULT_SAFETY_TIME_LIMIT_S
 from ..placement.problem import PlacementProblem, Ranges
 
 
@@ -78,8 +79,9 @@ def report_for(problem: PlacementProblem, ranges: Ranges, result=None, partial: 
     return rep
 
 
-def plan_from_capacities(path: str, placement_file: str | None = None, *, time_limit: float = 60.0,
-                         mip_gap: float = 1e-4) -> PlanReport:
+def plan_from_capacities(path: str, placement_file: str | None = None, *,
+                         time_limit: float = DEFAULT_SAFETY_TIME_LIMIT_S, mip_gap: float = 1e-4,
+                         node_limit: int | None = DEFAULT_NODE_LIMIT) -> PlanReport:
     """Solve (or evaluate) a placement straight from a Helix-format capacities file."""
     from ..planning.flow import problem_from_helix_json, read_placement_file
     from ..planning.milp import solve_placement
@@ -88,8 +90,11 @@ def plan_from_capacities(path: str, placement_file: str | None = None, *, time_l
     if placement_file:
         return report_for(problem, read_placement_file(placement_file, problem),
                           extra={"placement file": placement_file})
-    result = solve_placement(problem, time_limit=time_limit, mip_gap=mip_gap)
-    return report_for(problem, result.ranges, result)
+    result = solve_placement(problem, time_limit=time_limit, mip_gap=mip_gap, node_limit=node_limit)
+    rep = report_for(problem, result.ranges, result)
+    if result.details.get("time_limit_reached"):
+        rep.status += "; wall-clock limit reached: this placement depends on the machine's speed"
+    return rep
 
 
 def plan_from_spec(spec) -> tuple[PlanReport, object]:
@@ -127,6 +132,10 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
         rep.objective, rep.bound, rep.gap, rep.seconds = n["milp_objective"], n["milp_bound"], n["milp_gap"], \
             n["milp_seconds"]
         rep.method, rep.warm_start, rep.status = n["milp_method"], n["milp_warm_start"], n["milp_status"]
+        if n.get("milp_time_limit_reached"):
+            rep.status += "; wall-clock limit reached: this placement depends on the machine's speed"
+        if n.get("milp_cached"):
+            rep.status += "; from the plan cache (solved before on the same inputs)"
     else:
         rep.method, rep.seconds = planner, seconds
     if not placement.ranges:

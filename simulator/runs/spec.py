@@ -20,6 +20,7 @@ from ..cluster.model import Cluster, load_cluster
 from ..costs import CostModel
 from ..errors import SimError
 from ..planning.flow import max_flow
+from ..planning.milp_stop import DEFAULT_NODE_LIMIT, DEFAULT_SAFETY_TIME_LIMIT_S
 from ..catalog.models import ModelSpec, load_model
 from ..placement.model import KV_MEMORY, MemoryModel, Placement, check_fits
 from ..policies import PlanContext, make_scheduler, plan, resolve_policy
@@ -75,9 +76,9 @@ class RunSpec:
     partial_inference: bool = False
     objective: str = "depth-aware"  # helix-milp: "depth-aware" or "paper" (Helix's T(k))
     hop_overhead: float | None = None  # helix-milp depth-aware: seconds per hop; None = default
-    time_limit: float = 60.0  # MILP solver time limit (s)
+    time_limit: float = DEFAULT_SAFETY_TIME_LIMIT_S  # MILP wall-clock safety limit (s), behind the node limit
     mip_gap: float = 1e-4  # MILP relative gap at which the solver stops
-    milp_nodes: int | None = None  # MILP branch-and-bound node limit per solve (deterministic stop); None = time only
+    milp_nodes: int | None = DEFAULT_NODE_LIMIT  # MILP B&B nodes per solve (deterministic stop); None or 0: time only
     arrival: str = "poisson"  # synthetic arrivals: poisson or gamma
     burstiness: float = 1.0  # gamma arrivals: coefficient of variation
     workload_class: str | None = None  # HexGen-2 class HPHD/HPLD/LPHD/LPLD (split at the trace's medians); None = all
@@ -240,7 +241,7 @@ def planner_options(spec: RunSpec) -> dict:
     opts = {"seed": spec.seed, "objective": spec.objective, "time_limit": spec.time_limit, "mip_gap": spec.mip_gap}
     if spec.hop_overhead is not None:
         opts["hop_overhead_s"] = spec.hop_overhead
-    if spec.milp_nodes is not None:
+    if spec.milp_nodes:  # None or 0: stop by the time limit alone
         opts["node_limit"] = spec.milp_nodes
     return opts
 
