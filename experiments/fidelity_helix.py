@@ -52,8 +52,10 @@ from .paper import (
     HELIX_PROTOTYPE_DECODE,
     HELIX_PROTOTYPE_LOADS,
     HELIX_PROTOTYPE_LATENCY,
+    HELIX_PROTOTYPE_SP_PARTS,
     HELIX_SIMULATOR_DECODE,
     HELIX_SIMULATOR_LATENCY_P50,
+    HELIX_SIMULATOR_SP_PARTS,
     HELIX_SWARM_INFLIGHT,
 )
 from .report import markdown_table, num, ratio, write_result
@@ -235,9 +237,12 @@ def point_result(results: dict, cluster: str, policy: str, mode: str, ref: str) 
     return combined([results[f"{cluster}|{policy}|{mode}|{ref}|{i}"] for i in range(n)])
 
 
-def latency_note(s: dict, cluster: str, policy: str, ref: str) -> str:
+def latency_note(s: dict, cluster: str, policy: str, ref: str, mode: str = "offline") -> str:
     if "parts" in s:
-        return "sub-clusters " + " + ".join(f"{v:.1f}" for v in s["parts"])
+        theirs = (HELIX_PROTOTYPE_SP_PARTS if ref == "proto" else HELIX_SIMULATOR_SP_PARTS).get((cluster, mode))
+        return ("sub-clusters " + " + ".join(f"{v:.1f}" for v in s["parts"])
+                + (f" ({'prototype' if ref == 'proto' else 'simulator'} " + " + ".join(f"{v:.1f}" for v in theirs)
+                   + ")" if theirs else ""))
     if ref == "proto":
         mean = HELIX_PROTOTYPE_LATENCY.get((cluster, policy))
         return (f"TTFT / TPOT mean {num(s.get('ttft_mean_s'), '.2f')} / {num(s.get('tpot_mean_s'), '.2f')}"
@@ -257,7 +262,7 @@ def run(jobs: int | None = None) -> None:
         window = WINDOWS[(ref, mode)]
         rows.append([cluster, policy, mode, "prototype" if ref == "proto" else "simulator",
                      f"{window[0]:.0f}-{window[0] + window[1]:.0f}", num(ours), num(theirs), _err(ours, theirs),
-                     s.get("error") or (latency_note(s, cluster, policy, ref) if mode == "online" or "parts" in s
+                     s.get("error") or (latency_note(s, cluster, policy, ref, mode) if mode == "online" or "parts" in s
                                         else "")])
     mech_rows = []
     for cluster, policy, mode, ref in points():

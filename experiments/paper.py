@@ -77,6 +77,13 @@ HELIX_PROTOTYPE_DECODE = {
     ("helix-single24", "helix", "online"): 148.3, ("helix-single24", "swarm", "online"): 81.1,
     ("helix-single24", "separate", "online"): 80.1,
 }
+# SP's sub-clusters (A100, L4, T4), decode tokens/s: the prototype's, re-parsed here from its logs in Helix's
+# repository (artifact_evaluation/single_cluster/real_llama70b/separate_*/<type>/events.txt, parsed as
+# step7_parse_results.py does, windows [60, 300] / [200, 300] s; they add up to the published 110.0 and 80.1),
+# and Helix's simulator's offline ones, from running its step3_simulation.py here (they add up to its 124.3).
+HELIX_PROTOTYPE_SP_PARTS = {("helix-single24", "offline"): (68.7, 37.9, 3.4),
+                            ("helix-single24", "online"): (57.8, 18.9, 3.4)}
+HELIX_SIMULATOR_SP_PARTS = {("helix-single24", "offline"): (84.3, 35.2, 4.8)}
 # Prototype, online: mean prompt latency and mean decode latency (s), our TTFT and TPOT means.
 HELIX_PROTOTYPE_LATENCY = {
     ("helix-single24", "helix"): (2.66, 2.02), ("helix-single24", "swarm"): (3.02, 1.64),
