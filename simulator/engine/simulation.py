@@ -48,7 +48,7 @@ import simpy
 
 from ..costs import CostModel
 from ..errors import SimError
-from ..planning.flow import TOKEN_ID_BYTES  # one int32 token id between the coordinator and a node
+from ..planning.flow import HEADER_BYTES, TOKEN_ID_BYTES  # per-request header; one int32 token id to/from a node
 from ..metrics.records import (
     FINISHED,
     REJECTED,
@@ -61,13 +61,11 @@ from ..metrics.records import (
 )
 from ..placement.model import Placement
 from ..scheduling.interface import NoRoute, Route, Scheduler
-from ..planning.capacity import BatchLimits
+from ..planning.capacity import OFFLINE_KV_HIGH_WATERMARK, BatchLimits
 from ..workload.requests import Request, Workload
 from ..cluster.network import Network
 
-HEADER_BYTES = 64  # per request in a transfer: id, position, route hop (small control header)
 KV_WATERMARK = 0.01  # share of a node's KV kept free when admitting prompts (vLLM's watermark)
-OFFLINE_KV_HIGH_WATERMARK = 0.9  # offline auto-admission: expected KV may fill this share (Helix uses 0.8-0.9)
 # Disaggregated KV hand-off in slices of whole layers up to this size (transfer engines move KV
 # layer-wise in chunks: Splitwise layer-wise transfer, Mooncake's transfer engine); 16 MB is 5 ms
 # at 25 Gb/s, the longest a token or activation message waits behind a KV slice on a NIC.

@@ -39,6 +39,11 @@ class Capacity:
     iteration_s: float
 
 
+# Offline auto-admission (the engine's closed loop; the serving model): a request starts while every node of its
+# route has room for its expected KV under this share of the node's capacity (Helix uses 0.8-0.9).
+OFFLINE_KV_HIGH_WATERMARK = 0.9
+
+
 @dataclass(frozen=True)
 class BatchLimits:
     """Per-iteration limits of a node's continuous batching (vLLM's defaults)."""

@@ -51,6 +51,7 @@ from ..placement.problem import SINK, SOURCE, Endpoint, PlacementProblem, Proble
 # Bytes per token between the coordinator and a node (one int32 token id). The engine
 # (simulator.engine.simulation) imports it from here.
 TOKEN_ID_BYTES = 4
+HEADER_BYTES = 64  # per request in a transfer: id, position, route hop (small control header)
 
 
 @dataclass

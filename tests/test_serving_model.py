@@ -1,0 +1,128 @@
+"""The analytic serving model (simulator.planning.serving_model): a hand-checked pipeline, invariants, and
+one engine-vs-model case on the tiny cluster."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import DECODE_BASE, DECODE_PER_SEQ, PREFILL_PER_TOKEN
+
+from simulator.costs import CostModel
+from simulator.placement.model import Placement
+from simulator.planning import serving_model as sm
+from simulator.planning.serving_model import RouteShare, WorkloadStats, predict, route_shares
+from simulator.planning.flow import TOKEN_ID_BYTES
+from simulator.policies import make_scheduler
+from simulator.workload.requests import Request, Workload
+
+IN, OUT = 100, 10  # every request: 100 prompt tokens, 10 output tokens
+
+
+def two_stage(tiny):
+    model, make_cluster, profiles = tiny
+    cluster = make_cluster(2)
+    placement = Placement(cluster, model, {0: (0, 2), 1: (2, 4)}, "manual", pipelines=[[0, 1]])
+    return placement, CostModel(model, [profiles])
+
+
+def test_two_stage_round_trip_matches_the_paper_value(tiny):
+    """Steady state at a low online rate: every quantity by hand from the linear tables of conftest."""
+    placement, costs = two_stage(tiny)
+    stats = WorkloadStats.from_lengths([IN], [OUT])
+    routes = [RouteShare((0, 1), (2, 2), 1.0)]
+    lam = 0.5  # requests/s
+    pred = predict(placement, costs, routes, stats, mode="online", rate=lam)
+    # by hand: 2 layers per stage; residents N = lam T, decode batch B = max(N / COHORTS, 1)
+    cl = placement.cluster
+    act, bw, lat = placement.model.activation_bytes_per_token, float(cl.bandwidth[0, 1]), float(cl.latency[0, 1])
+    tau_p = 2 * PREFILL_PER_TOKEN * IN
+    rho = lam * tau_p
+    wait = sm.CONVOY * rho * tau_p  # per stage
+    hdr = sm.HEADER_BYTES
+
+    def round_trip(b):
+        tau_d = 2 * (DECODE_BASE + DECODE_PER_SEQ * b)
+        links = (lat + (hdr + TOKEN_ID_BYTES) * b / bw) + (lat + (hdr + act) * b / bw) + \
+            (lat + (hdr + act) * b / bw)
+        return 2 * tau_d + links + 2 * wait, tau_d
+
+    ttft_links = (lat + (hdr + IN * TOKEN_ID_BYTES) / bw) + (lat + (hdr + IN * act) / bw) + \
+        (lat + (hdr + TOKEN_ID_BYTES) / bw)
+    b = 1.0
+    for _ in range(50):  # the fixed point by hand (it converges in a few steps: B stays 1 here)
+        rt, tau_d = round_trip(b)
+        ttft = 2 * (tau_p + sm.PROMPT_WAIT * tau_d) + ttft_links
+        n = lam * (ttft + (OUT - 1) * rt)
+        b = max(n / sm.COHORTS, 1.0)
+    assert b == 1.0  # a light load: one-request batches
+    assert pred.tpot_mean_s == pytest.approx(rt, rel=1e-12)
+    assert pred.ttft_mean_s == pytest.approx(ttft, rel=1e-12)
+    assert pred.decode_tokens_per_s == pytest.approx(lam * OUT, rel=1e-12)
+    assert pred.total_tokens_per_s == pytest.approx(lam * (IN + OUT), rel=1e-12)
+    assert pred.details["routes"][0]["residents"] == pytest.approx(n, rel=1e-9)
+
+
+def test_offline_never_exceeds_max_flow_nor_kv(tiny):
+    from simulator.planning.capacity import BatchLimits, placement_problem
+    from simulator.planning.flow import max_flow
+
+    placement, costs = two_stage(tiny)
+    model, cluster = placement.model, placement.cluster
+    stats = WorkloadStats.from_lengths([IN, 300, 50], [OUT, 40, 200])
+    routes = [RouteShare((0, 1), (2, 2), 1.0)]
+    for window in (None, (5.0, 30.0)):
+        pred = predict(placement, costs, routes, stats, mode="offline", window=window)
+        problem = placement_problem(cluster, model, costs, placement.memory, stats.mean_input, stats.mean_output,
+                                    BatchLimits())
+        bound = max_flow(problem, placement.ranges).value
+        assert 0 < pred.total_tokens_per_s <= bound * (1 + 1e-9)
+        for node in pred.details["nodes"].values():
+            assert node["kv_share"] <= sm.KV_ADMIT_WATERMARK + 1e-9
+            assert node["residents"] <= node["kv_residents_max"] + 1e-6
+            assert node["utilisation"] <= sm.MAX_UTILISATION + 1e-9
+    # online beyond capacity serves the capacity, below it the offered load
+    cap = predict(placement, costs, routes, stats, mode="offline").requests_per_s
+    assert predict(placement, costs, routes, stats, mode="online", rate=10 * cap).requests_per_s == \
+        pytest.approx(cap)
+    assert predict(placement, costs, routes, stats, mode="online", rate=cap / 4).requests_per_s == \
+        pytest.approx(cap / 4)
+
+
+def test_route_shares_of_separate_pipelines_follow_the_swrr_weights(tiny):
+    model, make_cluster, profiles = tiny
+    cluster = make_cluster(3)
+    placement = Placement(cluster, model, {0: (0, 4), 1: (0, 2), 2: (2, 4)}, "manual", pipelines=[[0], [1, 2]])
+    placement.notes["pipeline_capacity_rps"] = [3.0, 1.0]
+    sched = make_scheduler("weighted-pipelines", placement, np.random.default_rng(0))
+    shares = route_shares(sched, placement)
+    assert [(r.nodes, r.layers) for r in shares] == [((0,), (4,)), ((1, 2), (2, 2))]
+    assert [r.weight for r in shares] == pytest.approx([0.75, 0.25])
+    # a Markov walk (random routing) covers every route once, shares summing to one
+    rnd = make_scheduler("random", placement, np.random.default_rng(0))
+    walk = route_shares(rnd, placement)
+    assert {r.nodes for r in walk} == {(0,), (1, 2)} and sum(r.weight for r in walk) == pytest.approx(1.0)
+
+
+def test_engine_and_model_agree_on_the_tiny_pipeline_offline(tiny):
+    """The closed loop on a 2-stage tiny pipeline: predicted decode tokens/s within 15 % of the engine's."""
+    pytest.importorskip("simpy")
+    from simulator.engine import EngineConfig, Simulation
+    from simulator.metrics.records import summarize
+
+    placement, costs = two_stage(tiny)
+    rng = np.random.default_rng(1)
+    inp = rng.integers(200, 1200, 4000)
+    out = rng.integers(20, 200, 4000)
+    reqs = [Request(i, 0.0, int(a), int(b)) for i, (a, b) in enumerate(zip(inp, out))]
+    sched = make_scheduler("weighted-pipelines", placement, np.random.default_rng(0))
+    warm, dur = 10.0, 40.0
+    w = Workload(requests=reqs, rejected=[], source="test", notes={})
+    sim = Simulation(placement, sched, costs, w, EngineConfig(mode="offline", duration_s=dur, warmup_s=warm,
+                                                              progress=False))
+    records = sim.run()
+    simulated = summarize(records, sim.series, sim.node_stats(), warmup_s=warm, duration_s=dur,
+                          price_per_hour=None)["decode_tokens_per_s"]
+    drawn = sim._drawn
+    stats = WorkloadStats.from_requests(reqs[:drawn])
+    pred = predict(placement, costs, route_shares(sched, placement), stats, mode="offline", window=(warm, warm + dur))
+    assert pred.decode_tokens_per_s == pytest.approx(simulated, rel=0.15)
