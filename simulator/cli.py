@@ -77,6 +77,9 @@ def run_options(f):
                      help="a node's KV room: its memory share minus the weights it holds (vllm), or the vLLM block "
                           "counts of Helix's prototype per GPU type and layers held, with Helix's layer limits "
                           "(helix; Llama-2-70B and LLaMA-30B on Helix's GPU types)"),
+        click.option("--verify-candidates", is_flag=True,
+                     help="planner: also serve the baselines' placements (separate, swarm, petals) with the policy's "
+                          "scheduler in a short offline run, and keep the one that serves the most"),
         click.option("--partial-inference", is_flag=True, help="allow routes that skip held layers"),
         click.option("--objective", type=click.Choice(["depth-aware", "paper"]), default="depth-aware",
                      show_default=True, help="helix-milp: T(k) with a per-hop overhead, or Helix's own"),

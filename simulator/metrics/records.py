@@ -96,7 +96,8 @@ def _stats(values: np.ndarray, prefix: str) -> dict:
 
 
 def summarize(records: list[RequestRecord], series: TokenSeries, nodes: list[NodeStats], *, warmup_s: float,
-              duration_s: float, price_per_hour: float | None, slo: SLO = SLO(), extra: dict | None = None) -> dict:
+              duration_s: float, price_per_hour: float | None = None, slo: SLO = SLO(),
+              extra: dict | None = None) -> dict:
     """The summary dict (``summary.json``) of one run."""
     start, end = warmup_s, warmup_s + duration_s
     window = max(duration_s, 1e-9)

@@ -34,6 +34,7 @@ class PlanReport:
     warm_start: float | None = None
     status: str = ""
     extra: dict = field(default_factory=dict)
+    candidates: list[dict] = field(default_factory=list)  # --verify-candidates: each candidate, served
 
     def as_json(self) -> dict:
         return {
@@ -43,6 +44,7 @@ class PlanReport:
             "max_flow_tokens_per_s": self.flow_value, "objective": self.objective, "bound": self.bound,
             "gap": self.gap, "solver_seconds": self.seconds, "warm_start": self.warm_start,
             "coverage_bound": self.coverage_bound, "status": self.status, **self.extra,
+            **({"candidates": self.candidates} if self.candidates else {}),
         }
 
     def format(self) -> str:
@@ -62,6 +64,15 @@ class PlanReport:
             lines.append(f"  solver           {self.seconds:.2f} s, {self.status}")
         for k, v in self.extra.items():
             lines.append(f"  {k:<16} {v}")
+        if self.candidates:
+            lines.append("  candidates, each served by the policy's scheduler offline (decode tokens/s, simulated):")
+            for c in self.candidates:
+                served = c.get("simulated_decode_tokens_per_s")
+                bound = c.get("max_flow_bound_tokens_per_s")
+                lines.append(f"    {c['planner']:<12} bound {'-' if bound is None else f'{bound:8.1f}'}"
+                             f"  served {'-' if served is None else f'{served:7.1f}'}"
+                             + ("  <- chosen" if c.get("chosen") else "")
+                             + (f"  ({c['error']})" if c.get("error") else ""))
         return "\n".join(lines)
 
 
@@ -107,6 +118,7 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
 
     from ..policies import PlanContext, plan, resolve_policy
     from .execute import build_setup, build_workload, planner_options
+    from .spec import verify
     from ..planning.capacity import BatchLimits, placement_problem
 
     seeds = np.random.SeedSequence(spec.seed).spawn(3)
@@ -114,16 +126,20 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
     # only the length statistics matter here: the whole trace, no rate scaling or window
     workload = build_workload(replace(spec, mode="offline"), model, np.random.default_rng(seeds[0]))
     limits = BatchLimits(spec.max_seqs, spec.max_tokens)
-    planner, _ = resolve_policy(spec.policy, spec.placement, spec.scheduler or "random")
+    # the policy's own scheduler (it serves the candidates of --verify-candidates); "random" where only a planner
+    # is named, since the plan itself does not depend on the scheduler
+    planner, sched = resolve_policy(spec.policy, spec.placement, spec.scheduler or (None if spec.policy else "random"))
     ctx = PlanContext(cluster, model, costs, workload.mean_input(), workload.mean_output(),
                       np.random.default_rng(seeds[1]), memory, limits, planner_options(spec))
     t0 = time.perf_counter()
     placement = plan(planner, ctx)
+    if spec.verify_candidates and placement.serving is None:
+        placement = verify(spec, ctx, planner, placement, sched, model)
     seconds = time.perf_counter() - t0
     if placement.serving is not None:  # disaggregated (hexgen2, distserve): its own report
         return placement.serving, placement
     problem = placement_problem(cluster, model, costs, memory, ctx.mean_input, ctx.mean_output, limits)
-    notes = {k: v for k, v in placement.notes.items() if not k.startswith("milp_")}
+    notes = {k: v for k, v in placement.notes.items() if not k.startswith("milp_") and k != "candidates"}
     notes["mean input/output"] = f"{ctx.mean_input:.0f} / {ctx.mean_output:.0f} tokens"
     rep = report_for(problem, placement.ranges, partial=spec.partial_inference or placement.partial_inference,
                      extra=notes)
@@ -141,4 +157,5 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
     if not placement.ranges:
         raise SimError("the planner placed no layers")
     rep.extra = {**rep.extra, "planner": planner, "model": model.name}
+    rep.candidates = list(placement.notes.get("candidates", []))
     return rep, placement

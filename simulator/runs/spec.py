@@ -66,6 +66,7 @@ class RunSpec:
     granularity: str = "node"  # engine node step: "node" (all held layers) or "layer" (Helix's simulator)
     transfers: str = "batched"  # engine: one transfer per next hop ("batched") or per request (Helix's simulator)
     host_copies: str = "none"  # engine: host-side copies of a node's inputs: "none" or "helix" (4 + 5 GB/s)
+    verify_candidates: bool = False  # planner: also serve the baselines' placements briefly, keep the best
     context_rule: str = "reject"
     slo_ttft: float = math.inf
     slo_tpot: float = math.inf
@@ -225,6 +226,8 @@ def prepare(spec: RunSpec) -> Prepared:
     ctx = PlanContext(cluster, model, costs, workload.mean_input(), workload.mean_output(), rng_plan, memory, limits,
                       planner_options(spec))
     placement = plan(planner, ctx)
+    if spec.verify_candidates and placement.serving is None:
+        placement = verify(spec, ctx, planner, placement, sched, model)
     placement.partial_inference |= spec.partial_inference
     if placement.serving is not None:  # disaggregated: the planner's prefill -> decode max-flow
         problem, bound = None, placement.serving.bound_tokens_per_s
@@ -235,6 +238,19 @@ def prepare(spec: RunSpec) -> Prepared:
                                problem=problem, mean_input=ctx.mean_input, mean_output=ctx.mean_output,
                                limits=limits, costs=costs)
     return Prepared(spec, cluster, model, memory, costs, workload, placement, scheduler, limits, planner, sched, bound)
+
+
+def verify(spec: RunSpec, ctx: PlanContext, planner: str, placement: Placement, sched: str,
+           model: ModelSpec) -> Placement:
+    """``--verify-candidates``: the best of the planner's and the baselines' placements in a short offline run
+    (:mod:`simulator.runs.candidates`), on an offline workload of the run's own trace and seed."""
+    from dataclasses import replace
+
+    from .candidates import VERIFY_WARMUP_S, VERIFY_WINDOW_S, verified_placement
+
+    offline = replace(spec, mode="offline", warmup=VERIFY_WARMUP_S, duration=VERIFY_WINDOW_S)
+    workload = build_workload(offline, model, np.random.default_rng(np.random.SeedSequence(spec.seed).spawn(3)[0]))
+    return verified_placement(spec, ctx, planner, placement, sched, workload)[0]
 
 
 def planner_options(spec: RunSpec) -> dict:
@@ -261,4 +277,6 @@ def run_labels(p: Prepared) -> dict:
     return {"policy": spec.policy or f"{p.planner}+{p.scheduler_name}", "planner": p.planner,
             "scheduler": p.scheduler_name, "cluster": p.cluster.name, "model": p.model.name, "mode": spec.mode,
             **(offered_load(p.workload, spec) if spec.mode == "online" else {}),
-            "max_flow_bound_tokens_per_s": p.bound, "cost_sources": p.costs.sources()}
+            "max_flow_bound_tokens_per_s": p.bound, "cost_sources": p.costs.sources(),
+            **({"placement_candidates": p.placement.notes["candidates"],
+                "placement_chosen": p.placement.notes["verified_choice"]} if "candidates" in p.placement.notes else {})}
