@@ -61,7 +61,7 @@ largest k with ``T(k) >= F``, consecutive machines need links >= F), the block
 heuristic (:func:`block_heuristic`, the composition with one hub) and, where links
 bind, the composition search is (a) a valid cut ``objective >= its value`` in the
 models (the optimum is at least that), (b) the result when the solver finds nothing
-better in time (``method`` = ``FALLBACK``). If the model stops before proving its
+better within its node or time limit (``method`` = ``FALLBACK``). If the model stops before proving its
 optimum, the rest of the time runs the per-node model on a neighbourhood of the best
 placement (each used node's ends move by <= :data:`POLISH_RADIUS` layers; unused nodes
 may join between two existing junctions) until it gains nothing (``+polish``).
@@ -88,8 +88,8 @@ from .milp_stop import DEFAULT_NODE_LIMIT, DEFAULT_SAFETY_TIME_LIMIT_S  # noqa: 
 from ..placement.problem import SINK, SOURCE, PlacementProblem, Ranges
 
 METHODS = ("auto", "junction", "per-node", "composition")
-FALLBACK = "warm-start (solver found nothing in time)"
-NOTHING = "none (no warm start; solver found nothing in time)"  # FALLBACK's label when use_warm_start=False
+FALLBACK = "warm-start (solver found nothing better within its limits)"
+NOTHING = "none (no warm start; solver found nothing within its limits)"  # FALLBACK's label when use_warm_start=False
 _REL = 1e-9  # relative tolerance for comparing capacities with flow levels
 
 
