@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from simulator.planning.capacity import KV_WATERMARK  # the engine's rule: a node keeps this share free
 from simulator.errors import SimError
 from simulator.planning.flow import TOKEN_ID_BYTES
 from simulator.metrics.records import (
@@ -61,7 +62,6 @@ from simulator.workload.requests import Request
 
 from . import transport
 
-KV_WATERMARK = 0.01  # share of a node's KV kept free when admitting prompts (the engine's, vLLM's watermark)
 TICK_S = 0.25  # longest wait for a report before the coordinator checks the workers' health
 DEFAULT_HANG_TIMEOUT_S = 60.0
 

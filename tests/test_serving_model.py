@@ -43,7 +43,7 @@ def test_two_stage_round_trip_matches_the_paper_value(tiny):
     def round_trip(b):
         tau_d = 2 * (DECODE_BASE + DECODE_PER_SEQ * b)
         links = (lat + (hdr + TOKEN_ID_BYTES) * b / bw) + (lat + (hdr + act) * b / bw) + \
-            (lat + (hdr + act) * b / bw)
+            (lat + (hdr + TOKEN_ID_BYTES) * b / bw)  # token ids to stage 1, activations, the token back
         return 2 * tau_d + links + 2 * wait, tau_d
 
     ttft_links = (lat + (hdr + IN * TOKEN_ID_BYTES) / bw) + (lat + (hdr + IN * act) / bw) + \
@@ -125,4 +125,66 @@ def test_engine_and_model_agree_on_the_tiny_pipeline_offline(tiny):
     drawn = sim._drawn
     stats = WorkloadStats.from_requests(reqs[:drawn])
     pred = predict(placement, costs, route_shares(sched, placement), stats, mode="offline", window=(warm, warm + dur))
+    assert pred.decode_tokens_per_s == pytest.approx(simulated, rel=0.15)
+
+
+def test_online_kv_rule_holds_more_residents_than_offline_admission(tiny):
+    """Online a resident holds its actual context (resident_context) under 1 - ENGINE_KV_WATERMARK of the KV;
+    offline admission books in + mean_out under KV_ADMIT_WATERMARK: fewer residents per node."""
+    from simulator.planning.capacity import BatchLimits
+
+    placement, costs = two_stage(tiny)
+    stats = WorkloadStats.from_lengths([IN, 300, 50], [OUT, 40, 200])
+    routes = [RouteShare((0, 1), (2, 2), 1.0)]
+    off = sm._Model(placement, costs, routes, stats, BatchLimits(), sm.KV_ADMIT_WATERMARK, kv_rule="offline")
+    on = sm._Model(placement, costs, routes, stats, BatchLimits(), sm.KV_ADMIT_WATERMARK, kv_rule="online")
+    kv = placement.model.kv_bytes_per_token_per_layer
+    assert on.per_resident == pytest.approx(kv * stats.resident_context)
+    assert off.per_resident == pytest.approx(kv * (stats.resident_input + stats.mean_output))
+    cap0 = placement.kv_capacity_bytes(0)
+    assert on.nmax_bytes[0] == pytest.approx((1 - sm.ENGINE_KV_WATERMARK) * cap0 - sm.ADMISSION_SLACK *
+                                             on.per_resident * 2)
+    assert on.nmax_bytes[0] / on.per_resident > off.nmax_bytes[0] / off.per_resident
+
+
+def test_online_fluid_counts_the_tokens_of_the_arrivals_inside_the_window(tiny):
+    """A light load (requests far apart): every request yields its OUT tokens, inside the window if it arrives
+    early enough; tokens of requests arriving before the window start are counted only from the start."""
+    placement, costs = two_stage(tiny)
+    stats = WorkloadStats.from_lengths([IN], [OUT])
+    routes = [RouteShare((0, 1), (2, 2), 1.0)]
+    arrivals = (np.array([5.0, 40.0, 70.0]), np.array([IN] * 3), np.array([OUT] * 3))
+    pred = predict(placement, costs, routes, stats, mode="online", window=(0.0, 100.0), arrivals=arrivals)
+    assert pred.decode_tokens_per_s == pytest.approx(3 * OUT / 100.0)
+    assert pred.requests_per_s == pytest.approx(3 / 100.0)
+    assert pred.details["preempted_requests"] == 0
+    # a request whose tokens end after the window's end counts only what came before it
+    late = (np.array([99.5]), np.array([IN]), np.array([OUT]))
+    assert predict(placement, costs, routes, stats, mode="online", window=(0.0, 100.0),
+                   arrivals=late).decode_tokens_per_s < OUT / 100.0
+
+
+def test_engine_and_model_agree_on_the_tiny_pipeline_online(tiny):
+    """Online, Poisson arrivals beyond what the KV holds: the fluid's decode tokens/s within 15 % of the engine's."""
+    pytest.importorskip("simpy")
+    from simulator.engine import EngineConfig, Simulation
+    from simulator.metrics.records import summarize
+
+    placement, costs = two_stage(tiny)
+    rng = np.random.default_rng(2)
+    n = 3000
+    arr = np.cumsum(rng.exponential(1 / 40.0, n))
+    inp = rng.integers(200, 1200, n)
+    out = rng.integers(20, 200, n)
+    reqs = [Request(i, float(t), int(a), int(b)) for i, (t, a, b) in enumerate(zip(arr, inp, out))]
+    sched = make_scheduler("weighted-pipelines", placement, np.random.default_rng(0))
+    warm, dur = 10.0, 40.0
+    w = Workload(requests=reqs, rejected=[], source="test", notes={})
+    sim = Simulation(placement, sched, costs, w, EngineConfig(mode="online", duration_s=dur, warmup_s=warm,
+                                                              progress=False))
+    records = sim.run()
+    simulated = summarize(records, sim.series, sim.node_stats(), warmup_s=warm, duration_s=dur,
+                          price_per_hour=None)["decode_tokens_per_s"]
+    pred = predict(placement, costs, route_shares(sched, placement), WorkloadStats.from_requests(reqs),
+                   mode="online", window=(warm, warm + dur), arrivals=(arr, inp, out))
     assert pred.decode_tokens_per_s == pytest.approx(simulated, rel=0.15)

@@ -61,11 +61,10 @@ from ..metrics.records import (
 )
 from ..placement.model import Placement
 from ..scheduling.interface import NoRoute, Route, Scheduler
-from ..planning.capacity import OFFLINE_KV_HIGH_WATERMARK, BatchLimits
+from ..planning.capacity import KV_WATERMARK, OFFLINE_KV_HIGH_WATERMARK, BatchLimits
 from ..workload.requests import Request, Workload
 from ..cluster.network import Network
 
-KV_WATERMARK = 0.01  # share of a node's KV kept free when admitting prompts (vLLM's watermark)
 # Disaggregated KV hand-off in slices of whole layers up to this size (transfer engines move KV
 # layer-wise in chunks: Splitwise layer-wise transfer, Mooncake's transfer engine); 16 MB is 5 ms
 # at 25 Gb/s, the longest a token or activation message waits behind a KV slice on a NIC.

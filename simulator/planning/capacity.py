@@ -42,6 +42,7 @@ class Capacity:
 # Offline auto-admission (the engine's closed loop; the serving model): a request starts while every node of its
 # route has room for its expected KV under this share of the node's capacity (Helix uses 0.8-0.9).
 OFFLINE_KV_HIGH_WATERMARK = 0.9
+KV_WATERMARK = 0.01  # share of a node's KV kept free when admitting prompts (vLLM's watermark)
 
 
 @dataclass(frozen=True)

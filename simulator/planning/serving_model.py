@@ -22,25 +22,41 @@ Derivation (per route r, chosen with share ``w_r`` of the requests; per node j o
    :data:`COHORTS` batches; measured 2.0-2.4 in the engine), ``ctx`` the residence-weighted mean context.
 3. **Prompts stall the pipeline (convoy).** A prompt iteration on node j (``tau_p,j = k_j prefill(in)``,
    5-10x a decode iteration on L4/T4) holds every decode batch that reaches j while it runs, and the
-   batches behind it stay behind it at the next stages. So each prompt passing node j delays every token
-   of the routes through j by ``tau_p,j - tau_d,j``; per second of a token's life that is
-   ``u_j = lambda_j (tau_p,j - tau_d,j)`` and ``RT_r = RT0_r / (1 - sum_{j in r} u_j)``.
+   batches behind it stay behind it at the next stages. With ``rho_j = lambda_j tau_p,j`` (the share of
+   time j runs prompts) a token waits ``CONVOY x rho_j x tau_p,j`` at j (random arrivals would wait
+   ``rho_j tau_p,j / 2``): ``RT_r = RT0_r + sum_{j in r} CONVOY rho_j tau_p,j``.
 4. **Requests.** ``TTFT_r = sum_j (tau_p,j + PROMPT_WAIT x tau_d,j) + prompt transfers``,
    ``T_r = TTFT_r + (mean_out - 1) RT_r``, decode tokens/s ``= sum_r lambda_r mean_out``, total adds
    ``lambda_r mean_in``. ``N_r`` feeds back into ``B_j``: a fixed point, solved by iteration.
 5. **Compute cap.** Node utilisation ``U_j = lambda_j tau_p,j + (decode tokens/s through j / B_j) tau_d,j``
    must stay below :data:`MAX_UTILISATION` and ``sum u_j < 1``; Lambda is capped there.
-6. **Online** at ``rate`` requests/s: ``Lambda = min(rate, offline capacity)``; latencies from the same
-   fixed point at that Lambda.
-
+6. **Online** at ``rate`` requests/s (steady state): ``Lambda = min(rate, online capacity)``, the capacity of
+   steps 1-5 under the engine's online KV rule: no booking, a prompt starts while the KV it needs leaves
+   :data:`ENGINE_KV_WATERMARK` of the node free, so a resident holds its actual context, on average the
+   residence-weighted ``resident_context``, against ``(1 - ENGINE_KV_WATERMARK) cap_j`` (more residents
+   than offline's ``in_res + mean_out`` against the 0.9 watermark).
+7. **Online with the workload's arrivals** (:meth:`_Model.online`, what :func:`predict_prepared` uses): the
+   requests/s of a bursty trace misstate its load, so the engine's online rules run as a fluid over the
+   prepared requests, in steps of :data:`FLUID_STEP_S` from an empty system to the window's end. Request
+   i is split over the routes (share ``w_r`` on route r, each part its own FIFO element). Per step: the
+   arrived requests join their route's queue; route r's queue starts, oldest first, the share
+   ``min_{j in r} free_j / demand_j`` of its queued prompt KV (``free_j`` = KV under the watermark less that
+   in use and the residents' growth over the step; ``demand_j`` the queued prompts' KV at j, all routes);
+   a started element yields its first token ``TTFT_r`` later and one token per ``RT_r`` after that (both from
+   steps 2-4 at the residents and the prompt starts/s, averaged over :data:`FLUID_RATE_WINDOW_S`, of that
+   step) and leaves at its output length; if a node's KV overflows the newest residents through it are
+   preempted (back to the queue head, their tokens kept, their prompt now ``in + generated``). Decode
+   tokens/s = the tokens produced inside the window / its length.
 Routes and weights come from the scheduler (:func:`route_shares`): ``separate``'s pipelines with their
 SWRR weights; Helix's max-flow successors (each hop chosen in proportion to edge flow, a Markov walk);
 other schedulers (Swarm, random) walk the layer graph, each hop chosen in proportion to the inverse of
 the next node's decode time (Swarm balances by measured hop delay).
 
-Not modelled: preemption, Helix's KV-aware route masks (weights are static), disaggregated routes, the
-warm-up transient, per-request transfers and host copies (``EngineConfig`` options), queueing of prompts
-behind prompts (TTFT at high load), the 4096-token iteration budget splitting big prompts.
+Not modelled: preemption offline, Helix's KV-aware route masks (weights are static), disaggregated routes,
+per-request transfers and host copies (``EngineConfig`` options), queueing of prompts behind prompts (TTFT
+at high load, and bursts of prompts batched into one long iteration, which lengthen the convoy wait of
+step 3 online), the 4096-token iteration budget splitting big prompts. Prompt-recompute time after a
+preemption (step 7) is that of the original prompt.
 Core code: numpy only, no SimPy, no torch.
 """
 
@@ -51,11 +67,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .capacity import OFFLINE_KV_HIGH_WATERMARK, BatchLimits
+from .capacity import KV_WATERMARK, OFFLINE_KV_HIGH_WATERMARK, BatchLimits
 from .flow import HEADER_BYTES, TOKEN_ID_BYTES
 
 # what the engine does, shared with it: offline admission's KV share, and the per-request header
 KV_ADMIT_WATERMARK = OFFLINE_KV_HIGH_WATERMARK
+ENGINE_KV_WATERMARK = KV_WATERMARK  # online, a prompt starts while this share of a node's KV stays free
 # --- the model's own constants (measured on helix-single24 / Llama-2-70B / Helix's tables) ---
 ADMISSION_SLACK = 0.5  # requests: the FIFO head waits for a whole request's room, half of one is idle on average
 COHORTS = 2.0  # decode batches the residents of a route move in (engine: mean batch = residents / 2.0-2.4)
@@ -72,6 +89,8 @@ BISECTION_STEPS = 50
 POOL_PASSES = 3  # offline: passes to find how many of the workload's first requests the run draws
 POOL_MIN_REQUESTS = 20
 KV_CHECKS = 16  # time points at which the windowed model checks the residents' KV
+FLUID_STEP_S = 1.0  # online fluid run: time step (s); a round trip is 0.3-3 s, a TTFT 2-5 s
+FLUID_RATE_WINDOW_S = 10.0  # online fluid run: prompt starts/s are averaged over this (a few round trips)
 
 
 @dataclass(frozen=True)
@@ -194,37 +213,41 @@ def _mean_min(t0: float, t1: float, T: np.ndarray) -> np.ndarray:
     return out / (b - a)
 
 
-def _tokens_by_age(t: float, ttft: float, rt: float, outputs: np.ndarray) -> np.ndarray:
+def _tokens_by_age(t: float, ttft, rt, outputs: np.ndarray) -> np.ndarray:
     """Integral over ages [0, t] of the tokens a request has produced by that age (one at TTFT, then one
-    per round trip up to its output length), per output length."""
-    x = t - ttft
-    if x <= 0:
-        return np.zeros_like(outputs)
+    per round trip up to its output length), per output length (``ttft``, ``rt``: scalars or per-route
+    columns, broadcast against ``outputs``)."""
+    x = t - np.asarray(ttft, dtype=np.float64)
+    rt = np.asarray(rt, dtype=np.float64)
     tl = (outputs - 1.0) * rt  # decode phase length
     inside = x + x * x / (2.0 * rt)
     after = tl + tl * tl / (2.0 * rt) + outputs * (x - tl)
-    return np.where(x <= tl, inside, after)
+    return np.where(x <= 0, 0.0, np.where(x <= tl, inside, after))
 
 
-def _survival_mean(t0: float, t1: float, T: np.ndarray) -> float:
-    """Share of a cohort started at t = 0 still resident, averaged over [t0, t1] (residence times T)."""
-    return float((np.clip(T - t0, 0.0, t1 - t0) / (t1 - t0)).mean())
+def _survival_mean(t0: float, t1: float, T: np.ndarray) -> np.ndarray:
+    """Per residence time T: the share of [t0, t1] it is still resident (a cohort started at t = 0)."""
+    return np.clip(T - t0, 0.0, t1 - t0) / (t1 - t0)
 
 
-def _tokens_at_age(a: float, ttft: float, rt: float, outputs: np.ndarray) -> np.ndarray:
+def _tokens_at_age(a: float, ttft, rt, outputs: np.ndarray) -> np.ndarray:
     """Tokens a request has produced at age ``a`` (one at TTFT, then one per round trip), per output length."""
-    if a < ttft:
-        return np.zeros_like(outputs)
-    return np.minimum(outputs, 1.0 + (a - ttft) / rt)
+    ttft = np.asarray(ttft, dtype=np.float64)
+    return np.where(a < ttft, 0.0, np.minimum(outputs, 1.0 + (a - ttft) / np.asarray(rt, dtype=np.float64)))
 
 
 # ---- the model --------------------------------------------------------------------------------------
 
 class _Model:
-    """Per-node and per-route quantities of one placement, evaluated at an admission rate Lambda."""
+    """Per-node and per-route quantities of one placement, evaluated at an admission rate Lambda.
+
+    ``kv_rule="offline"``: the engine's offline admission (expected KV ``in + mean_out`` booked up to
+    ``kv_watermark``). ``"online"``: no booking; prompts start while the actual KV (``in + generated``) fits
+    under ``1 - ENGINE_KV_WATERMARK`` of capacity, so a resident holds its residence-weighted mean context."""
 
     def __init__(self, placement, costs, routes: list[RouteShare], stats: WorkloadStats, limits: BatchLimits,
-                 kv_watermark: float, window: tuple[float, float] | None = None, burst: bool = False):
+                 kv_watermark: float, window: tuple[float, float] | None = None, burst: bool = False,
+                 kv_rule: str = "offline"):
         self.window = window
         self.placement, self.routes, self.stats, self.limits = placement, routes, stats, limits
         cluster, model = placement.cluster, placement.model
@@ -247,8 +270,17 @@ class _Model:
             for j, k in zip(r.nodes, r.layers):
                 self.k[ri, self.idx[j]] = k
         self.on = self.k > 0
-        per_resident = self.kv_layer * (stats.resident_input + stats.mean_output)
-        self.nmax_bytes = np.array([kv_watermark * self.cap[j] - ADMISSION_SLACK * per_resident *
+        self.on_f = self.on.astype(float)
+        self.out_vals, counts = np.unique(stats.outputs, return_counts=True)
+        self.out_w = counts / counts.sum()
+        self._precompute_routes()
+        if kv_rule == "offline":
+            per_resident = self.kv_layer * (stats.resident_input + stats.mean_output)
+            share = kv_watermark
+        else:
+            per_resident = self.kv_layer * stats.resident_context
+            share = 1.0 - ENGINE_KV_WATERMARK
+        self.nmax_bytes = np.array([share * self.cap[j] - ADMISSION_SLACK * per_resident *
                                     placement.layers(j) for j in self.nodes])
         self.per_resident = per_resident
         # offline closed loop: at t = 0 the engine admits (FIFO, in the scheduler's proportions) until the
@@ -259,102 +291,211 @@ class _Model:
         self.burst = self.w * (z if burst and math.isfinite(z) else 0.0)
 
     # one hop's transfer time: latency + bytes over the tightest of link and NICs (cluster/network.py)
-    def _hop(self, a: int, b: int, nbytes: float) -> float:
+    def _hop(self, a: int, b: int, nbytes: float) -> tuple[float, float]:
+        """(latency, seconds per byte) of the hop a -> b."""
         c = self.cluster
         bw = float(c.bandwidth[a, b])
         if c.nic_of[a] != c.nic_of[b]:
             bw = min(bw, float(c.nic_out[a]), float(c.nic_in[b]))
-        return float(c.latency[a, b]) + nbytes / bw
+        return float(c.latency[a, b]), 1.0 / bw
+
+    def _precompute_routes(self) -> None:
+        """What does not depend on the load, as arrays: prompt iteration times ``tau_p[r, j]``, the links of a
+        decode round trip ``link0_r + link_coef[r, :] @ batch`` (each hop carries one item per sequence of the
+        batch of the node it reaches; the last hop that of the last stage) and of a prompt (``p_links_r``)."""
+        st, n_r, n_j = self.stats, len(self.routes), len(self.nodes)
+        self.head_p = np.array([self.cost[j].head(1) if self.last[j] else 0.0 for j in self.nodes])
+        self.tau_p = self.k * np.array([self.prefill_layer[j] for j in self.nodes])[None, :] + self.on * self.head_p
+        self.link0, self.p_links = np.zeros(n_r), np.zeros(n_r)
+        self.link_coef = np.zeros((n_r, n_j))
+        for ri, r in enumerate(self.routes):
+            hops = [self.coord, *r.nodes, self.coord]
+            for h, (a, b) in enumerate(zip(hops, hops[1:])):
+                lat, spb = self._hop(a, b, 0.0)
+                at = self.idx[r.nodes[min(h, len(r.nodes) - 1)]]
+                to_coord = b == self.coord  # the engine sends token ids to the coordinator, activations between
+                item = HEADER_BYTES + (TOKEN_ID_BYTES if a == self.coord or to_coord else self.act)
+                self.link0[ri] += lat
+                self.link_coef[ri, at] += item * spb
+                prompt = HEADER_BYTES + (TOKEN_ID_BYTES if to_coord else st.mean_input * (
+                    TOKEN_ID_BYTES if a == self.coord else self.act))
+                self.p_links[ri] += lat + prompt * spb
+        self._decode_cache: dict[tuple[int, int], float] = {}
+
+    def _decode_layer(self, i: int, b: int) -> float:
+        """Node ``self.nodes[i]``: one layer's decode step at batch ``b`` (+ the LM head there), cached."""
+        key = (i, b)
+        v = self._decode_cache.get(key)
+        if v is None:
+            j = self.nodes[i]
+            c = self.cost[j]
+            v = c.decode(b, int(round(b * self.stats.resident_context)))
+            self._decode_cache[key] = v
+        return v
+
+    def latencies(self, n_r: np.ndarray, lam_r: np.ndarray) -> dict:
+        """Round trips and TTFT per route with ``n_r`` residents and prompts starting at ``lam_r`` per second."""
+        n_j = n_r @ self.on_f
+        batch = np.maximum(n_j / COHORTS, 1.0)
+        bint = np.rint(np.minimum(batch, self.limits.max_seqs)).astype(int)
+        d_layer = np.array([self._decode_layer(i, int(b)) for i, b in enumerate(bint)])
+        head_d = np.array([self.cost[j].head(int(b)) if self.last[j] else 0.0 for j, b in zip(self.nodes, bint)])
+        tau_d = self.k * d_layer[None, :] + self.on * head_d[None, :]
+        share = self.on_f * lam_r[:, None]
+        tot = share.sum(axis=0)
+        # node j: prompt busy share rho_j = lambda_j tau_p,j; a token waits CONVOY x rho_j x tau_p,j there
+        stall = (share * self.tau_p).sum(axis=0)
+        safe = np.maximum(tot, 1e-300)
+        wait = CONVOY * stall * np.where(tot > 0, stall / safe, 0.0)
+        tau_dj = np.where(tot > 0, (share * tau_d).sum(axis=0) / safe,
+                          (self.on_f * tau_d).sum(axis=0) / np.maximum(self.on_f.sum(axis=0), 1.0))
+        rt0 = tau_d.sum(axis=1) + self.link0 + self.link_coef @ batch
+        ttft = (self.tau_p + PROMPT_WAIT * tau_d).sum(axis=1) + self.p_links
+        rt = rt0 + self.on_f @ wait
+        return {"n_j": n_j, "batch": batch, "tau_d": tau_dj, "stall": stall, "rt0": rt0, "rt": rt, "ttft": ttft}
 
     def evaluate(self, lam: float) -> dict:
         """The fixed point at admission rate ``lam`` (requests/s)."""
         st = self.stats
         lam_r = self.w * lam
-        lam_j = lam_r @ self.on
-        n_nodes = len(self.nodes)
+        lam_j = lam_r @ self.on_f
         n_r = np.zeros(len(self.routes))
         out_left = max(st.mean_output - 1.0, 0.0)
-        outs = st.outputs
+        outs, pw = self.out_vals, self.out_w  # distinct output lengths and their shares (exact, fewer columns)
         for it in range(FIXED_POINT_ITERATIONS):
-            n_j = n_r @ self.on
-            batch = np.maximum(n_j / COHORTS, 1.0)
-            tau_d = np.zeros_like(self.k)  # per route and node: decode iteration time
-            tau_p = np.zeros_like(self.k)
-            for j in self.nodes:
-                i = self.idx[j]
-                c = self.cost[j]
-                b = int(round(min(batch[i], self.limits.max_seqs)))
-                d_layer = c.decode(b, int(round(b * st.resident_context)))
-                head_d = c.head(b) if self.last[j] else 0.0
-                head_p = c.head(1) if self.last[j] else 0.0
-                for ri in np.nonzero(self.on[:, i])[0]:
-                    k = self.k[ri, i]
-                    tau_d[ri, i] = k * d_layer + head_d
-                    tau_p[ri, i] = k * self.prefill_layer[j] + head_p
-            # node j: decode iteration (mean over routes through it), prompt stall per second
-            share = np.where(self.on, lam_r[:, None], 0.0)
-            tot = share.sum(axis=0)
-            tau_dj = np.where(tot > 0, (share * tau_d).sum(axis=0) / np.maximum(tot, 1e-300), 0.0)
-            # prompt busy share rho_j = lambda_j tau_p,j; a token waits CONVOY x rho_j x tau_p,j there
-            wait = CONVOY * (share * tau_p).sum(axis=0) * np.where(tot > 0, (share * tau_p).sum(axis=0) /
-                                                                    np.maximum(tot, 1e-300), 0.0)
-            stall = (share * tau_p).sum(axis=0)  # rho_j
-            rt0 = np.zeros(len(self.routes))
-            ttft = np.zeros(len(self.routes))
-            for ri, r in enumerate(self.routes):
-                hops = [self.coord, *r.nodes, self.coord]
-                b = batch[[self.idx[j] for j in r.nodes]]
-                links = sum(self._hop(a, c_, (HEADER_BYTES + (self.act if a != self.coord else TOKEN_ID_BYTES))
-                                      * (b[h] if h < len(r.nodes) else b[-1]))
-                            for h, (a, c_) in enumerate(zip(hops, hops[1:])))
-                p_links = sum(self._hop(a, c_, HEADER_BYTES + st.mean_input * (
-                    self.act if a != self.coord else TOKEN_ID_BYTES) if c_ != self.coord else
-                    HEADER_BYTES + TOKEN_ID_BYTES) for a, c_ in zip(hops, hops[1:]))
-                cols = [self.idx[j] for j in r.nodes]
-                rt0[ri] = tau_d[ri, cols].sum() + links
-                ttft[ri] = (tau_p[ri, cols] + PROMPT_WAIT * tau_d[ri, cols]).sum() + p_links
-            ok = bool(np.all(stall < 1.0))
-            rt = rt0 + self.on.astype(float) @ wait
+            lt = self.latencies(n_r, lam_r)
+            rt, ttft = lt["rt"], lt["ttft"]
             resid = ttft + out_left * rt
             if self.window is None:
                 new = lam_r * resid
             else:  # the burst admitted at t = 0 (decaying as it finishes) + lam_r E[min(t, T)], window mean
                 t0, t1 = self.window
-                new = np.array([self.burst[i] * _survival_mean(t0, t1, ttft[i] + (outs - 1.0) * rt[i])
-                                + lam_r[i] * _mean_min(t0, t1, ttft[i] + (outs - 1.0) * rt[i]).mean()
-                                for i in range(len(lam_r))])
+                life = ttft[:, None] + (outs[None, :] - 1.0) * rt[:, None]  # per route and output length
+                new = self.burst * (_survival_mean(t0, t1, life) @ pw) + lam_r * (_mean_min(t0, t1, life) @ pw)
             if np.allclose(new, n_r, rtol=1e-9, atol=1e-9):
                 n_r = new
                 break
             n_r = 0.5 * (n_r + new) if it > 5 else new
-        n_j = n_r @ self.on
+        ok = bool(np.all(lt["stall"] < 1.0))
+        n_j = n_r @ self.on_f
         batch = np.maximum(n_j / COHORTS, 1.0)
         x_r = np.where(rt > 0, n_r / np.maximum(rt, 1e-300), 0.0)  # decode passes/s through each route
-        x_j = x_r @ self.on
-        util = np.array([lam_j[i] * (tau_p[:, i] @ np.where(self.on[:, i], lam_r, 0.0) / max(lam_j[i], 1e-300))
-                         + x_j[i] / batch[i] * tau_dj[i] for i in range(n_nodes)])
+        x_j = x_r @ self.on_f
+        util = (lam_r[:, None] * self.on_f * self.tau_p).sum(axis=0) + x_j / batch * lt["tau_d"]
         if self.window is None:
             n_end, tokens_r = n_r, lam_r * st.mean_output
         else:  # KV is checked at the window's end (residents only grow); tokens emitted inside the window
             t0, t1 = self.window
             checks = np.linspace(0.0, t1, KV_CHECKS)  # residents over time: the largest counts for KV
-            n_t = np.array([[self.burst[i] * float((ttft[i] + (outs - 1.0) * rt[i] > t).mean())
-                             + lam_r[i] * np.minimum(t, ttft[i] + (outs - 1.0) * rt[i]).mean()
-                             for i in range(len(lam_r))] for t in checks])
+            life = ttft[:, None] + (outs[None, :] - 1.0) * rt[:, None]  # per route and output length
+            n_t = np.array([self.burst * ((life > t) @ pw) + lam_r * (np.minimum(t, life) @ pw) for t in checks])
             kv_t = (n_t @ self.k) * self.per_resident
             n_end = n_t[int(np.argmax(kv_t.max(axis=1) if kv_t.size else [0]))]
-            tokens_r = np.array([(lam_r[i] * (_tokens_by_age(t1, ttft[i], rt[i], outs) -
-                                              _tokens_by_age(t0, ttft[i], rt[i], outs)).mean()
-                                  + self.burst[i] * (_tokens_at_age(t1, ttft[i], rt[i], outs) -
-                                                     _tokens_at_age(t0, ttft[i], rt[i], outs)).mean()) / (t1 - t0)
-                                 for i in range(len(lam_r))])
+            tc, rc, o = ttft[:, None], rt[:, None], outs[None, :]
+            tokens_r = (lam_r * ((_tokens_by_age(t1, tc, rc, o) - _tokens_by_age(t0, tc, rc, o)) @ pw)
+                        + self.burst * ((_tokens_at_age(t1, tc, rc, o) - _tokens_at_age(t0, tc, rc, o)) @ pw)
+                        ) / (t1 - t0)
         kv_bytes = (n_end[:, None] * self.k).sum(axis=0) * self.per_resident
-        return {"lam_r": lam_r, "n_r": n_r, "n_j": n_j, "rt0": rt0, "rt": rt, "ttft": ttft, "resid": resid,
-                "tau_d": tau_dj, "stall": stall, "util": util, "kv_bytes": kv_bytes, "ok": ok, "batch": batch,
-                "tokens_r": tokens_r, "n_end": n_end}
+        return {"lam_r": lam_r, "n_r": n_r, "n_j": n_j, "rt0": lt["rt0"], "rt": rt, "ttft": ttft, "resid": resid,
+                "tau_d": lt["tau_d"], "stall": lt["stall"], "util": util, "kv_bytes": kv_bytes, "ok": ok,
+                "batch": batch, "tokens_r": tokens_r, "n_end": n_end, "lam_j": lam_j}
+
+    def online(self, arrival: np.ndarray, inp: np.ndarray, out: np.ndarray, window: tuple[float, float]) -> dict:
+        """Online, with the workload's own arrivals: a fluid run of the engine's online rules, in steps of
+        :data:`FLUID_STEP_S` from an empty system to the window's end (see the module docstring, step 7)."""
+        t0, t1 = window
+        keep = arrival < t1
+        a, inp, out = arrival[keep], inp[keep].astype(float), out[keep].astype(float)
+        n, nr = len(a), len(self.routes)
+        w = self.w[None, :]  # element (i, r): request i's share w_r on route r
+        kvk = self.k * self.kv_layer  # bytes per context token, per route and node
+        room = (1.0 - ENGINE_KV_WATERMARK) * np.array([self.cap[j] for j in self.nodes])
+        full = np.array([self.cap[j] for j in self.nodes])
+        queued = np.zeros((n, nr), bool)
+        resident = np.zeros((n, nr), bool)
+        tokens = np.zeros((n, nr))  # generated so far (kept over a preemption)
+        age = np.zeros((n, nr))  # since the (last) admission
+        started = np.zeros((n, nr), bool)  # past its (re)computed prompt
+        admitted_at = np.full((n, nr), np.inf)
+        first_at = np.full((n, nr), np.nan)
+        lam_r = np.zeros(nr)
+        arrived = 0
+        steps = int(math.ceil(t1 / FLUID_STEP_S - 1e-9))
+        dt = t1 / steps
+        at_t0 = None
+        samples = []  # (residents per route, round trips) inside the window
+        preempted = 0.0
+        for m in range(steps):
+            t = m * dt
+            if at_t0 is None and t >= t0 - 1e-9:
+                at_t0 = float((tokens * w).sum())
+            while arrived < n and a[arrived] <= t:
+                queued[arrived] = True
+                arrived += 1
+            n_r = (resident * w).sum(axis=0)
+            lt = self.latencies(n_r, lam_r)
+            rt, ttft = lt["rt"], lt["ttft"]
+            # KV in use and the growth of the residents over this step
+            ctx = np.where(resident, inp[:, None] + tokens, 0.0) * w
+            used = (ctx[:, :, None] * kvk[None, :, :]).sum(axis=(0, 1)) if n else np.zeros(len(self.nodes))
+            grow = ((resident * w) * (dt / rt)[None, :]).sum(axis=0) @ kvk
+            # admission: FIFO per route; node j admits the share of the queued prompts its free KV holds
+            need = (np.where(queued, inp[:, None] + tokens, 0.0) * w)
+            demand = need.sum(axis=0) @ kvk
+            free = np.maximum(room - used - grow, 0.0)
+            phi_j = np.minimum(1.0, free / np.where(demand > 0, demand, np.inf)) if n else np.ones_like(free)
+            phi_j[demand <= 0] = 1.0
+            phi_r = np.where(self.on, phi_j[None, :], 1.0).min(axis=1)
+            cum = np.cumsum(need, axis=0)
+            admit = queued & (cum <= phi_r[None, :] * cum[-1][None, :] * (1 + 1e-12) + 1e-9) if n else queued
+            queued &= ~admit
+            resident |= admit
+            age[admit], started[admit] = 0.0, False
+            admitted_at[admit] = np.minimum(admitted_at[admit], t)
+            # tokens: the first (or the recompute's) one TTFT after admission, then one per round trip
+            age[resident] += dt
+            first = resident & ~started & (age >= ttft[None, :])
+            gain = np.where(first, 1.0 + (age - ttft[None, :]) / rt[None, :],
+                            np.where(resident & started, dt / rt[None, :], 0.0))
+            started |= first
+            first_at[first & np.isnan(first_at)] = t + dt
+            tokens = np.minimum(tokens + gain, out[:, None])
+            done = resident & (tokens >= out[:, None] - 1e-9)
+            resident &= ~done
+            # a decode step that finds the KV full preempts the newest residents (recompute later)
+            ctx = np.where(resident, inp[:, None] + tokens, 0.0) * w
+            over = (ctx.sum(axis=0) @ kvk) - full
+            for i_node in np.nonzero(over > 0)[0]:
+                rows = resident & self.on[None, :, i_node]
+                order = np.argsort(-np.where(rows, admitted_at, -np.inf), axis=None)
+                freed = 0.0
+                for flat in order:
+                    i, r = divmod(int(flat), nr)
+                    if not rows[i, r] or freed >= over[i_node]:
+                        break
+                    freed += ctx[i, r] * kvk[r, i_node]
+                    resident[i, r], queued[i, r] = False, True
+                    preempted += w[0, r]
+            # prompt starts per second (smoothed over FLUID_RATE_WINDOW_S) feed the prompt stalls
+            lam_r += ((admit * w).sum(axis=0) / dt - lam_r) * min(1.0, dt / FLUID_RATE_WINDOW_S)
+            if t >= t0:
+                samples.append(((resident * w).sum(axis=0), rt, ttft))
+        at_t1 = float((tokens * w).sum())
+        in_win = (first_at >= t0) & (first_at <= t1)
+        firsts = float((in_win * w).sum())
+        wait = np.where(in_win, first_at - a[:, None], 0.0)
+        n_mean = np.mean([s[0] for s in samples], axis=0)
+        rt_mean = np.mean([s[1] for s in samples], axis=0)
+        return {"decode_tokens_per_s": (at_t1 - (at_t0 or 0.0)) / (t1 - t0),
+                "prompt_tokens_per_s": float((in_win * w * inp[:, None]).sum()) / (t1 - t0),
+                "requests_per_s": firsts / (t1 - t0),
+                "ttft_s": float((wait * w).sum()) / firsts if firsts > 0 else float("nan"),
+                "tpot_s": float(n_mean @ rt_mean / n_mean.sum()) if n_mean.sum() > 0 else float(rt_mean @ self.w),
+                "residents_r": n_mean, "rt": rt_mean, "preempted": preempted, "ttft_r": ttft}
 
     def feasible(self, ev: dict) -> bool:
-        return ev["ok"] and bool(np.all(ev["kv_bytes"] <= self.nmax_bytes)) and \
+        # the t = 0 burst fills the bottleneck's KV exactly: allow rounding (else feasibility flips at low rates)
+        return ev["ok"] and bool(np.all(ev["kv_bytes"] <= self.nmax_bytes * (1 + 1e-9) + 1e-6)) and \
             bool(np.all(ev["util"] <= MAX_UTILISATION))
 
     def capacity(self) -> float:
@@ -374,20 +515,38 @@ class _Model:
 
 def predict(placement, costs, routes: list[RouteShare], stats: WorkloadStats, *, mode: str = "offline",
             rate: float | None = None, limits: BatchLimits | None = None,
-            kv_watermark: float = KV_ADMIT_WATERMARK, window: tuple[float, float] | None = None) -> Prediction:
+            kv_watermark: float = KV_ADMIT_WATERMARK, window: tuple[float, float] | None = None,
+            arrivals: tuple | None = None) -> Prediction:
     """Predict the engine's served tokens/s and latencies of ``placement`` with ``routes``.
 
     ``mode="offline"``: the closed loop at its KV/compute capacity. ``mode="online"``: ``rate`` requests/s
-    offered; served ``min(rate, capacity)``. ``window=(start, end)``: requests start from an empty system at
+    offered; served ``min(rate, online capacity)`` (the online KV rule: residents hold their actual context
+    under the engine's KV watermark). ``window=(start, end)``: requests start from an empty system at
     t = 0 and tokens are counted inside the window (the engine's warm-up and measurement window); residents
     grow as ``lambda E[min(t, T)]`` (KV is checked at ``end``). ``None``: the steady state.
+    ``arrivals=(arrival_s, input_tokens, output_tokens)`` (online, with ``window``): the workload's own
+    requests, run as a fluid (:meth:`_Model.online`) instead of at a mean rate.
     """
     if mode not in ("offline", "online"):
         raise ValueError(f"unknown mode '{mode}'; known: offline, online")
-    if mode == "online" and (rate is None or rate < 0):
-        raise ValueError("online mode needs a rate (requests/s)")
+    if mode == "online" and arrivals is None and (rate is None or rate < 0):
+        raise ValueError("online mode needs a rate (requests/s) or the arrivals")
     limits = limits or BatchLimits()
-    m = _Model(placement, costs, routes, stats, limits, kv_watermark, window, burst=mode == "offline" and bool(window))
+    cluster = placement.cluster
+    if mode == "online" and arrivals is not None:
+        if window is None:
+            raise ValueError("online arrivals need the window (start, end)")
+        m = _Model(placement, costs, routes, stats, limits, kv_watermark, window, kv_rule="online")
+        fl = m.online(*(np.asarray(x, dtype=np.float64) for x in arrivals), window)
+        names = [cluster.nodes[j].name for j in m.nodes]
+        details = {"fluid": True, "preempted_requests": fl["preempted"],
+                   "routes": [{"nodes": [cluster.nodes[j].name for j in r.nodes], "weight": r.weight,
+                               "residents": float(fl["residents_r"][i]), "round_trip_s": float(fl["rt"][i])}
+                              for i, r in enumerate(routes)], "node_names": names}
+        return Prediction(fl["decode_tokens_per_s"], fl["decode_tokens_per_s"] + fl["prompt_tokens_per_s"],
+                          fl["ttft_s"], fl["tpot_s"], fl["requests_per_s"], details)
+    m = _Model(placement, costs, routes, stats, limits, kv_watermark, window,
+               burst=mode == "offline" and bool(window), kv_rule=mode)
     cap = m.capacity()
     lam = cap if mode == "offline" else min(rate, cap)
     ev = m.evaluate(lam)
@@ -395,7 +554,6 @@ def predict(placement, costs, routes: list[RouteShare], stats: WorkloadStats, *,
     served = float(lam_r.sum())
     wr = lam_r / served if served > 0 else m.w
     tokens = float(ev["tokens_r"].sum())
-    cluster = placement.cluster
     names = [cluster.nodes[j].name for j in m.nodes]
     details = {
         "capacity_requests_per_s": cap,
@@ -437,15 +595,19 @@ def predict_prepared(prepared, mode: str | None = None, rate: float | None = Non
     max_ctx = prepared.model.max_context
     pool = [r for r in prepared.workload.requests if r.input_tokens + r.output_tokens <= max_ctx] or \
         list(prepared.workload.requests)
+    arrivals = None
     if mode == "online" and rate is None:
         start, end = spec.warmup, spec.warmup + spec.duration
         rate = sum(1 for r in prepared.workload.requests if start <= r.arrival_s < end) / spec.duration
+        if window:  # the workload's own arrivals (it is bursty and sparse in its first minutes)
+            arrivals = tuple(np.array([getattr(r, f) for r in pool]) for f in ("arrival_s", "input_tokens",
+                                                                              "output_tokens"))
     requests = pool
     for _attempt in range(POOL_PASSES if mode == "offline" else 1):
         stats = WorkloadStats.from_requests(requests)
         routes = route_shares(prepared.scheduler, prepared.placement, prepared.costs, stats)
         pred = predict(prepared.placement, prepared.costs, routes, stats, mode=mode, rate=rate,
-                       limits=prepared.limits, window=span)
+                       limits=prepared.limits, window=span, arrivals=arrivals)
         if mode != "offline":
             break
         horizon = spec.warmup + spec.duration
