@@ -124,7 +124,8 @@ def test_engine_and_model_agree_on_the_tiny_pipeline_offline(tiny):
                           price_per_hour=None)["decode_tokens_per_s"]
     drawn = sim._drawn
     stats = WorkloadStats.from_requests(reqs[:drawn])
-    pred = predict(placement, costs, route_shares(sched, placement), stats, mode="offline", window=(warm, warm + dur))
+    pred = predict(placement, costs, route_shares(sched, placement), stats, mode="offline", window=(warm, warm + dur),
+                   booked_output=w.mean_output())
     assert pred.decode_tokens_per_s == pytest.approx(simulated, rel=0.15)
 
 
@@ -145,6 +146,27 @@ def test_online_kv_rule_holds_more_residents_than_offline_admission(tiny):
     assert on.nmax_bytes[0] == pytest.approx((1 - sm.ENGINE_KV_WATERMARK) * cap0 - sm.ADMISSION_SLACK *
                                              on.per_resident * 2)
     assert on.nmax_bytes[0] / on.per_resident > off.nmax_bytes[0] / off.per_resident
+
+
+def test_offline_admission_books_the_engines_mean_output(tiny):
+    """The engine books ``in + mean output of the whole workload`` per request (``_expected_kv``), not the
+    mean of the requests it draws: ``booked_output`` replaces the drawn requests' mean in the offline KV."""
+    from simulator.planning.capacity import BatchLimits
+
+    placement, costs = two_stage(tiny)
+    stats = WorkloadStats.from_lengths([IN, 300, 50], [OUT, 40, 200])
+    routes = [RouteShare((0, 1), (2, 2), 1.0)]
+    kv = placement.model.kv_bytes_per_token_per_layer
+    m = sm._Model(placement, costs, routes, stats, BatchLimits(), sm.KV_ADMIT_WATERMARK, kv_rule="offline",
+                  booked_output=50.0)
+    assert m.per_resident == pytest.approx(kv * (stats.resident_input + 50.0))
+    on = sm._Model(placement, costs, routes, stats, BatchLimits(), sm.KV_ADMIT_WATERMARK, kv_rule="online",
+                   booked_output=50.0)  # online books nothing: residents hold their actual context
+    assert on.per_resident == pytest.approx(kv * stats.resident_context)
+    short = predict(placement, costs, routes, stats, mode="offline", booked_output=50.0)
+    long = predict(placement, costs, routes, stats, mode="offline", booked_output=400.0)
+    for node in short.details["nodes"]:  # a shorter booking holds more residents under the watermark
+        assert short.details["nodes"][node]["kv_residents_max"] > long.details["nodes"][node]["kv_residents_max"]
 
 
 def test_online_fluid_counts_the_tokens_of_the_arrivals_inside_the_window(tiny):

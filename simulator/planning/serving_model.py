@@ -10,10 +10,11 @@ Derivation (per route r, chosen with share ``w_r`` of the requests; per node j o
 
 1. **Admission** (engine ``_admit``, offline auto-admission). Requests start FIFO while every node of the
    route has room for their expected KV, ``(input + mean output) x layers held x KV bytes`` up to
-   :data:`KV_ADMIT_WATERMARK` of capacity. The queue is one FIFO for all routes, so requests start at a
-   rate Lambda, split by the scheduler's weights: ``lambda_r = w_r Lambda``. A node j holds
+   :data:`KV_ADMIT_WATERMARK` of capacity; the mean output is the whole workload's (the engine's
+   ``_expected_kv``, ``booked_out`` here), not that of the requests drawn. The queue is one FIFO for all
+   routes, so requests start at a rate Lambda, split by the scheduler's weights: ``lambda_r = w_r Lambda``. A node j holds
    ``N_j = sum_{r through j} lambda_r T_r`` residents (Little, T_r = time a request holds KV) and the
-   admission allows ``N_j <= Nmax_j = watermark cap_j / (k_j kv (in_res + mean_out)) - ADMISSION_SLACK``.
+   admission allows ``N_j <= Nmax_j = watermark cap_j / (k_j kv (in_res + booked_out)) - ADMISSION_SLACK``.
    ``in_res = E[in out] / E[out]``: residents are sampled by residence time, which is proportional to
    output length. Offline, Lambda is the largest rate all constraints allow (the bottleneck node fills).
 2. **Round trip of a decode token** (coordinator -> stages -> coordinator), with no prompts:
@@ -52,7 +53,10 @@ SWRR weights; Helix's max-flow successors (each hop chosen in proportion to edge
 other schedulers (Swarm, random) walk the layer graph, each hop chosen in proportion to the inverse of
 the next node's decode time (Swarm balances by measured hop delay).
 
-Not modelled: preemption offline, Helix's KV-aware route masks (weights are static), disaggregated routes,
+Not modelled: preemption offline, Helix's KV-aware route masks (weights are static; on helix-single24 every
+route passes the four A100s, the KV bottleneck, so the mask has no node with room to move traffic to: the
+engine's non-bottleneck KV shares match the static ones), the fragmentation of decode batches where routes
+merge (Helix on helix-single24: 3-20 batches per node's residents, not :data:`COHORTS`), disaggregated routes,
 per-request transfers and host copies (``EngineConfig`` options), queueing of prompts behind prompts (TTFT
 at high load, and bursts of prompts batched into one long iteration, which lengthen the convoy wait of
 step 3 online), the 4096-token iteration budget splitting big prompts. Prompt-recompute time after a
@@ -242,12 +246,13 @@ class _Model:
     """Per-node and per-route quantities of one placement, evaluated at an admission rate Lambda.
 
     ``kv_rule="offline"``: the engine's offline admission (expected KV ``in + mean_out`` booked up to
-    ``kv_watermark``). ``"online"``: no booking; prompts start while the actual KV (``in + generated``) fits
+    ``kv_watermark``; ``booked_output``: the mean output the engine books, default the stats' own).
+    ``"online"``: no booking; prompts start while the actual KV (``in + generated``) fits
     under ``1 - ENGINE_KV_WATERMARK`` of capacity, so a resident holds its residence-weighted mean context."""
 
     def __init__(self, placement, costs, routes: list[RouteShare], stats: WorkloadStats, limits: BatchLimits,
                  kv_watermark: float, window: tuple[float, float] | None = None, burst: bool = False,
-                 kv_rule: str = "offline"):
+                 kv_rule: str = "offline", booked_output: float | None = None):
         self.window = window
         self.placement, self.routes, self.stats, self.limits = placement, routes, stats, limits
         cluster, model = placement.cluster, placement.model
@@ -275,7 +280,8 @@ class _Model:
         self.out_w = counts / counts.sum()
         self._precompute_routes()
         if kv_rule == "offline":
-            per_resident = self.kv_layer * (stats.resident_input + stats.mean_output)
+            booked = stats.mean_output if booked_output is None else booked_output
+            per_resident = self.kv_layer * (stats.resident_input + booked)
             share = kv_watermark
         else:
             per_resident = self.kv_layer * stats.resident_context
@@ -516,7 +522,7 @@ class _Model:
 def predict(placement, costs, routes: list[RouteShare], stats: WorkloadStats, *, mode: str = "offline",
             rate: float | None = None, limits: BatchLimits | None = None,
             kv_watermark: float = KV_ADMIT_WATERMARK, window: tuple[float, float] | None = None,
-            arrivals: tuple | None = None) -> Prediction:
+            arrivals: tuple | None = None, booked_output: float | None = None) -> Prediction:
     """Predict the engine's served tokens/s and latencies of ``placement`` with ``routes``.
 
     ``mode="offline"``: the closed loop at its KV/compute capacity. ``mode="online"``: ``rate`` requests/s
@@ -525,7 +531,8 @@ def predict(placement, costs, routes: list[RouteShare], stats: WorkloadStats, *,
     t = 0 and tokens are counted inside the window (the engine's warm-up and measurement window); residents
     grow as ``lambda E[min(t, T)]`` (KV is checked at ``end``). ``None``: the steady state.
     ``arrivals=(arrival_s, input_tokens, output_tokens)`` (online, with ``window``): the workload's own
-    requests, run as a fluid (:meth:`_Model.online`) instead of at a mean rate.
+    requests, run as a fluid (:meth:`_Model.online`) instead of at a mean rate. ``booked_output``
+    (offline): the mean output the engine books per request (its whole workload's), default ``stats``'.
     """
     if mode not in ("offline", "online"):
         raise ValueError(f"unknown mode '{mode}'; known: offline, online")
@@ -546,7 +553,7 @@ def predict(placement, costs, routes: list[RouteShare], stats: WorkloadStats, *,
         return Prediction(fl["decode_tokens_per_s"], fl["decode_tokens_per_s"] + fl["prompt_tokens_per_s"],
                           fl["ttft_s"], fl["tpot_s"], fl["requests_per_s"], details)
     m = _Model(placement, costs, routes, stats, limits, kv_watermark, window,
-               burst=mode == "offline" and bool(window), kv_rule=mode)
+               burst=mode == "offline" and bool(window), kv_rule=mode, booked_output=booked_output)
     cap = m.capacity()
     lam = cap if mode == "offline" else min(rate, cap)
     ev = m.evaluate(lam)
@@ -588,7 +595,8 @@ def predict_prepared(prepared, mode: str | None = None, rate: float | None = Non
     Offline, the engine draws requests from the workload in order, so the requests served are the first
     ``n`` of it: the statistics are taken over the first ``n`` (requests admitted by the end plus those
     resident), found by :data:`POOL_PASSES` passes from the whole workload. Requests longer than the
-    model's context are left out (the engine rejects them)."""
+    model's context are left out (the engine rejects them). Offline KV is booked with the whole workload's
+    mean output, as the engine does."""
     spec = prepared.spec
     mode = mode or spec.mode
     span = (spec.warmup, spec.warmup + spec.duration) if window else None
@@ -603,11 +611,12 @@ def predict_prepared(prepared, mode: str | None = None, rate: float | None = Non
             arrivals = tuple(np.array([getattr(r, f) for r in pool]) for f in ("arrival_s", "input_tokens",
                                                                               "output_tokens"))
     requests = pool
+    booked = prepared.workload.mean_output() if prepared.workload.requests else None
     for _attempt in range(POOL_PASSES if mode == "offline" else 1):
         stats = WorkloadStats.from_requests(requests)
         routes = route_shares(prepared.scheduler, prepared.placement, prepared.costs, stats)
         pred = predict(prepared.placement, prepared.costs, routes, stats, mode=mode, rate=rate,
-                       limits=prepared.limits, window=span, arrivals=arrivals)
+                       limits=prepared.limits, window=span, arrivals=arrivals, booked_output=booked)
         if mode != "offline":
             break
         horizon = spec.warmup + spec.duration
