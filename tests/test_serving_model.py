@@ -103,25 +103,32 @@ def test_route_shares_of_separate_pipelines_follow_the_swrr_weights(tiny):
     assert {r.nodes for r in walk} == {(0,), (1, 2)} and sum(r.weight for r in walk) == pytest.approx(1.0)
 
 
-def test_engine_and_model_agree_on_the_tiny_pipeline_offline(tiny):
-    """The closed loop on a 2-stage tiny pipeline: predicted decode tokens/s within 15 % of the engine's."""
+def engine_run(placement, costs, reqs, mode: str, warm: float, dur: float):
+    """The engine serving ``reqs`` on ``placement`` by weighted pipelines: (scheduler, workload, simulation,
+    decode tokens/s in [warm, warm + dur])."""
     pytest.importorskip("simpy")
     from simulator.engine import EngineConfig, Simulation
     from simulator.metrics.records import summarize
 
+    sched = make_scheduler("weighted-pipelines", placement, np.random.default_rng(0))
+    w = Workload(requests=reqs, rejected=[], source="test", notes={})
+    sim = Simulation(placement, sched, costs, w, EngineConfig(mode=mode, duration_s=dur, warmup_s=warm,
+                                                              progress=False))
+    records = sim.run()
+    simulated = summarize(records, sim.series, sim.node_stats(), warmup_s=warm, duration_s=dur,
+                          price_per_hour=None)["decode_tokens_per_s"]
+    return sched, w, sim, simulated
+
+
+def test_engine_and_model_agree_on_the_tiny_pipeline_offline(tiny):
+    """The closed loop on a 2-stage tiny pipeline: predicted decode tokens/s within 15 % of the engine's."""
     placement, costs = two_stage(tiny)
     rng = np.random.default_rng(1)
     inp = rng.integers(200, 1200, 4000)
     out = rng.integers(20, 200, 4000)
     reqs = [Request(i, 0.0, int(a), int(b)) for i, (a, b) in enumerate(zip(inp, out))]
-    sched = make_scheduler("weighted-pipelines", placement, np.random.default_rng(0))
     warm, dur = 10.0, 40.0
-    w = Workload(requests=reqs, rejected=[], source="test", notes={})
-    sim = Simulation(placement, sched, costs, w, EngineConfig(mode="offline", duration_s=dur, warmup_s=warm,
-                                                              progress=False))
-    records = sim.run()
-    simulated = summarize(records, sim.series, sim.node_stats(), warmup_s=warm, duration_s=dur,
-                          price_per_hour=None)["decode_tokens_per_s"]
+    sched, w, sim, simulated = engine_run(placement, costs, reqs, "offline", warm, dur)
     drawn = sim._drawn
     stats = WorkloadStats.from_requests(reqs[:drawn])
     pred = predict(placement, costs, route_shares(sched, placement), stats, mode="offline", window=(warm, warm + dur),
@@ -188,10 +195,6 @@ def test_online_fluid_counts_the_tokens_of_the_arrivals_inside_the_window(tiny):
 
 def test_engine_and_model_agree_on_the_tiny_pipeline_online(tiny):
     """Online, Poisson arrivals beyond what the KV holds: the fluid's decode tokens/s within 15 % of the engine's."""
-    pytest.importorskip("simpy")
-    from simulator.engine import EngineConfig, Simulation
-    from simulator.metrics.records import summarize
-
     placement, costs = two_stage(tiny)
     rng = np.random.default_rng(2)
     n = 3000
@@ -199,14 +202,8 @@ def test_engine_and_model_agree_on_the_tiny_pipeline_online(tiny):
     inp = rng.integers(200, 1200, n)
     out = rng.integers(20, 200, n)
     reqs = [Request(i, float(t), int(a), int(b)) for i, (t, a, b) in enumerate(zip(arr, inp, out))]
-    sched = make_scheduler("weighted-pipelines", placement, np.random.default_rng(0))
     warm, dur = 10.0, 40.0
-    w = Workload(requests=reqs, rejected=[], source="test", notes={})
-    sim = Simulation(placement, sched, costs, w, EngineConfig(mode="online", duration_s=dur, warmup_s=warm,
-                                                              progress=False))
-    records = sim.run()
-    simulated = summarize(records, sim.series, sim.node_stats(), warmup_s=warm, duration_s=dur,
-                          price_per_hour=None)["decode_tokens_per_s"]
+    sched, _, _, simulated = engine_run(placement, costs, reqs, "online", warm, dur)
     pred = predict(placement, costs, route_shares(sched, placement), WorkloadStats.from_requests(reqs),
                    mode="online", window=(warm, warm + dur), arrivals=(arr, inp, out))
     assert pred.decode_tokens_per_s == pytest.approx(simulated, rel=0.15)

@@ -19,13 +19,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..engine import HOST_COPIES, EngineConfig, Simulation
+from ..engine import Simulation
 from ..errors import SimError
 from ..metrics.records import summarize
 from ..placement.model import Placement
-from ..planning.capacity import placement_problem
-from ..planning.flow import max_flow
-from ..policies import PlanContext, make_scheduler, plan
+from ..policies import PlanContext, plan
 
 CANDIDATE_PLANNERS = ("separate", "swarm", "petals")  # the baselines' planners (policies of the same names)
 VERIFY_WARMUP_S = 60.0  # simulated seconds before the verification window (the closed loop fills)
@@ -48,16 +46,13 @@ class Candidate:
 
 def _served(spec, ctx: PlanContext, placement: Placement, scheduler: str, workload) -> tuple[float, float]:
     """(max-flow bound, decode tokens/s) of ``placement`` served by ``scheduler`` in a short offline run."""
-    problem = placement_problem(ctx.cluster, ctx.model, ctx.costs, ctx.memory, ctx.mean_input, ctx.mean_output,
-                                ctx.limits)
-    partial = placement.partial_inference or spec.partial_inference
-    bound = max_flow(problem, placement.ranges, partial=partial).value
-    sched = make_scheduler(scheduler, placement, np.random.default_rng(spec.seed), partial_inference=partial,
-                           problem=problem, mean_input=ctx.mean_input, mean_output=ctx.mean_output,
-                           limits=ctx.limits, costs=ctx.costs)
-    config = EngineConfig("offline", VERIFY_WINDOW_S, VERIFY_WARMUP_S, spec.max_inflight, ctx.limits, False,
-                          feeder=spec.feeder, granularity=spec.granularity, transfers=spec.transfers,
-                          host_copy_s_per_byte=HOST_COPIES[spec.host_copies])
+    from .execute import engine_config
+    from .spec import serving_parts
+
+    bound, sched = serving_parts(ctx, placement, scheduler, np.random.default_rng(spec.seed),
+                                 placement.partial_inference or spec.partial_inference)
+    config = engine_config(spec, ctx.limits, mode="offline", duration_s=VERIFY_WINDOW_S, warmup_s=VERIFY_WARMUP_S,
+                           progress=False)
     sim = Simulation(placement, sched, ctx.costs, workload, config)
     records = sim.run()
     s = summarize(records, sim.series, sim.node_stats(), warmup_s=VERIFY_WARMUP_S, duration_s=VERIFY_WINDOW_S)

@@ -52,13 +52,18 @@ class RunResult:
         return self.sim.records
 
 
+def engine_config(spec: RunSpec, limits, **changes) -> EngineConfig:
+    """The engine's settings of ``spec`` (``changes`` override fields: a candidate's short offline run)."""
+    fields = dict(mode=spec.mode, duration_s=spec.duration, warmup_s=spec.warmup, max_inflight=spec.max_inflight,
+                  limits=limits, progress=spec.progress, feeder=spec.feeder, granularity=spec.granularity,
+                  transfers=spec.transfers, host_copy_s_per_byte=HOST_COPIES[spec.host_copies])
+    return EngineConfig(**{**fields, **changes})
+
+
 def execute(spec: RunSpec) -> RunResult:
     """Build everything from ``spec`` and run the simulation."""
     p = prepare(spec)
-    config = EngineConfig(spec.mode, spec.duration, spec.warmup, spec.max_inflight, p.limits, spec.progress,
-                          feeder=spec.feeder, granularity=spec.granularity,
-                          transfers=spec.transfers, host_copy_s_per_byte=HOST_COPIES[spec.host_copies])
-    sim = Simulation(p.placement, p.scheduler, p.costs, p.workload, config)
+    sim = Simulation(p.placement, p.scheduler, p.costs, p.workload, engine_config(spec, p.limits))
     records = sim.run()
     summary = summarize(records, sim.series, sim.node_stats(), warmup_s=spec.warmup, duration_s=spec.duration,
                         price_per_hour=p.cluster.price_per_hour, slo=SLO(spec.slo_ttft, spec.slo_tpot),

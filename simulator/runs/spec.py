@@ -229,15 +229,23 @@ def prepare(spec: RunSpec) -> Prepared:
     if spec.verify_candidates and placement.serving is None:
         placement = verify(spec, ctx, planner, placement, sched, model)
     placement.partial_inference |= spec.partial_inference
+    bound, scheduler = serving_parts(ctx, placement, sched, rng_sched, placement.partial_inference)
+    return Prepared(spec, cluster, model, memory, costs, workload, placement, scheduler, limits, planner, sched, bound)
+
+
+def serving_parts(ctx: PlanContext, placement: Placement, sched: str, rng: np.random.Generator,
+                  partial: bool) -> tuple[float, Scheduler]:
+    """(max-flow bound, scheduler) serving ``placement`` (a run's, or a candidate's under --verify-candidates)."""
     if placement.serving is not None:  # disaggregated: the planner's prefill -> decode max-flow
         problem, bound = None, placement.serving.bound_tokens_per_s
     else:
-        problem = placement_problem(cluster, model, costs, memory, ctx.mean_input, ctx.mean_output, limits)
-        bound = max_flow(problem, placement.ranges, partial=placement.partial_inference).value
-    scheduler = make_scheduler(sched, placement, rng_sched, partial_inference=placement.partial_inference,
-                               problem=problem, mean_input=ctx.mean_input, mean_output=ctx.mean_output,
-                               limits=limits, costs=costs)
-    return Prepared(spec, cluster, model, memory, costs, workload, placement, scheduler, limits, planner, sched, bound)
+        problem = placement_problem(ctx.cluster, ctx.model, ctx.costs, ctx.memory, ctx.mean_input, ctx.mean_output,
+                                    ctx.limits)
+        bound = max_flow(problem, placement.ranges, partial=partial).value
+    scheduler = make_scheduler(sched, placement, rng, partial_inference=partial, problem=problem,
+                               mean_input=ctx.mean_input, mean_output=ctx.mean_output, limits=ctx.limits,
+                               costs=ctx.costs)
+    return bound, scheduler
 
 
 def verify(spec: RunSpec, ctx: PlanContext, planner: str, placement: Placement, sched: str,
