@@ -79,7 +79,7 @@ def test_offline_never_exceeds_max_flow_nor_kv(tiny):
         for node in pred.details["nodes"].values():
             assert node["kv_share"] <= sm.KV_ADMIT_WATERMARK + 1e-9
             assert node["residents"] <= node["kv_residents_max"] + 1e-6
-            assert node["utilisation"] <= sm.MAX_UTILISATION + 1e-9
+            assert node["utilisation"] <= 1.0 + 1e-9  # a saturated node stretches the round trips instead
     # online beyond capacity serves the capacity, below it the offered load
     cap = predict(placement, costs, routes, stats, mode="offline").requests_per_s
     assert predict(placement, costs, routes, stats, mode="online", rate=10 * cap).requests_per_s == \
@@ -131,9 +131,11 @@ def test_engine_and_model_agree_on_the_tiny_pipeline_offline(tiny):
     sched, w, sim, simulated = engine_run(placement, costs, reqs, "offline", warm, dur)
     drawn = sim._drawn
     stats = WorkloadStats.from_requests(reqs[:drawn])
-    pred = predict(placement, costs, route_shares(sched, placement), stats, mode="offline", window=(warm, warm + dur),
-                   booked_output=w.mean_output())
-    assert pred.decode_tokens_per_s == pytest.approx(simulated, rel=0.15)
+    routes = route_shares(sched, placement)
+    pred = predict(placement, costs, routes, stats, mode="offline", window=(warm, warm + dur),
+                   booked_output=w.mean_output(), arrivals=(np.zeros(len(reqs)), inp, out))
+    assert pred.details["fluid"] and sim._drawn == len(reqs)  # compute-bound: the KV admits every request
+    assert pred.decode_tokens_per_s == pytest.approx(simulated, rel=0.10)
 
 
 def test_online_kv_rule_holds_more_residents_than_offline_admission(tiny):

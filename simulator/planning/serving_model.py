@@ -29,25 +29,50 @@ Derivation (per route r, chosen with share ``w_r`` of the requests; per node j o
 4. **Requests.** ``TTFT_r = sum_j (tau_p,j + PROMPT_WAIT x tau_d,j) + prompt transfers``,
    ``T_r = TTFT_r + (mean_out - 1) RT_r``, decode tokens/s ``= sum_r lambda_r mean_out``, total adds
    ``lambda_r mean_in``. ``N_r`` feeds back into ``B_j``: a fixed point, solved by iteration.
-5. **Compute cap.** Node utilisation ``U_j = lambda_j tau_p,j + (decode tokens/s through j / B_j) tau_d,j``
-   must stay below :data:`MAX_UTILISATION` and ``sum u_j < 1``; Lambda is capped there.
+5. **Saturated nodes queue.** Node j runs its residents' ``N_j / B_j`` batches one after the other (about
+   ``cohorts_j``; more where ``max_seqs`` caps a batch), in the time prompts leave it (``1 - rho_j``, at
+   least ``1 -`` :data:`MAX_UTILISATION`), so a round trip through it lasts at least
+   ``D_j = (N_j / B_j) tau_d,j / (1 - rho_j)``: ``RT_r = max(RT_r, max_{j in r} D_j)`` (``cohorts_j`` =
+   :data:`COHORTS`, at most the stages of the longest route through j). So the busy share
+   ``U_j = rho_j + (decode passes/s through j / B_j) tau_d,j`` never exceeds 1 and the rate is set by the
+   KV (step 1); the compute shows as longer round trips. The cap is not monotone in Lambda (a node busy at
+   batch 1 is not at batch 8), so the capacity is searched from the KV limit down.
 6. **Online** at ``rate`` requests/s (steady state): ``Lambda = min(rate, online capacity)``, the capacity of
    steps 1-5 under the engine's online KV rule: no booking, a prompt starts while the KV it needs leaves
    :data:`ENGINE_KV_WATERMARK` of the node free, so a resident holds its actual context, on average the
    residence-weighted ``resident_context``, against ``(1 - ENGINE_KV_WATERMARK) cap_j`` (more residents
    than offline's ``in_res + mean_out`` against the 0.9 watermark).
-7. **Online with the workload's arrivals** (:meth:`_Model.online`, what :func:`predict_prepared` uses): the
+7. **Online with the workload's arrivals** (:meth:`_Model.fluid`, what :func:`predict_prepared` uses): the
    requests/s of a bursty trace misstate its load, so the engine's online rules run as a fluid over the
    prepared requests, in steps of :data:`FLUID_STEP_S` from an empty system to the window's end. Request
    i is split over the routes (share ``w_r`` on route r, each part its own FIFO element). Per step: the
-   arrived requests join their route's queue; route r's queue starts, oldest first, the share
+   arrived requests join their route's queue; route r's queue admits, oldest first, the share
    ``min_{j in r} free_j / demand_j`` of its queued prompt KV (``free_j`` = KV under the watermark less that
    in use and the residents' growth over the step; ``demand_j`` the queued prompts' KV at j, all routes);
-   a started element yields its first token ``TTFT_r`` later and one token per ``RT_r`` after that (both from
-   steps 2-4 at the residents and the prompt starts/s, averaged over :data:`FLUID_RATE_WINDOW_S`, of that
-   step) and leaves at its output length; if a node's KV overflows the newest residents through it are
-   preempted (back to the queue head, their tokens kept, their prompt now ``in + generated``). Decode
-   tokens/s = the tokens produced inside the window / its length.
+   an admitted element waits for its prompt's turn (step 9), yields its first token ``TTFT_r`` after it and
+   one token per ``RT_r`` after that (both from steps 2-5 at the residents in the pipeline and the prompt
+   starts/s, averaged over :data:`FLUID_RATE_WINDOW_S`, of that step) and leaves at its output length; if a
+   node's KV overflows the newest residents through it are preempted (back to the queue head, their tokens
+   kept, their prompt now ``in + generated``). Decode tokens/s = the tokens produced inside the window / its
+   length.
+8. **Offline with the workload's requests** (the closed loop as a fluid, what :func:`predict_prepared` uses
+   for a windowed run): the same steps with every request queued at t = 0 in the workload's order, the
+   offline booking of step 1 (``input + booked_out`` per request against :data:`KV_ADMIT_WATERMARK`,
+   released when the part finishes) and one FIFO for all routes, whole requests at a time: a request whose
+   booking does not fit on one node of its routes holds back every request behind it (the engine's
+   pending queue). The closed loop keeps the bottleneck's KV full from t = 0 and refills it as requests
+   leave, which a constant Lambda (steps 1-5) cannot: on helix-single24 / Llama-2-70B Helix's residents
+   were 42 % low that way (prediction -16.9 %, now -6.5 %); routes that are not the bottleneck fill only
+   as fast as the bottleneck admits (separate's L4 and T4 pipelines, not in their steady state by the
+   window's end).
+9. **Prompts take their turn** (engine ``take_batch``: decodes first, then prompts up to the token budget
+   and the ``max_seqs`` seats left). Node j starts ``P_j / (k_j (decode(B_j) + prefill(P_j)))`` prompt tokens
+   per second while prompts wait, ``P_j = min(max_tokens - B_j, (max_seqs - B_j) mean_in)`` (none when the
+   decodes fill every seat), shared by the routes through it in proportion to what waits; route r starts
+   its oldest waiting prompts as the tightest of its nodes allows. Only the residents past this point are
+   in the pipeline (steps 2-5). Without it a burst of admissions (offline at t = 0, or a compute-bound
+   closed loop) would all start at once: the tiny compute-bound pipeline of the tests, 4916 -> 6193
+   predicted against 6270 simulated decode tokens/s.
 Routes and weights come from the scheduler (:func:`route_shares`): ``separate``'s pipelines with their
 SWRR weights; Helix's max-flow successors (each hop chosen in proportion to edge flow, a Markov walk);
 other schedulers (Swarm, random) walk the layer graph, each hop chosen in proportion to the inverse of
@@ -57,10 +82,11 @@ Not modelled: preemption offline, Helix's KV-aware route masks (weights are stat
 route passes the four A100s, the KV bottleneck, so the mask has no node with room to move traffic to: the
 engine's non-bottleneck KV shares match the static ones), the fragmentation of decode batches where routes
 merge (Helix on helix-single24: 3-20 batches per node's residents, not :data:`COHORTS`), disaggregated routes,
-per-request transfers and host copies (``EngineConfig`` options), queueing of prompts behind prompts (TTFT
-at high load, and bursts of prompts batched into one long iteration, which lengthen the convoy wait of
-step 3 online), the 4096-token iteration budget splitting big prompts. Prompt-recompute time after a
-preemption (step 7) is that of the original prompt.
+per-request transfers and host copies (``EngineConfig`` options), bursts of prompts batched into one long
+iteration (which lengthen the convoy wait of step 3 online), the 4096-token iteration budget splitting big
+prompts, link queueing (prompt activations over slow links: helix-3region's cross-region links carry 10-15
+MB/s, and a closed loop that admits by KV queues hundreds of prompts on them). Prompt-recompute time after
+a preemption (step 7) is that of the original prompt.
 Core code: numpy only, no SimPy, no torch.
 """
 
@@ -90,10 +116,12 @@ MAX_ROUTES = 256  # route enumeration limit (most probable routes kept)
 MIN_ROUTE_SHARE = 1e-6  # routes with a smaller share are dropped
 FIXED_POINT_ITERATIONS = 40
 BISECTION_STEPS = 50
+CAPACITY_GRID, CAPACITY_GRID_FLOOR = 48, 1e-4  # capacity(): rates from the KV limit down to 1e-4 of it
 POOL_PASSES = 3  # offline: passes to find how many of the workload's first requests the run draws
 POOL_MIN_REQUESTS = 20
 KV_CHECKS = 16  # time points at which the windowed model checks the residents' KV
 FLUID_STEP_S = 1.0  # online fluid run: time step (s); a round trip is 0.3-3 s, a TTFT 2-5 s
+FLUID_POOL_FACTOR = 1.5  # offline fluid: requests queued, over the steady state's drawn ones (doubled if it runs dry)
 FLUID_RATE_WINDOW_S = 10.0  # online fluid run: prompt starts/s are averaged over this (a few round trips)
 
 
@@ -276,6 +304,10 @@ class _Model:
                 self.k[ri, self.idx[j]] = k
         self.on = self.k > 0
         self.on_f = self.on.astype(float)
+        # decode batches per node: COHORTS, but no more than the stages of the longest route through it (a
+        # one-node route's residents all meet in one batch)
+        stages = np.array([len(r.nodes) for r in routes], dtype=float)
+        self.cohorts = np.minimum(COHORTS, (self.on_f * stages[:, None]).max(axis=0)) if routes else np.ones(0)
         self.out_vals, counts = np.unique(stats.outputs, return_counts=True)
         self.out_w = counts / counts.sum()
         self._precompute_routes()
@@ -327,6 +359,7 @@ class _Model:
                     TOKEN_ID_BYTES if a == self.coord else self.act))
                 self.p_links[ri] += lat + prompt * spb
         self._decode_cache: dict[tuple[int, int], float] = {}
+        self._prompt_rate_cache: dict[tuple[int, int], float] = {}
 
     def _decode_layer(self, i: int, b: int) -> float:
         """Node ``self.nodes[i]``: one layer's decode step at batch ``b`` (+ the LM head there), cached."""
@@ -339,11 +372,16 @@ class _Model:
             self._decode_cache[key] = v
         return v
 
+    def _batch(self, n_j: np.ndarray) -> np.ndarray:
+        """Decode batch per node with ``n_j`` residents: ``n_j / cohorts_j``, at least 1, at most vLLM's
+        ``max_seqs`` (then the residents move in more batches)."""
+        return np.clip(n_j / self.cohorts, 1.0, float(self.limits.max_seqs))
+
     def latencies(self, n_r: np.ndarray, lam_r: np.ndarray) -> dict:
         """Round trips and TTFT per route with ``n_r`` residents and prompts starting at ``lam_r`` per second."""
         n_j = n_r @ self.on_f
-        batch = np.maximum(n_j / COHORTS, 1.0)
-        bint = np.rint(np.minimum(batch, self.limits.max_seqs)).astype(int)
+        batch = self._batch(n_j)
+        bint = np.rint(batch).astype(int)
         d_layer = np.array([self._decode_layer(i, int(b)) for i, b in enumerate(bint)])
         head_d = np.array([self.cost[j].head(int(b)) if self.last[j] else 0.0 for j, b in zip(self.nodes, bint)])
         tau_d = self.k * d_layer[None, :] + self.on * head_d[None, :]
@@ -358,6 +396,10 @@ class _Model:
         rt0 = tau_d.sum(axis=1) + self.link0 + self.link_coef @ batch
         ttft = (self.tau_p + PROMPT_WAIT * tau_d).sum(axis=1) + self.p_links
         rt = rt0 + self.on_f @ wait
+        # a node serves its residents' batches one after the other: a round trip lasts at least the decode
+        # iterations of every batch at its busiest node, in the time prompts leave free (queueing there)
+        per_pass = n_j / batch * tau_dj / np.maximum(1.0 - stall, 1.0 - MAX_UTILISATION)
+        rt = np.maximum(rt, (self.on_f * per_pass[None, :]).max(axis=1)) if len(self.nodes) else rt
         return {"n_j": n_j, "batch": batch, "tau_d": tau_dj, "stall": stall, "rt0": rt0, "rt": rt, "ttft": ttft}
 
     def evaluate(self, lam: float) -> dict:
@@ -384,7 +426,7 @@ class _Model:
             n_r = 0.5 * (n_r + new) if it > 5 else new
         ok = bool(np.all(lt["stall"] < 1.0))
         n_j = n_r @ self.on_f
-        batch = np.maximum(n_j / COHORTS, 1.0)
+        batch = self._batch(n_j)
         x_r = np.where(rt > 0, n_r / np.maximum(rt, 1e-300), 0.0)  # decode passes/s through each route
         x_j = x_r @ self.on_f
         util = (lam_r[:, None] * self.on_f * self.tau_p).sum(axis=0) + x_j / batch * lt["tau_d"]
@@ -406,22 +448,33 @@ class _Model:
                 "tau_d": lt["tau_d"], "stall": lt["stall"], "util": util, "kv_bytes": kv_bytes, "ok": ok,
                 "batch": batch, "tokens_r": tokens_r, "n_end": n_end, "lam_j": lam_j}
 
-    def online(self, arrival: np.ndarray, inp: np.ndarray, out: np.ndarray, window: tuple[float, float]) -> dict:
-        """Online, with the workload's own arrivals: a fluid run of the engine's online rules, in steps of
-        :data:`FLUID_STEP_S` from an empty system to the window's end (see the module docstring, step 7)."""
+    def fluid(self, arrival: np.ndarray, inp: np.ndarray, out: np.ndarray, window: tuple[float, float],
+              booked_output: float | None = None) -> dict:
+        """A fluid run of the engine's admission rules over the requests ``(arrival, inp, out)``, in steps of
+        :data:`FLUID_STEP_S` from an empty system to the window's end (see the module docstring, step 7).
+
+        ``booked_output=None``: online (a prompt starts while its actual KV fits, FIFO per route, preemption).
+        Else offline, the closed loop (step 8): every request is there at t = 0, in the workload's order, and
+        starts when the KV booked for it (``input + booked_output``) fits under the watermark on every node
+        of its routes, one FIFO for all routes: a request that does not fit holds back those behind it."""
         t0, t1 = window
+        offline = booked_output is not None
         keep = arrival < t1
         a, inp, out = arrival[keep], inp[keep].astype(float), out[keep].astype(float)
         n, nr = len(a), len(self.routes)
         w = self.w[None, :]  # element (i, r): request i's share w_r on route r
         kvk = self.k * self.kv_layer  # bytes per context token, per route and node
-        room = (1.0 - ENGINE_KV_WATERMARK) * np.array([self.cap[j] for j in self.nodes])
         full = np.array([self.cap[j] for j in self.nodes])
+        room = (self.kv_watermark if offline else 1.0 - ENGINE_KV_WATERMARK) * full
+        booked = (inp + (booked_output or 0.0))[:, None] * self.w[None, :] if offline else None  # tokens, (i, r)
+        booked_kv = booked @ kvk if offline else None  # a request's booking per node
         queued = np.zeros((n, nr), bool)
         resident = np.zeros((n, nr), bool)
         tokens = np.zeros((n, nr))  # generated so far (kept over a preemption)
         age = np.zeros((n, nr))  # since the (last) admission
-        started = np.zeros((n, nr), bool)  # past its (re)computed prompt
+        served = np.zeros((n, nr), bool)  # its (re)computed prompt has had its turn on the nodes
+        started = np.zeros((n, nr), bool)  # past its (re)computed prompt: its first token is out
+        credit = np.zeros(nr)  # prompt tokens route r may still start (the nodes' spare token budget)
         admitted_at = np.full((n, nr), np.inf)
         first_at = np.full((n, nr), np.nan)
         lam_r = np.zeros(nr)
@@ -438,29 +491,42 @@ class _Model:
             while arrived < n and a[arrived] <= t:
                 queued[arrived] = True
                 arrived += 1
-            n_r = (resident * w).sum(axis=0)
+            n_r = ((resident & served) * w).sum(axis=0)  # in the pipeline (those waiting for their prompt are not)
             lt = self.latencies(n_r, lam_r)
             rt, ttft = lt["rt"], lt["ttft"]
-            # KV in use and the growth of the residents over this step
-            ctx = np.where(resident, inp[:, None] + tokens, 0.0) * w
-            used = (ctx[:, :, None] * kvk[None, :, :]).sum(axis=(0, 1)) if n else np.zeros(len(self.nodes))
-            grow = ((resident * w) * (dt / rt)[None, :]).sum(axis=0) @ kvk
-            # admission: FIFO per route; node j admits the share of the queued prompts its free KV holds
-            need = (np.where(queued, inp[:, None] + tokens, 0.0) * w)
-            demand = need.sum(axis=0) @ kvk
-            free = np.maximum(room - used - grow, 0.0)
-            phi_j = np.minimum(1.0, free / np.where(demand > 0, demand, np.inf)) if n else np.ones_like(free)
-            phi_j[demand <= 0] = 1.0
-            phi_r = np.where(self.on, phi_j[None, :], 1.0).min(axis=1)
-            cum = np.cumsum(need, axis=0)
-            admit = queued & (cum <= phi_r[None, :] * cum[-1][None, :] * (1 + 1e-12) + 1e-9) if n else queued
+            if offline:  # booked KV of the residents; the queue's head starts while its booking fits
+                free = room - (resident * booked).sum(axis=0) @ kvk  # a part's booking leaves when it finishes
+                wait = np.nonzero(queued[:, 0])[0]
+                cum = np.cumsum(booked_kv[wait], axis=0)
+                fits = np.all(cum <= free[None, :] * (1 + 1e-12) + 1e-6, axis=1)
+                first_no = int(np.argmin(fits)) if not fits.all() else len(wait)
+                admit = np.zeros_like(queued)
+                admit[wait[:first_no]] = True
+            else:
+                # KV in use and the growth of the residents over this step
+                ctx = np.where(resident, inp[:, None] + tokens, 0.0) * w
+                used = (ctx[:, :, None] * kvk[None, :, :]).sum(axis=(0, 1)) if n else np.zeros(len(self.nodes))
+                grow = ((resident * w) * (dt / rt)[None, :]).sum(axis=0) @ kvk
+                # admission: FIFO per route; node j admits the share of the queued prompts its free KV holds
+                need = (np.where(queued, inp[:, None] + tokens, 0.0) * w)
+                demand = need.sum(axis=0) @ kvk
+                free = np.maximum(room - used - grow, 0.0)
+                phi_j = np.minimum(1.0, free / np.where(demand > 0, demand, np.inf)) if n else np.ones_like(free)
+                phi_j[demand <= 0] = 1.0
+                phi_r = np.where(self.on, phi_j[None, :], 1.0).min(axis=1)
+                cum = np.cumsum(need, axis=0)
+                admit = queued & (cum <= phi_r[None, :] * cum[-1][None, :] * (1 + 1e-12) + 1e-9) if n else queued
             queued &= ~admit
             resident |= admit
-            age[admit], started[admit] = 0.0, False
+            served[admit], started[admit] = False, False
             admitted_at[admit] = np.minimum(admitted_at[admit], t)
-            # tokens: the first (or the recompute's) one TTFT after admission, then one per round trip
-            age[resident] += dt
-            first = resident & ~started & (age >= ttft[None, :])
+            # prompts take their turn, FIFO per route, as the nodes' token budgets allow (step 9)
+            serve = self._serve_prompts(resident & ~served, inp[:, None] + tokens, lt["batch"], credit, dt)
+            served |= serve
+            age[serve] = 0.0
+            # tokens: the first (or the recompute's) one TTFT after the prompt's turn, then one per round trip
+            age[resident & served] += dt
+            first = resident & served & ~started & (age >= ttft[None, :])
             gain = np.where(first, 1.0 + (age - ttft[None, :]) / rt[None, :],
                             np.where(resident & started, dt / rt[None, :], 0.0))
             started |= first
@@ -468,9 +534,10 @@ class _Model:
             tokens = np.minimum(tokens + gain, out[:, None])
             done = resident & (tokens >= out[:, None] - 1e-9)
             resident &= ~done
-            # a decode step that finds the KV full preempts the newest residents (recompute later)
+            # a decode step that finds the KV full preempts the newest residents (recompute later); offline the
+            # booking keeps the KV below it
             ctx = np.where(resident, inp[:, None] + tokens, 0.0) * w
-            over = (ctx.sum(axis=0) @ kvk) - full
+            over = (ctx.sum(axis=0) @ kvk) - full if not offline else np.zeros(len(self.nodes))
             for i_node in np.nonzero(over > 0)[0]:
                 rows = resident & self.on[None, :, i_node]
                 order = np.argsort(-np.where(rows, admitted_at, -np.inf), axis=None)
@@ -483,40 +550,104 @@ class _Model:
                     resident[i, r], queued[i, r] = False, True
                     preempted += w[0, r]
             # prompt starts per second (smoothed over FLUID_RATE_WINDOW_S) feed the prompt stalls
-            lam_r += ((admit * w).sum(axis=0) / dt - lam_r) * min(1.0, dt / FLUID_RATE_WINDOW_S)
+            lam_r += ((serve * w).sum(axis=0) / dt - lam_r) * min(1.0, dt / FLUID_RATE_WINDOW_S)
             if t >= t0:
                 samples.append(((resident * w).sum(axis=0), rt, ttft))
         at_t1 = float((tokens * w).sum())
         in_win = (first_at >= t0) & (first_at <= t1)
         firsts = float((in_win * w).sum())
-        wait = np.where(in_win, first_at - a[:, None], 0.0)
+        # TTFT as the engine measures it: online from the arrival, offline (every request there at t = 0) from
+        # the admission
+        wait = np.where(in_win, first_at - (np.where(np.isfinite(admitted_at), admitted_at, 0.0) if offline
+                                            else a[:, None]), 0.0)
         n_mean = np.mean([s[0] for s in samples], axis=0)
         rt_mean = np.mean([s[1] for s in samples], axis=0)
         return {"decode_tokens_per_s": (at_t1 - (at_t0 or 0.0)) / (t1 - t0),
                 "prompt_tokens_per_s": float((in_win * w * inp[:, None]).sum()) / (t1 - t0),
                 "requests_per_s": firsts / (t1 - t0),
                 "ttft_s": float((wait * w).sum()) / firsts if firsts > 0 else float("nan"),
-                "tpot_s": float(n_mean @ rt_mean / n_mean.sum()) if n_mean.sum() > 0 else float(rt_mean @ self.w),
-                "residents_r": n_mean, "rt": rt_mean, "preempted": preempted, "ttft_r": ttft}
+                # per request, as the engine averages it: routes weighted by the requests they finish (~ N_r / RT_r)
+                "tpot_s": float(n_mean.sum() / (n_mean / rt_mean).sum()) if n_mean.sum() > 0 else float(rt_mean @ self.w),
+                "residents_r": n_mean, "rt": rt_mean, "preempted": preempted, "ttft_r": ttft,
+                "queued_at_end": float(queued[:, 0].sum()) if n else 0.0}
+
+    def _serve_prompts(self, waiting: np.ndarray, prompt_len: np.ndarray, batch: np.ndarray, credit: np.ndarray,
+                       dt: float) -> np.ndarray:
+        """The waiting prompts (elements (i, r)) whose turn comes in a step of ``dt``: node j starts
+        :meth:`_prompt_tokens_per_s` x ``dt`` prompt tokens, shared by the routes through it in proportion to
+        what waits for it; route r starts its oldest prompts while its credit (its share, the tightest over
+        its nodes, carried over while prompts wait) covers them. ``credit`` is updated in place."""
+        if not waiting.any():
+            credit[:] = 0.0
+            return waiting
+        need = np.where(waiting, prompt_len, 0.0) * self.w[None, :]  # prompt tokens per element
+        per_route = need.sum(axis=0)
+        demand = per_route @ self.on_f
+        supply = dt * self._prompt_tokens_per_s(batch)
+        phi_j = np.where(demand > 0, np.minimum(1.0, supply / np.maximum(demand, 1e-300)), 1.0)
+        phi_r = np.where(self.on, phi_j[None, :], 1.0).min(axis=1)
+        credit += phi_r * per_route
+        credit[per_route <= 0] = 0.0
+        cum = np.cumsum(need, axis=0)
+        serve = waiting & (cum <= credit[None, :] * (1 + 1e-12) + 1e-9)
+        credit -= (np.where(serve, need, 0.0)).sum(axis=0)
+        np.maximum(credit, 0.0, out=credit)
+        return serve
+
+    def _prompt_tokens_per_s(self, batch: np.ndarray) -> np.ndarray:
+        """Prompt tokens node j starts per second while prompts wait for it: each iteration runs its decode
+        batch and fills the rest of the token budget and of the ``max_seqs`` seats with prompts (the engine's
+        ``take_batch``: decodes first), at least one prompt of the mean length while a seat is left."""
+        out = np.zeros(len(self.nodes))
+        budget = self.limits.max_tokens
+        for i, (j, b) in enumerate(zip(self.nodes, np.rint(batch).astype(int))):
+            key = (j, int(b))
+            v = self._prompt_rate_cache.get(key)
+            if v is None:
+                seqs_left = self.limits.max_seqs - int(b)  # decodes take their seats first
+                p = max(min(budget - int(b), seqs_left * self.stats.mean_input), min(self.stats.mean_input, 1.0))
+                p = int(round(p))
+                c = self.cost[j]
+                it = self.placement.layers(j) * (self._decode_layer(i, int(b)) + c.prefill(p)) + \
+                    (c.head(int(b) + 1) if self.last[j] else 0.0)
+                v = 0.0 if seqs_left <= 0 else (p / it if it > 0 else np.inf)
+                self._prompt_rate_cache[key] = v
+            out[i] = v
+        return out
+
+    def kv_feasible(self, ev: dict) -> bool:
+        # the t = 0 burst fills the bottleneck's KV exactly: allow rounding (else feasibility flips at low rates)
+        return ev["ok"] and bool(np.all(ev["kv_bytes"] <= self.nmax_bytes * (1 + 1e-9) + 1e-6))
 
     def feasible(self, ev: dict) -> bool:
-        # the t = 0 burst fills the bottleneck's KV exactly: allow rounding (else feasibility flips at low rates)
-        return ev["ok"] and bool(np.all(ev["kv_bytes"] <= self.nmax_bytes * (1 + 1e-9) + 1e-6)) and \
-            bool(np.all(ev["util"] <= MAX_UTILISATION))
+        # a saturated node stretches the round trips through it (latencies), so its busy share reaches 1, no more
+        return self.kv_feasible(ev) and bool(np.all(ev["util"] <= 1.0 + 1e-9))
 
-    def capacity(self) -> float:
-        """The largest admission rate (requests/s) the KV, the stalls and the compute allow."""
-        hi = 1e-3
-        while self.feasible(self.evaluate(hi)) and hi < 1e6:
-            hi *= 2.0
-        lo = 0.0
+    def _largest(self, ok, lo: float, hi: float) -> float:
+        """Bisection: the largest rate in [lo, hi] with ``ok`` (``ok(lo)`` holds, ``ok(hi)`` does not)."""
         for _ in range(BISECTION_STEPS):
             mid = 0.5 * (lo + hi)
-            if self.feasible(self.evaluate(mid)):
-                lo = mid
-            else:
-                hi = mid
+            lo, hi = (mid, hi) if ok(self.evaluate(mid)) else (lo, mid)
         return lo
+
+    def capacity(self) -> float:
+        """The largest admission rate (requests/s) the KV, the stalls and the compute allow.
+
+        KV and stalls only grow with the rate. Compute does not: a node that is busy serving batches of one
+        at a low rate is not at a higher one, where its batches are larger; so below the KV limit the
+        largest rate the compute allows is searched from the top, on a grid, then bisected."""
+        hi = 1e-3
+        while self.kv_feasible(self.evaluate(hi)) and hi < 1e6:
+            hi *= 2.0
+        lam_kv = self._largest(self.kv_feasible, 0.0, hi)
+        if lam_kv <= 0 or self.feasible(self.evaluate(lam_kv)):
+            return lam_kv
+        above = lam_kv
+        for g in lam_kv * np.geomspace(1.0, CAPACITY_GRID_FLOOR, CAPACITY_GRID)[1:]:
+            if self.feasible(self.evaluate(float(g))):
+                return self._largest(self.feasible, float(g), above)
+            above = float(g)
+        return 0.0
 
 
 def predict(placement, costs, routes: list[RouteShare], stats: WorkloadStats, *, mode: str = "offline",
@@ -540,13 +671,15 @@ def predict(placement, costs, routes: list[RouteShare], stats: WorkloadStats, *,
         raise ValueError("online mode needs a rate (requests/s) or the arrivals")
     limits = limits or BatchLimits()
     cluster = placement.cluster
-    if mode == "online" and arrivals is not None:
+    if arrivals is not None:
         if window is None:
-            raise ValueError("online arrivals need the window (start, end)")
-        m = _Model(placement, costs, routes, stats, limits, kv_watermark, window, kv_rule="online")
-        fl = m.online(*(np.asarray(x, dtype=np.float64) for x in arrivals), window)
+            raise ValueError("arrivals need the window (start, end)")
+        booked = None if mode == "online" else (stats.mean_output if booked_output is None else booked_output)
+        m = _Model(placement, costs, routes, stats, limits, kv_watermark, window, kv_rule=mode,
+                   booked_output=booked_output)
+        fl = m.fluid(*(np.asarray(x, dtype=np.float64) for x in arrivals), window, booked_output=booked)
         names = [cluster.nodes[j].name for j in m.nodes]
-        details = {"fluid": True, "preempted_requests": fl["preempted"],
+        details = {"fluid": True, "preempted_requests": fl["preempted"], "queued_at_end": fl["queued_at_end"],
                    "routes": [{"nodes": [cluster.nodes[j].name for j in r.nodes], "weight": r.weight,
                                "residents": float(fl["residents_r"][i]), "round_trip_s": float(fl["rt"][i])}
                               for i, r in enumerate(routes)], "node_names": names}
@@ -612,6 +745,24 @@ def predict_prepared(prepared, mode: str | None = None, rate: float | None = Non
                                                                               "output_tokens"))
     requests = pool
     booked = prepared.workload.mean_output() if prepared.workload.requests else None
+    if mode == "offline" and window:  # the closed loop as a fluid (step 8) over the workload's first requests
+        stats = WorkloadStats.from_requests(pool)
+        routes = route_shares(prepared.scheduler, prepared.placement, prepared.costs, stats)
+        steady = predict(prepared.placement, prepared.costs, routes, stats, mode=mode, limits=prepared.limits,
+                         booked_output=booked)
+        resident = sum(r["residents"] for r in steady.details["routes"])
+        n = int(FLUID_POOL_FACTOR * (steady.requests_per_s * span[1] + resident)) + POOL_MIN_REQUESTS
+        while True:  # enough requests that some still wait at the end (the engine's queue never runs dry)
+            requests = pool[:n]
+            inp, out = (np.array([getattr(r, f) for r in requests]) for f in ("input_tokens", "output_tokens"))
+            stats = WorkloadStats.from_requests(requests)
+            pred = predict(prepared.placement, prepared.costs, routes, stats, mode=mode, limits=prepared.limits,
+                           window=span, arrivals=(np.zeros(len(requests)), inp, out), booked_output=booked)
+            if pred.details["queued_at_end"] > 0 or n >= len(pool):
+                break
+            n *= 2
+        pred.details["pool_requests"] = len(requests)
+        return pred
     for _attempt in range(POOL_PASSES if mode == "offline" else 1):
         stats = WorkloadStats.from_requests(requests)
         routes = route_shares(prepared.scheduler, prepared.placement, prepared.costs, stats)

@@ -191,7 +191,7 @@ def ratios(outcomes: list[Outcome]) -> list[float | None]:
             for o in outcomes]
 
 
-COLUMNS = ["policy", "planner+scheduler", "decode tok/s", "total tok/s", "TTFT p50", "TTFT p99", "TPOT p50",
+COLUMNS = ["policy", "planner+scheduler", "decode tok/s", "predicted", "total tok/s", "TTFT p50", "TTFT p99", "TPOT p50",
            "TPOT p99", "goodput tok/s", "bound tok/s", "$/M tok", "ratio"]
 
 
@@ -204,8 +204,8 @@ def format_table(outcomes: list[Outcome]) -> str:
             continue
         s = o.summary
         row = [o.label, f"{s.get('planner')}+{s.get('scheduler')}", _num(s.get("decode_tokens_per_s")),
-               _num(s.get("total_tokens_per_s")), *(format_seconds(s.get(f"{k}_s")) for k in ("ttft_p50", "ttft_p99",
-                                                                                        "tpot_p50", "tpot_p99")),
+               _num(s.get("predicted_decode_tokens_per_s")), _num(s.get("total_tokens_per_s")),
+               *(format_seconds(s.get(f"{k}_s")) for k in ("ttft_p50", "ttft_p99", "tpot_p50", "tpot_p99")),
                _num(s.get("goodput_tokens_per_s")), _num(s.get("max_flow_bound_tokens_per_s")),
                _num(s.get("usd_per_million_tokens"), ".2f"), _num(ratio, ".2f")]
         rows.append(([f"{o.rate:g}"] if sweep else []) + row)

@@ -19,6 +19,7 @@ from ..engine import HOST_COPIES, EngineConfig, Simulation
 from ..metrics.records import SLO, jsonable, summarize
 from ..catalog.models import ModelSpec
 from ..placement.model import Placement
+from .prediction import prediction_labels
 from .spec import (  # noqa: F401 (re-exported: the options and builders live in run_spec)
     PROFILES_ENV,
     REPO_PROFILES,
@@ -67,7 +68,8 @@ def execute(spec: RunSpec) -> RunResult:
     records = sim.run()
     summary = summarize(records, sim.series, sim.node_stats(), warmup_s=spec.warmup, duration_s=spec.duration,
                         price_per_hour=p.cluster.price_per_hour, slo=SLO(spec.slo_ttft, spec.slo_tpot),
-                        extra={**run_labels(p), "simulated_s": spec.warmup + spec.duration, "wall_s": sim.wall_s})
+                        extra={**run_labels(p), **prediction_labels(p), "simulated_s": spec.warmup + spec.duration,
+                               "wall_s": sim.wall_s})
     summary["bound_share"] = summary["total_tokens_per_s"] / p.bound if p.bound > 0 else None
     return RunResult(spec, p.cluster, p.model, p.placement, p.workload, p.costs, sim, summary)
 

@@ -35,6 +35,7 @@ class PlanReport:
     status: str = ""
     extra: dict = field(default_factory=dict)
     candidates: list[dict] = field(default_factory=list)  # --verify-candidates: each candidate, served
+    prediction: dict = field(default_factory=dict)  # the serving model's predicted_* fields (runs/prediction.py)
 
     def as_json(self) -> dict:
         return {
@@ -44,7 +45,7 @@ class PlanReport:
             "max_flow_tokens_per_s": self.flow_value, "objective": self.objective, "bound": self.bound,
             "gap": self.gap, "solver_seconds": self.seconds, "warm_start": self.warm_start,
             "coverage_bound": self.coverage_bound, "status": self.status, **self.extra,
-            **({"candidates": self.candidates} if self.candidates else {}),
+            **({"candidates": self.candidates} if self.candidates else {}), **self.prediction,
         }
 
     def format(self) -> str:
@@ -60,6 +61,8 @@ class PlanReport:
             gap = "n/a" if self.gap is None or math.isnan(self.gap) else f"{self.gap:.2%}"
             lines.append(f"  proven bound     {self.bound:10.1f} tokens/s   gap {gap}")
         lines.append(f"  coverage bound   {self.coverage_bound:10.1f} tokens/s (sum of max_k k*T(k) / L)")
+        if self.prediction:
+            lines.extend(_prediction_lines(self.prediction))
         if self.seconds is not None:
             lines.append(f"  solver           {self.seconds:.2f} s, {self.status}")
         for k, v in self.extra.items():
@@ -74,6 +77,15 @@ class PlanReport:
                              + ("  <- chosen" if c.get("chosen") else "")
                              + (f"  ({c['error']})" if c.get("error") else ""))
         return "\n".join(lines)
+
+
+def _prediction_lines(pred: dict) -> list[str]:
+    total = pred.get("predicted_total_tokens_per_s")
+    if total is None:
+        return [f"  predicted served        - ({pred.get('prediction_note')})"]
+    return [f"  predicted served {total:10.1f} tokens/s, {pred['predicted_decode_tokens_per_s']:.1f} decode, offline "
+            f"closed loop (TTFT {pred['predicted_ttft_mean_s']:.2f} s, TPOT {pred['predicted_tpot_mean_s']:.3f} s mean)",
+            f"                   {pred.get('prediction_note')}"]
 
 
 def report_for(problem: PlacementProblem, ranges: Ranges, result=None, partial: bool = False,
@@ -158,4 +170,23 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
         raise SimError("the planner placed no layers")
     rep.extra = {**rep.extra, "planner": planner, "model": model.name}
     rep.candidates = list(placement.notes.get("candidates", []))
+    rep.prediction = _offline_prediction(spec, ctx, placement, sched, seeds)
     return rep, placement
+
+
+def _offline_prediction(spec, ctx, placement, sched: str, seeds) -> dict:
+    """The serving model's prediction for ``placement`` served offline (closed loop) over the spec's window, on
+    the workload ``sim run --mode offline`` with the same options would draw."""
+    import numpy as np
+
+    from .execute import build_workload
+    from .prediction import prediction_labels
+    from .spec import Prepared, serving_parts
+
+    offline = replace(spec, mode="offline")
+    workload = build_workload(offline, ctx.model, np.random.default_rng(seeds[0]))
+    partial = spec.partial_inference or placement.partial_inference
+    bound, scheduler = serving_parts(ctx, placement, sched, np.random.default_rng(seeds[2]), partial)
+    prepared = Prepared(offline, ctx.cluster, ctx.model, ctx.memory, ctx.costs, workload, placement, scheduler,
+                        ctx.limits, "", sched, bound)
+    return prediction_labels(prepared)

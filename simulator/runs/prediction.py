@@ -1,0 +1,46 @@
+"""The serving model's prediction of a run, as ``sim run``, ``sim compare`` and ``sim plan`` report it.
+
+:mod:`simulator.planning.serving_model` predicts what the engine serves from the same prepared parts
+(placement, scheduler weights, costs, workload). This module decides whether a run is one the model covers,
+and labels the prediction with the error the model was measured to have, so that no predicted figure is
+printed without it.
+"""
+
+from __future__ import annotations
+
+from .spec import Prepared
+
+# Measured by benchmarks/serving_model_accuracy.py (make bench) on helix-single24 / Llama-2-70B / Helix's tables,
+# separate, swarm, helix x offline and online at 1.5 and 3 requests/s, 60 + 300 s: predicted against simulated
+# decode tokens/s. Update with the benchmark.
+MODEL_ERROR = "median |error| 12 %, max 41 % against the engine (make bench, helix-single24 / Llama-2-70B)"
+
+
+def unmodelled(p: Prepared) -> str | None:
+    """Why the serving model does not cover the run ``p`` (None where it does)."""
+    spec = p.spec
+    if p.placement.serving is not None:
+        return "disaggregated plans (prompt -> decode KV hand-off) are not in the serving model"
+    if spec.mode == "offline" and (spec.max_inflight is not None or spec.feeder != "closed"):
+        return "the serving model's offline loop admits by KV (no fixed in-flight count, no Helix feeder)"
+    engine = {"granularity": ("node", spec.granularity), "transfers": ("batched", spec.transfers),
+              "host copies": ("none", spec.host_copies)}
+    off = [f"{k} {v}" for k, (default, v) in engine.items() if v != default]
+    if off:
+        return "engine options outside the serving model: " + ", ".join(off)
+    return None
+
+
+def prediction_labels(p: Prepared) -> dict:
+    """``predicted_*`` fields of a summary: the serving model's decode and total tokens/s and mean TTFT and
+    TPOT for ``p``, with ``prediction_note`` saying what they are (or why they are missing)."""
+    from ..planning.serving_model import predict_prepared
+
+    reason = unmodelled(p)
+    keys = ("predicted_decode_tokens_per_s", "predicted_total_tokens_per_s", "predicted_ttft_mean_s",
+            "predicted_tpot_mean_s")
+    if reason:
+        return {**dict.fromkeys(keys), "prediction_note": f"not predicted: {reason}"}
+    pred = predict_prepared(p)
+    values = (pred.decode_tokens_per_s, pred.total_tokens_per_s, pred.ttft_mean_s, pred.tpot_mean_s)
+    return {**dict(zip(keys, values)), "prediction_note": f"analytic serving model, {MODEL_ERROR}"}
