@@ -52,3 +52,13 @@ def test_sim_plan_prints_the_prediction_next_to_the_bound():
     # the figure sim plan prints is the one sim run --mode offline writes for the same options
     summary = execute(SPEC).summary
     assert doc["predicted_decode_tokens_per_s"] == pytest.approx(summary["predicted_decode_tokens_per_s"], rel=1e-9)
+
+
+def test_sim_run_prints_the_prediction_under_what_was_served():
+    res = CliRunner().invoke(cli, ["run", "--cluster", "tiny3", "--model", "llama2-7b", "--policy", "separate",
+                                   "--trace", "synthetic:conv", "--mode", "offline", "--duration", "20",
+                                   "--warmup", "10", "--quiet"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    served = next(i for i, line in enumerate(lines) if line.strip().startswith("throughput"))
+    assert lines[served + 1].strip().startswith("predicted") and "median |error|" in lines[served + 1]

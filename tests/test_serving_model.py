@@ -40,18 +40,26 @@ def test_two_stage_round_trip_matches_the_paper_value(tiny):
     wait = sm.CONVOY * rho * tau_p  # per stage
     hdr = sm.HEADER_BYTES
 
-    def round_trip(b):
+    def round_trip(b, n):
         tau_d = 2 * (DECODE_BASE + DECODE_PER_SEQ * b)
         links = (lat + (hdr + TOKEN_ID_BYTES) * b / bw) + (lat + (hdr + act) * b / bw) + \
             (lat + (hdr + TOKEN_ID_BYTES) * b / bw)  # token ids to stage 1, activations, the token back
-        return 2 * tau_d + links + 2 * wait, tau_d
+        rt0 = 2 * tau_d + links
+        # each link a FIFO server (M/G/1): decode batches (n / rt0 items/s, b per transfer) and prompts (lam/s)
+        passes, queued = n / rt0, 0.0
+        for item, per_token in ((hdr + TOKEN_ID_BYTES, TOKEN_ID_BYTES), (hdr + act, act), (hdr + TOKEN_ID_BYTES, 0)):
+            s_dec, f_dec = b * item / bw, passes / b
+            s_pro, f_pro = IN * per_token / bw, (lam if per_token else 0.0)
+            busy = f_dec * s_dec + f_pro * s_pro
+            queued += (f_dec * s_dec ** 2 + f_pro * s_pro ** 2) / (2 * (1 - min(busy, sm.MAX_UTILISATION)))
+        return rt0 + 2 * wait + queued, tau_d, queued
 
     ttft_links = (lat + (hdr + IN * TOKEN_ID_BYTES) / bw) + (lat + (hdr + IN * act) / bw) + \
         (lat + (hdr + TOKEN_ID_BYTES) / bw)
-    b = 1.0
+    b, n = 1.0, 0.0
     for _ in range(50):  # the fixed point by hand (it converges in a few steps: B stays 1 here)
-        rt, tau_d = round_trip(b)
-        ttft = 2 * (tau_p + sm.PROMPT_WAIT * tau_d) + ttft_links
+        rt, tau_d, queued = round_trip(b, n)
+        ttft = 2 * (tau_p + sm.PROMPT_WAIT * tau_d) + ttft_links + queued
         n = lam * (ttft + (OUT - 1) * rt)
         b = max(n / sm.COHORTS, 1.0)
     assert b == 1.0  # a light load: one-request batches

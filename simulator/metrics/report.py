@@ -23,6 +23,9 @@ def format_summary(s: dict) -> str:
         f"  throughput   decode {s['decode_tokens_per_s']:.1f} tok/s   total {s['total_tokens_per_s']:.1f} tok/s"
         + (f"   (offered {s['offered_requests_per_s']:.3f} req/s, {s['offered_output_tokens_per_s']:.1f} output tok/s)"
            if s.get("offered_requests_per_s") is not None else ""),
+        *([f"  predicted    decode {s['predicted_decode_tokens_per_s']:.1f} tok/s   total "
+           f"{s['predicted_total_tokens_per_s']:.1f} tok/s   ({s.get('prediction_note')})"]
+          if s.get("predicted_decode_tokens_per_s") is not None else []),
         f"  requests     {s['requests_input']} in: {s['requests_finished']} finished, "
         f"{s['requests_rejected']} rejected, {s['requests_unfinished']} unfinished; {s['preemptions']} preemptions",
     ]

@@ -73,6 +73,13 @@ Derivation (per route r, chosen with share ``w_r`` of the requests; per node j o
    in the pipeline (steps 2-5). Without it a burst of admissions (offline at t = 0, or a compute-bound
    closed loop) would all start at once: the tiny compute-bound pipeline of the tests, 4916 -> 6193
    predicted against 6270 simulated decode tokens/s.
+10. **Links queue** (the engine's network is a FIFO server per link). Per link, decode batches and prompts
+   load it (``rho_l``) and each transfer waits the M/G/1 mean ``sum_k f_k S_k^2 / (2 (1 - rho_l))`` (f_k
+   transfers/s of S_k seconds), added to the round trips and TTFTs through it; the fluid starts prompts no
+   faster than the links leave room for them after decode. Prompt activations over slow links dominate:
+   helix-3region / Helix offline +45 -> +38 %; Swarm there +19000 % -> +2200 % (the engine's closed loop
+   queues hundreds of 16 MB prompts on a 12.5 MB/s link and the decode tokens wait behind them: 0.8 decode
+   tokens/s served; the model's queue of prompts waits before the link instead).
 Routes and weights come from the scheduler (:func:`route_shares`): ``separate``'s pipelines with their
 SWRR weights; Helix's max-flow successors (each hop chosen in proportion to edge flow, a Markov walk);
 Petals' load-blind shortest chains (a penalty on a node without KV room) by routing the workload's requests
@@ -88,9 +95,8 @@ engine's non-bottleneck KV shares match the static ones), the fragmentation of d
 merge (Helix on helix-single24: 3-20 batches per node's residents, not :data:`COHORTS`), disaggregated routes,
 per-request transfers and host copies (``EngineConfig`` options), bursts of prompts batched into one long
 iteration (which lengthen the convoy wait of step 3 online), the 4096-token iteration budget splitting big
-prompts, link queueing (prompt activations over slow links: helix-3region's cross-region links carry 10-15
-MB/s, and a closed loop that admits by KV queues hundreds of prompts on them). Prompt-recompute time after
-a preemption (step 7) is that of the original prompt.
+prompts, NIC sharing between links. Prompt-recompute time after a preemption (step 7) is that of the
+original prompt.
 Core code: numpy only, no SimPy, no torch.
 """
 
@@ -409,6 +415,8 @@ class _Model:
         self.tau_p = self.k * np.array([self.prefill_layer[j] for j in self.nodes])[None, :] + self.on * self.head_p
         self.link0, self.p_links = np.zeros(n_r), np.zeros(n_r)
         self.link_coef = np.zeros((n_r, n_j))
+        links: dict[tuple[int, int], int] = {}
+        hop_rows = []  # (route, link, node index whose batch the hop carries, item bytes, prompt bytes per token)
         for ri, r in enumerate(self.routes):
             hops = [self.coord, *r.nodes, self.coord]
             for h, (a, b) in enumerate(zip(hops, hops[1:])):
@@ -418,9 +426,24 @@ class _Model:
                 item = HEADER_BYTES + (TOKEN_ID_BYTES if a == self.coord or to_coord else self.act)
                 self.link0[ri] += lat
                 self.link_coef[ri, at] += item * spb
-                prompt = HEADER_BYTES + (TOKEN_ID_BYTES if to_coord else st.mean_input * (
-                    TOKEN_ID_BYTES if a == self.coord else self.act))
+                per_token = 0.0 if to_coord else (TOKEN_ID_BYTES if a == self.coord else self.act)
+                prompt = HEADER_BYTES + (TOKEN_ID_BYTES if to_coord else st.mean_input * per_token)
                 self.p_links[ri] += lat + prompt * spb
+                hop_rows.append((ri, links.setdefault((a, b), len(links)), at, item, per_token, spb))
+        # links as FIFO servers (the engine's network queues transfers per link): per route and link, the bytes
+        # of one decode item and of one prompt token, and each link's seconds per byte
+        n_l = len(links)
+        self.link_spb = np.zeros(n_l)
+        self.link_item = np.zeros((n_r, n_l))
+        self.link_prompt_token = np.zeros((n_r, n_l))
+        self.link_at = np.zeros((n_r, n_l), dtype=int)
+        self.link_on = np.zeros((n_r, n_l))
+        for ri, li, at, item, per_token, spb in hop_rows:
+            self.link_spb[li] = spb
+            self.link_item[ri, li] += item
+            self.link_prompt_token[ri, li] += per_token
+            self.link_at[ri, li] = at
+            self.link_on[ri, li] += 1.0
         self._decode_cache: dict[tuple[int, int], float] = {}
         self._prompt_rate_cache: dict[tuple[int, int], float] = {}
 
@@ -458,12 +481,35 @@ class _Model:
                           (self.on_f * tau_d).sum(axis=0) / np.maximum(self.on_f.sum(axis=0), 1.0))
         rt0 = tau_d.sum(axis=1) + self.link0 + self.link_coef @ batch
         ttft = (self.tau_p + PROMPT_WAIT * tau_d).sum(axis=1) + self.p_links
-        rt = rt0 + self.on_f @ wait
+        link_wait, link_rho = self._link_waits(n_r, lam_r, rt0, batch)
+        rt = rt0 + self.on_f @ wait + self.link_on @ link_wait
+        ttft = ttft + self.link_on @ link_wait
         # a node serves its residents' batches one after the other: a round trip lasts at least the decode
         # iterations of every batch at its busiest node, in the time prompts leave free (queueing there)
         per_pass = n_j / batch * tau_dj / np.maximum(1.0 - stall, 1.0 - MAX_UTILISATION)
         rt = np.maximum(rt, (self.on_f * per_pass[None, :]).max(axis=1)) if len(self.nodes) else rt
-        return {"n_j": n_j, "batch": batch, "tau_d": tau_dj, "stall": stall, "rt0": rt0, "rt": rt, "ttft": ttft}
+        return {"n_j": n_j, "batch": batch, "tau_d": tau_dj, "stall": stall, "rt0": rt0, "rt": rt, "ttft": ttft,
+                "link_rho": link_rho}
+
+    def _link_waits(self, n_r: np.ndarray, lam_r: np.ndarray, rt: np.ndarray, batch: np.ndarray):
+        """Queueing at the links (FIFO servers, M/G/1): per link its busy share ``rho_l`` and the mean wait of
+        a transfer, ``sum_k f_k S_k^2 / (2 (1 - rho_l))`` over its transfers (``f_k`` per second, ``S_k`` their
+        seconds): one per decode batch (``B`` items) and one per prompt (``mean_in`` tokens). Prompt
+        activations over slow links dominate (16 MB for a Llama-2-70B prompt of 1000 tokens: 1.3 s at
+        helix-3region's 12.5 MB/s)."""
+        if not self.link_spb.size:
+            return np.zeros(0), np.zeros(0)
+        passes = np.where(rt > 0, n_r / np.maximum(rt, 1e-300), 0.0)  # decode items/s on each route
+        b = np.maximum(batch[self.link_at], 1.0)  # batch carried by each (route, link) hop
+        s_dec = b * self.link_item * self.link_spb[None, :]
+        s_pro = self.stats.mean_input * self.link_prompt_token * self.link_spb[None, :]
+        f_dec = (passes[:, None] / b) * self.link_on
+        f_pro = lam_r[:, None] * (self.link_prompt_token > 0)
+        rho_dec = (f_dec * s_dec).sum(axis=0)
+        self.link_rho_dec = rho_dec  # what decode leaves to prompts on each link (the fluid's prompt turns)
+        rho = rho_dec + (f_pro * s_pro).sum(axis=0)
+        m2 = (f_dec * s_dec ** 2 + f_pro * s_pro ** 2).sum(axis=0)
+        return m2 / (2.0 * (1.0 - np.minimum(rho, MAX_UTILISATION))), rho
 
     def evaluate(self, lam: float) -> dict:
         """The fixed point at admission rate ``lam`` (requests/s)."""
@@ -487,7 +533,7 @@ class _Model:
                 n_r = new
                 break
             n_r = 0.5 * (n_r + new) if it > 5 else new
-        ok = bool(np.all(lt["stall"] < 1.0))
+        ok = bool(np.all(lt["stall"] < 1.0)) and bool(np.all(lt["link_rho"] < 1.0))
         n_j = n_r @ self.on_f
         batch = self._batch(n_j)
         x_r = np.where(rt > 0, n_r / np.maximum(rt, 1e-300), 0.0)  # decode passes/s through each route
@@ -649,6 +695,14 @@ class _Model:
         supply = dt * self._prompt_tokens_per_s(batch)
         phi_j = np.where(demand > 0, np.minimum(1.0, supply / np.maximum(demand, 1e-300)), 1.0)
         phi_r = np.where(self.on, phi_j[None, :], 1.0).min(axis=1)
+        if self.link_spb.size:  # a link moves prompt tokens in the time decode leaves it
+            carries = self.link_prompt_token > 0
+            rho_dec = getattr(self, "link_rho_dec", np.zeros(self.link_spb.size))
+            per_token_s = (self.link_prompt_token * self.link_spb[None, :]).max(axis=0)  # seconds per prompt token
+            demand_l = (per_route @ carries) * per_token_s  # seconds of prompts waiting for each link
+            room = dt * (1.0 - np.minimum(rho_dec, MAX_UTILISATION))
+            phi_l = np.where(demand_l > 0, np.minimum(1.0, room / np.maximum(demand_l, 1e-300)), 1.0)
+            phi_r = np.minimum(phi_r, np.where(carries, phi_l[None, :], 1.0).min(axis=1))
         credit += phi_r * per_route
         credit[per_route <= 0] = 0.0
         cum = np.cumsum(need, axis=0)
