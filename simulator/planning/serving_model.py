@@ -132,6 +132,7 @@ POOL_PASSES = 3  # offline: passes to find how many of the workload's first requ
 POOL_MIN_REQUESTS = 20
 KV_CHECKS = 16  # time points at which the windowed model checks the residents' KV
 FLUID_STEP_S = 1.0  # online fluid run: time step (s); a round trip is 0.3-3 s, a TTFT 2-5 s
+FLUID_LOOKAHEAD = 256  # fluid: queued rows looked at beyond those ever admitted (doubled while all are admitted)
 FLUID_POOL_FACTOR = 1.5  # offline fluid: requests queued, over the steady state's drawn ones (doubled if it runs dry)
 FLUID_RATE_WINDOW_S = 10.0  # online fluid run: prompt starts/s are averaged over this (a few round trips)
 
@@ -593,6 +594,7 @@ class _Model:
         at_t0 = None
         samples = []  # (residents per route, round trips) inside the window
         preempted = 0.0
+        lo = frontier = 0  # rows before lo are done; rows from frontier on have never been admitted
         for m in range(steps):
             t = m * dt
             if at_t0 is None and t >= t0 - 1e-9:
@@ -600,68 +602,89 @@ class _Model:
             while arrived < n and a[arrived] <= t:
                 queued[arrived] = True
                 arrived += 1
-            n_r = ((resident & served) * w).sum(axis=0)  # in the pipeline (those waiting for their prompt are not)
+            while lo < frontier and not (queued[lo].any() or resident[lo].any()):
+                lo += 1
+            # the rows that can change this step: the live ones and a look-ahead into the queue (doubled below
+            # while a whole look-ahead is admitted)
+            hi = min(arrived, frontier + FLUID_LOOKAHEAD)
+            n_r = ((resident[lo:frontier] & served[lo:frontier]) * w).sum(axis=0)  # in the pipeline
             lt = self.latencies(n_r, lam_r)
             rt, ttft = lt["rt"], lt["ttft"]
-            if offline:  # booked KV of the residents; the queue's head starts while its booking fits
-                free = room - (resident * booked).sum(axis=0) @ kvk  # a part's booking leaves when it finishes
-                wait = np.nonzero(queued[:, 0])[0]
-                cum = np.cumsum(booked_kv[wait], axis=0)
-                fits = np.all(cum <= free[None, :] * (1 + 1e-12) + 1e-6, axis=1)
-                first_no = int(np.argmin(fits)) if not fits.all() else len(wait)
-                admit = np.zeros_like(queued)
-                admit[wait[:first_no]] = True
-            else:
-                # KV in use and the growth of the residents over this step
-                ctx = np.where(resident, inp[:, None] + tokens, 0.0) * w
-                used = (ctx[:, :, None] * kvk[None, :, :]).sum(axis=(0, 1)) if n else np.zeros(len(self.nodes))
-                grow = ((resident * w) * (dt / rt)[None, :]).sum(axis=0) @ kvk
-                # admission: FIFO per route; node j admits the share of the queued prompts its free KV holds
-                need = (np.where(queued, inp[:, None] + tokens, 0.0) * w)
-                demand = need.sum(axis=0) @ kvk
-                free = np.maximum(room - used - grow, 0.0)
-                phi_j = np.minimum(1.0, free / np.where(demand > 0, demand, np.inf)) if n else np.ones_like(free)
-                phi_j[demand <= 0] = 1.0
-                phi_r = np.where(self.on, phi_j[None, :], 1.0).min(axis=1)
-                cum = np.cumsum(need, axis=0)
-                admit = queued & (cum <= phi_r[None, :] * cum[-1][None, :] * (1 + 1e-12) + 1e-9) if n else queued
-            queued &= ~admit
-            resident |= admit
-            served[admit], started[admit] = False, False
-            admitted_at[admit] = np.minimum(admitted_at[admit], t)
+            while True:
+                S = slice(lo, hi)
+                if offline:  # booked KV of the residents; the queue's head starts while its booking fits
+                    free = room - (resident[S] * booked[S]).sum(axis=0) @ kvk  # a part's booking leaves with it
+                    wait = np.nonzero(queued[S, 0])[0]
+                    cum = np.cumsum(booked_kv[S][wait], axis=0)
+                    fits = np.all(cum <= free[None, :] * (1 + 1e-12) + 1e-6, axis=1)
+                    first_no = int(np.argmin(fits)) if not fits.all() else len(wait)
+                    admit = np.zeros_like(queued[S])
+                    admit[wait[:first_no]] = True
+                    whole = first_no == len(wait)
+                else:
+                    # KV in use and the growth of the residents over this step
+                    ctx = np.where(resident[S], inp[S, None] + tokens[S], 0.0) * w
+                    used = (ctx[:, :, None] * kvk[None, :, :]).sum(axis=(0, 1))
+                    grow = ((resident[S] * w) * (dt / rt)[None, :]).sum(axis=0) @ kvk
+                    # admission: FIFO per route; node j admits the share of the queued prompts its free KV holds
+                    need = (np.where(queued[S], inp[S, None] + tokens[S], 0.0) * w)
+                    demand = need.sum(axis=0) @ kvk
+                    free = np.maximum(room - used - grow, 0.0)
+                    phi_j = np.minimum(1.0, free / np.where(demand > 0, demand, np.inf))
+                    phi_j[demand <= 0] = 1.0
+                    phi_r = np.where(self.on, phi_j[None, :], 1.0).min(axis=1)
+                    cum = np.cumsum(need, axis=0)
+                    admit = queued[S] & (cum <= phi_r[None, :] * cum[-1][None, :] * (1 + 1e-12) + 1e-9) \
+                        if hi > lo else queued[S]
+                    whole = bool(admit.sum() == queued[S].sum())
+                if not whole or hi >= arrived:
+                    break
+                hi = min(arrived, lo + 2 * (hi - lo))
+            rows = np.nonzero(admit.any(axis=1))[0]
+            frontier = max(frontier, lo + int(rows[-1]) + 1) if rows.size else frontier
+            hi = max(frontier, lo)
+            S = slice(lo, hi)
+            admit = admit[: hi - lo]
+            queued[S] &= ~admit
+            resident[S] |= admit
+            served[S][admit], started[S][admit] = False, False
+            at_s = admitted_at[S]
+            at_s[admit] = np.minimum(at_s[admit], t)
             # prompts take their turn, FIFO per route, as the nodes' token budgets allow (step 9)
-            serve = self._serve_prompts(resident & ~served, inp[:, None] + tokens, lt["batch"], credit, dt)
-            served |= serve
-            age[serve] = 0.0
+            serve = self._serve_prompts(resident[S] & ~served[S], inp[S, None] + tokens[S], lt["batch"], credit, dt)
+            served[S] |= serve
+            age[S][serve] = 0.0
             # tokens: the first (or the recompute's) one TTFT after the prompt's turn, then one per round trip
-            age[resident & served] += dt
-            first = resident & served & ~started & (age >= ttft[None, :])
-            gain = np.where(first, 1.0 + (age - ttft[None, :]) / rt[None, :],
-                            np.where(resident & started, dt / rt[None, :], 0.0))
-            started |= first
-            first_at[first & np.isnan(first_at)] = t + dt
-            tokens = np.minimum(tokens + gain, out[:, None])
-            done = resident & (tokens >= out[:, None] - 1e-9)
-            resident &= ~done
+            res, srv, age_s = resident[S], served[S], age[S]
+            age_s[res & srv] += dt
+            first = res & srv & ~started[S] & (age_s >= ttft[None, :])
+            gain = np.where(first, 1.0 + (age_s - ttft[None, :]) / rt[None, :],
+                            np.where(res & started[S], dt / rt[None, :], 0.0))
+            started[S] |= first
+            fa = first_at[S]
+            fa[first & np.isnan(fa)] = t + dt
+            tokens[S] = np.minimum(tokens[S] + gain, out[S, None])
+            done = res & (tokens[S] >= out[S, None] - 1e-9)
+            res &= ~done
             # a decode step that finds the KV full preempts the newest residents (recompute later); offline the
             # booking keeps the KV below it
-            ctx = np.where(resident, inp[:, None] + tokens, 0.0) * w
+            ctx = np.where(res, inp[S, None] + tokens[S], 0.0) * w
             over = (ctx.sum(axis=0) @ kvk) - full if not offline else np.zeros(len(self.nodes))
             for i_node in np.nonzero(over > 0)[0]:
-                rows = resident & self.on[None, :, i_node]
-                order = np.argsort(-np.where(rows, admitted_at, -np.inf), axis=None)
+                cand = res & self.on[None, :, i_node]
+                order = np.argsort(-np.where(cand, at_s, -np.inf), axis=None)
                 freed = 0.0
                 for flat in order:
                     i, r = divmod(int(flat), nr)
-                    if not rows[i, r] or freed >= over[i_node]:
+                    if not cand[i, r] or freed >= over[i_node]:
                         break
                     freed += ctx[i, r] * kvk[r, i_node]
-                    resident[i, r], queued[i, r] = False, True
+                    res[i, r], queued[lo + i, r] = False, True
                     preempted += w[0, r]
             # prompt starts per second (smoothed over FLUID_RATE_WINDOW_S) feed the prompt stalls
             lam_r += ((serve * w).sum(axis=0) / dt - lam_r) * min(1.0, dt / FLUID_RATE_WINDOW_S)
             if t >= t0:
-                samples.append(((resident * w).sum(axis=0), rt, ttft))
+                samples.append(((res * w).sum(axis=0), rt, ttft))
         at_t1 = float((tokens * w).sum())
         in_win = (first_at >= t0) & (first_at <= t1)
         firsts = float((in_win * w).sum())
