@@ -89,7 +89,7 @@ bench: install-torch
 	$(PY) -m benchmarks.profiler_accuracy
 	$(PY) -m benchmarks.hexgen2_planner
 	$(PY) -m benchmarks.live_validation
-	$(PY) -m benchmarks.serving_model_accuracy
+	$(PY) -m benchmarks.serving_model_accuracy --grid full
 
 lint: install
 	$(VENV)/bin/ruff check simulator profiler runtime experiments tests benchmarks

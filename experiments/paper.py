@@ -84,6 +84,18 @@ HELIX_PROTOTYPE_DECODE = {
 HELIX_PROTOTYPE_SP_PARTS = {("helix-single24", "offline"): (68.7, 37.9, 3.4),
                             ("helix-single24", "online"): (57.8, 18.9, 3.4)}
 HELIX_SIMULATOR_SP_PARTS = {("helix-single24", "offline"): (84.3, 35.2, 4.8)}
+# What the same prototype logs show beyond the published means (parsed here from separate_offline/<type>/
+# events.txt and query_route.txt of the artifact, commit 148b733):
+# - T4 offline is not in a steady state: query 7, sent at 182.35 s, never returns its prompt (query_route.txt has
+#   no route for it) and no query is sent after query 2 finishes at 201.5 s, so one request decodes alone to the
+#   end. Over [60, 182.35] s, before that, the T4 sub-cluster decodes 4.81 tokens/s (3.34 over [60, 300] s).
+# - A100 offline is KV-bound: from about 45 s its prompts wait 20-67 s for their turn (10.5 of the 28.7 queries in
+#   flight on average are waiting for their prompt; 18.2 decode, at a mean gap of 0.277 s against a median of
+#   0.215 s). vLLM 0.4 schedules no prompt while any sequence is swapped out to the CPU (llm_sys/engine/
+#   scheduler.py, _schedule), which it does when the KV is full; Helix's A100s hold 20 layers (35 GB of weights)
+#   of a 40 GB GPU, past Helix's own 12-layer limit, so the KV room the prototype had there is not known.
+HELIX_PROTOTYPE_T4_STEADY = (4.81, (60.0, 182.35))  # offline T4 decode tokens/s over the window before the stall
+HELIX_PROTOTYPE_A100_PROMPT_WAIT_S = (20.0, 67.0)  # offline A100: prompt latency range from about 45 s on
 # Prototype, online: mean prompt latency and mean decode latency (s), our TTFT and TPOT means.
 HELIX_PROTOTYPE_LATENCY = {
     ("helix-single24", "helix"): (2.66, 2.02), ("helix-single24", "swarm"): (3.02, 1.64),
