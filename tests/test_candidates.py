@@ -32,6 +32,8 @@ def test_every_candidate_is_listed_and_the_best_served_is_chosen(planned):
     assert chosen["simulated_decode_tokens_per_s"] == max(r["simulated_decode_tokens_per_s"] for r in served)
     assert placement.notes["verified_choice"] == chosen["planner"]
     assert "candidates, each served" in rep.format() and "<- chosen" in rep.format()
+    # each served candidate carries the serving model's prediction for the same run, a positive figure
+    assert all(r["predicted_decode_tokens_per_s"] > 0 for r in served) and "predicted" in rep.format()
 
 
 def test_the_choice_serves_what_its_verification_run_measured(planned):

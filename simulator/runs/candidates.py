@@ -8,7 +8,8 @@ Petals' heuristics) on the same cluster, serves each with the policy's own sched
 engine run (:data:`VERIFY_WARMUP_S` + :data:`VERIFY_WINDOW_S` simulated seconds, the run's workload and
 seed, closed loop), and keeps the one that serves the most decode tokens/s. Ties keep the planner's own.
 
-Every candidate is listed with its max-flow bound and its simulated decode tokens/s (``sim plan`` prints
+Every candidate is listed with its max-flow bound, the serving model's predicted decode tokens/s
+(:mod:`simulator.runs.prediction`, for the same short run) and its simulated ones (``sim plan`` prints
 the list; ``placement.notes["candidates"]`` carries it into ``summary.json``). The choice is as
 deterministic as the engine: it depends on the inputs and the seed, never on the machine's speed.
 """
@@ -37,26 +38,33 @@ class Candidate:
     bound_tokens_per_s: float | None
     decode_tokens_per_s: float | None
     error: str | None = None
+    predicted_decode_tokens_per_s: float | None = None  # the serving model's, for the same short run
 
     def row(self, chosen: bool) -> dict:
         return {"planner": self.planner, "max_flow_bound_tokens_per_s": self.bound_tokens_per_s,
+                "predicted_decode_tokens_per_s": self.predicted_decode_tokens_per_s,
                 "simulated_decode_tokens_per_s": self.decode_tokens_per_s, "chosen": chosen,
                 **({"error": self.error} if self.error else {})}
 
 
-def _served(spec, ctx: PlanContext, placement: Placement, scheduler: str, workload) -> tuple[float, float]:
-    """(max-flow bound, decode tokens/s) of ``placement`` served by ``scheduler`` in a short offline run."""
+def _served(spec, ctx: PlanContext, placement: Placement, scheduler: str, workload) -> tuple[float, float, float]:
+    """(max-flow bound, decode tokens/s, predicted decode tokens/s or None) of ``placement`` served by
+    ``scheduler`` in a short offline run; the prediction is the serving model's for the same run."""
     from .execute import engine_config
-    from .spec import serving_parts
+    from .prediction import prediction_labels
+    from .spec import Prepared, serving_parts
 
     bound, sched = serving_parts(ctx, placement, scheduler, np.random.default_rng(spec.seed),
                                  placement.partial_inference or spec.partial_inference)
+    short = replace(spec, mode="offline", warmup=VERIFY_WARMUP_S, duration=VERIFY_WINDOW_S)
+    predicted = prediction_labels(Prepared(short, ctx.cluster, ctx.model, ctx.memory, ctx.costs, workload, placement,
+                                           sched, ctx.limits, "", scheduler, bound))["predicted_decode_tokens_per_s"]
     config = engine_config(spec, ctx.limits, mode="offline", duration_s=VERIFY_WINDOW_S, warmup_s=VERIFY_WARMUP_S,
                            progress=False)
     sim = Simulation(placement, sched, ctx.costs, workload, config)
     records = sim.run()
     s = summarize(records, sim.series, sim.node_stats(), warmup_s=VERIFY_WARMUP_S, duration_s=VERIFY_WINDOW_S)
-    return bound, s["decode_tokens_per_s"]
+    return bound, s["decode_tokens_per_s"], predicted
 
 
 def verified_placement(spec, ctx: PlanContext, planner: str, own: Placement, scheduler: str,
@@ -76,7 +84,8 @@ def verified_placement(spec, ctx: PlanContext, planner: str, own: Placement, sch
         if c.placement is None:
             continue
         try:
-            c.bound_tokens_per_s, c.decode_tokens_per_s = _served(spec, ctx, c.placement, scheduler, workload)
+            c.bound_tokens_per_s, c.decode_tokens_per_s, c.predicted_decode_tokens_per_s = _served(
+                spec, ctx, c.placement, scheduler, workload)
         except SimError as e:
             c.error = str(e)
     served = [c for c in candidates if c.decode_tokens_per_s is not None]

@@ -68,11 +68,14 @@ class PlanReport:
         for k, v in self.extra.items():
             lines.append(f"  {k:<16} {v}")
         if self.candidates:
-            lines.append("  candidates, each served by the policy's scheduler offline (decode tokens/s, simulated):")
+            lines.append("  candidates, each served by the policy's scheduler offline (decode tokens/s: the serving "
+                         "model's prediction, simulated):")
             for c in self.candidates:
                 served = c.get("simulated_decode_tokens_per_s")
                 bound = c.get("max_flow_bound_tokens_per_s")
+                pred = c.get("predicted_decode_tokens_per_s")
                 lines.append(f"    {c['planner']:<12} bound {'-' if bound is None else f'{bound:8.1f}'}"
+                             f"  predicted {'-' if pred is None else f'{pred:7.1f}'}"
                              f"  served {'-' if served is None else f'{served:7.1f}'}"
                              + ("  <- chosen" if c.get("chosen") else "")
                              + (f"  ({c['error']})" if c.get("error") else ""))
