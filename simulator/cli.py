@@ -80,6 +80,9 @@ def run_options(f):
         click.option("--verify-candidates", is_flag=True,
                      help="planner: also serve the baselines' placements (separate, swarm, petals) with the policy's "
                           "scheduler in a short offline run, and keep the one that serves the most"),
+        click.option("--no-predict", "predict", is_flag=True, flag_value=False, default=True,
+                     help="skip the serving model's prediction (predicted_* fields; saves up to a few seconds a run "
+                          "on large clusters)"),
         click.option("--partial-inference", is_flag=True, help="allow routes that skip held layers"),
         click.option("--objective", type=click.Choice(["depth-aware", "paper"]), default="depth-aware",
                      show_default=True, help="helix-milp: T(k) with a per-hop overhead, or Helix's own"),

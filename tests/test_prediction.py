@@ -34,6 +34,7 @@ def test_summary_carries_the_models_prediction_next_to_what_was_served():
     ({"max_inflight": 4}, "fixed in-flight"),
     ({"transfers": "per-request"}, "transfers per-request"),
     ({"host_copies": "helix"}, "host copies helix"),
+    ({"predict": False}, "--no-predict"),
 ])
 def test_runs_outside_the_model_say_so_instead_of_predicting(change, reason):
     summary = execute(dataclasses.replace(SPEC, duration=10.0, **change)).summary

@@ -20,6 +20,8 @@ MODEL_ERROR = ("measured against the engine on 5 presets (make bench): offline m
 def unmodelled(p: Prepared) -> str | None:
     """Why the serving model does not cover the run ``p`` (None where it does)."""
     spec = p.spec
+    if not spec.predict:
+        return "--no-predict"
     if p.placement.serving is not None:
         return "disaggregated plans (prompt -> decode KV hand-off) are not in the serving model"
     if spec.mode == "offline" and (spec.max_inflight is not None or spec.feeder != "closed"):

@@ -67,6 +67,7 @@ class RunSpec:
     transfers: str = "batched"  # engine: one transfer per next hop ("batched") or per request (Helix's simulator)
     host_copies: str = "none"  # engine: host-side copies of a node's inputs: "none" or "helix" (4 + 5 GB/s)
     verify_candidates: bool = False  # planner: also serve the baselines' placements briefly, keep the best
+    predict: bool = True  # report the serving model's prediction next to what was served
     context_rule: str = "reject"
     slo_ttft: float = math.inf
     slo_tpot: float = math.inf
