@@ -482,7 +482,7 @@ class _Model:
                           (self.on_f * tau_d).sum(axis=0) / np.maximum(self.on_f.sum(axis=0), 1.0))
         rt0 = tau_d.sum(axis=1) + self.link0 + self.link_coef @ batch
         ttft = (self.tau_p + PROMPT_WAIT * tau_d).sum(axis=1) + self.p_links
-        link_wait, link_rho = self._link_waits(n_r, lam_r, rt0, batch)
+        link_wait, link_rho, link_rho_dec = self._link_waits(n_r, lam_r, rt0, batch)
         rt = rt0 + self.on_f @ wait + self.link_on @ link_wait
         ttft = ttft + self.link_on @ link_wait
         # a node serves its residents' batches one after the other: a round trip lasts at least the decode
@@ -490,16 +490,17 @@ class _Model:
         per_pass = n_j / batch * tau_dj / np.maximum(1.0 - stall, 1.0 - MAX_UTILISATION)
         rt = np.maximum(rt, (self.on_f * per_pass[None, :]).max(axis=1)) if len(self.nodes) else rt
         return {"n_j": n_j, "batch": batch, "tau_d": tau_dj, "stall": stall, "rt0": rt0, "rt": rt, "ttft": ttft,
-                "link_rho": link_rho}
+                "link_rho": link_rho, "link_rho_dec": link_rho_dec}
 
     def _link_waits(self, n_r: np.ndarray, lam_r: np.ndarray, rt: np.ndarray, batch: np.ndarray):
-        """Queueing at the links (FIFO servers, M/G/1): per link its busy share ``rho_l`` and the mean wait of
+        """Queueing at the links (FIFO servers, M/G/1): per link the mean wait, the busy share ``rho_l`` and the
+        share decode alone takes (what it leaves to prompts: the fluid's prompt turns). The mean wait of
         a transfer, ``sum_k f_k S_k^2 / (2 (1 - rho_l))`` over its transfers (``f_k`` per second, ``S_k`` their
         seconds): one per decode batch (``B`` items) and one per prompt (``mean_in`` tokens). Prompt
         activations over slow links dominate (16 MB for a Llama-2-70B prompt of 1000 tokens: 1.3 s at
         helix-3region's 12.5 MB/s)."""
         if not self.link_spb.size:
-            return np.zeros(0), np.zeros(0)
+            return np.zeros(0), np.zeros(0), np.zeros(0)
         passes = np.where(rt > 0, n_r / np.maximum(rt, 1e-300), 0.0)  # decode items/s on each route
         b = np.maximum(batch[self.link_at], 1.0)  # batch carried by each (route, link) hop
         s_dec = b * self.link_item * self.link_spb[None, :]
@@ -507,10 +508,9 @@ class _Model:
         f_dec = (passes[:, None] / b) * self.link_on
         f_pro = lam_r[:, None] * (self.link_prompt_token > 0)
         rho_dec = (f_dec * s_dec).sum(axis=0)
-        self.link_rho_dec = rho_dec  # what decode leaves to prompts on each link (the fluid's prompt turns)
         rho = rho_dec + (f_pro * s_pro).sum(axis=0)
         m2 = (f_dec * s_dec ** 2 + f_pro * s_pro ** 2).sum(axis=0)
-        return m2 / (2.0 * (1.0 - np.minimum(rho, MAX_UTILISATION))), rho
+        return m2 / (2.0 * (1.0 - np.minimum(rho, MAX_UTILISATION))), rho, rho_dec
 
     def evaluate(self, lam: float) -> dict:
         """The fixed point at admission rate ``lam`` (requests/s)."""
@@ -651,7 +651,7 @@ class _Model:
             at_s = admitted_at[S]
             at_s[admit] = np.minimum(at_s[admit], t)
             # prompts take their turn, FIFO per route, as the nodes' token budgets allow (step 9)
-            serve = self._serve_prompts(resident[S] & ~served[S], inp[S, None] + tokens[S], lt["batch"], credit, dt)
+            serve = self._serve_prompts(resident[S] & ~served[S], inp[S, None] + tokens[S], lt, credit, dt)
             served[S] |= serve
             age[S][serve] = 0.0
             # tokens: the first (or the recompute's) one TTFT after the prompt's turn, then one per round trip
@@ -703,24 +703,25 @@ class _Model:
                 "residents_r": n_mean, "rt": rt_mean, "preempted": preempted, "ttft_r": ttft,
                 "queued_at_end": float(queued[:, 0].sum()) if n else 0.0}
 
-    def _serve_prompts(self, waiting: np.ndarray, prompt_len: np.ndarray, batch: np.ndarray, credit: np.ndarray,
+    def _serve_prompts(self, waiting: np.ndarray, prompt_len: np.ndarray, lt: dict, credit: np.ndarray,
                        dt: float) -> np.ndarray:
         """The waiting prompts (elements (i, r)) whose turn comes in a step of ``dt``: node j starts
         :meth:`_prompt_tokens_per_s` x ``dt`` prompt tokens, shared by the routes through it in proportion to
         what waits for it; route r starts its oldest prompts while its credit (its share, the tightest over
-        its nodes, carried over while prompts wait) covers them. ``credit`` is updated in place."""
+        its nodes, carried over while prompts wait) covers them. ``lt``: this step's :meth:`latencies`.
+        ``credit`` is updated in place."""
         if not waiting.any():
             credit[:] = 0.0
             return waiting
         need = np.where(waiting, prompt_len, 0.0) * self.w[None, :]  # prompt tokens per element
         per_route = need.sum(axis=0)
         demand = per_route @ self.on_f
-        supply = dt * self._prompt_tokens_per_s(batch)
+        supply = dt * self._prompt_tokens_per_s(lt["batch"])
         phi_j = np.where(demand > 0, np.minimum(1.0, supply / np.maximum(demand, 1e-300)), 1.0)
         phi_r = np.where(self.on, phi_j[None, :], 1.0).min(axis=1)
         if self.link_spb.size:  # a link moves prompt tokens in the time decode leaves it
             carries = self.link_prompt_token > 0
-            rho_dec = getattr(self, "link_rho_dec", np.zeros(self.link_spb.size))
+            rho_dec = lt["link_rho_dec"]
             per_token_s = (self.link_prompt_token * self.link_spb[None, :]).max(axis=0)  # seconds per prompt token
             demand_l = (per_route @ carries) * per_token_s  # seconds of prompts waiting for each link
             room = dt * (1.0 - np.minimum(rho_dec, MAX_UTILISATION))

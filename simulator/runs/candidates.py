@@ -52,19 +52,17 @@ def _served(spec, ctx: PlanContext, placement: Placement, scheduler: str, worklo
     ``scheduler`` in a short offline run; the prediction is the serving model's for the same run."""
     from .execute import engine_config
     from .prediction import prediction_labels
-    from .spec import Prepared, serving_parts
+    from .spec import prepared_from
 
-    bound, sched = serving_parts(ctx, placement, scheduler, np.random.default_rng(spec.seed),
-                                 placement.partial_inference or spec.partial_inference)
     short = replace(spec, mode="offline", warmup=VERIFY_WARMUP_S, duration=VERIFY_WINDOW_S)
-    predicted = prediction_labels(Prepared(short, ctx.cluster, ctx.model, ctx.memory, ctx.costs, workload, placement,
-                                           sched, ctx.limits, "", scheduler, bound))["predicted_decode_tokens_per_s"]
+    p = prepared_from(short, ctx, workload, placement, scheduler, np.random.default_rng(spec.seed))
+    predicted = prediction_labels(p)["predicted_decode_tokens_per_s"]  # before the run: schedulers keep state
     config = engine_config(spec, ctx.limits, mode="offline", duration_s=VERIFY_WINDOW_S, warmup_s=VERIFY_WARMUP_S,
                            progress=False)
-    sim = Simulation(placement, sched, ctx.costs, workload, config)
+    sim = Simulation(placement, p.scheduler, ctx.costs, workload, config)
     records = sim.run()
     s = summarize(records, sim.series, sim.node_stats(), warmup_s=VERIFY_WARMUP_S, duration_s=VERIFY_WINDOW_S)
-    return bound, s["decode_tokens_per_s"], predicted
+    return p.bound, s["decode_tokens_per_s"], predicted
 
 
 def verified_placement(spec, ctx: PlanContext, planner: str, own: Placement, scheduler: str,

@@ -184,12 +184,8 @@ def _offline_prediction(spec, ctx, placement, sched: str, seeds) -> dict:
 
     from .execute import build_workload
     from .prediction import prediction_labels
-    from .spec import Prepared, serving_parts
+    from .spec import prepared_from
 
     offline = replace(spec, mode="offline")
     workload = build_workload(offline, ctx.model, np.random.default_rng(seeds[0]))
-    partial = spec.partial_inference or placement.partial_inference
-    bound, scheduler = serving_parts(ctx, placement, sched, np.random.default_rng(seeds[2]), partial)
-    prepared = Prepared(offline, ctx.cluster, ctx.model, ctx.memory, ctx.costs, workload, placement, scheduler,
-                        ctx.limits, "", sched, bound)
-    return prediction_labels(prepared)
+    return prediction_labels(prepared_from(offline, ctx, workload, placement, sched, np.random.default_rng(seeds[2])))

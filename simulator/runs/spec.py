@@ -234,6 +234,15 @@ def prepare(spec: RunSpec) -> Prepared:
     return Prepared(spec, cluster, model, memory, costs, workload, placement, scheduler, limits, planner, sched, bound)
 
 
+def prepared_from(spec: RunSpec, ctx: PlanContext, workload: Workload, placement: Placement, sched: str,
+                  rng: np.random.Generator) -> Prepared:
+    """The parts of ``spec`` serving ``placement`` from a plan context (``sim plan``'s prediction, a candidate's
+    short run under --verify-candidates); the planner's name is left empty."""
+    bound, scheduler = serving_parts(ctx, placement, sched, rng, spec.partial_inference or placement.partial_inference)
+    return Prepared(spec, ctx.cluster, ctx.model, ctx.memory, ctx.costs, workload, placement, scheduler, ctx.limits, "",
+                    sched, bound)
+
+
 def serving_parts(ctx: PlanContext, placement: Placement, sched: str, rng: np.random.Generator,
                   partial: bool) -> tuple[float, Scheduler]:
     """(max-flow bound, scheduler) serving ``placement`` (a run's, or a candidate's under --verify-candidates)."""
