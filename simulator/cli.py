@@ -84,7 +84,7 @@ def run_options(f):
                      help="skip the serving model's prediction (predicted_* fields; saves up to a few seconds a run "
                           "on large clusters)"),
         click.option("--partial-inference", is_flag=True, help="allow routes that skip held layers"),
-        click.option("--objective", type=click.Choice(["depth-aware", "paper"]), default="depth-aware",
+        click.option("--objective", type=click.Choice(["depth-aware", "paper", "serving"]), default="depth-aware",
                      show_default=True, help="helix-milp: T(k) with a per-hop overhead, or Helix's own"),
         click.option("--hop-overhead", type=TIME, default=None, help="helix-milp depth-aware: time per hop"),
         click.option("--time-limit", type=TIME, default=DEFAULT_SAFETY_TIME_LIMIT_S, show_default=True,

@@ -25,6 +25,7 @@ still under bursty load.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..costs import LayerCost
@@ -112,27 +113,63 @@ def node_capacity(cost: LayerCost, layers: int, kv_bytes: float, model: ModelSpe
     return cap.tokens_per_s * cap.iteration_s / (cap.iteration_s + hop_overhead_s)
 
 
+# Serving-aware T(k) (:func:`serving_capacity`): the residents of a pipeline move in about this many decode
+# batches (the serving model's COHORTS, measured 2.0-2.4 in the engine: simulator.planning.serving_model)
+SERVING_COHORTS = 2.0
+
+
+def serving_capacity(cost: LayerCost, layers: int, kv_bytes: float, model: ModelSpec, mean_in: float,
+                     mean_out: float, limits: BatchLimits = BatchLimits(), hop_s: float = 0.0) -> float:
+    """T(k) as served (Little's law): tokens/s a node holding ``layers`` of the model's L layers carries when
+    its residents are KV-limited and each of their tokens makes a round trip through about L / k nodes like it.
+
+    The engine's offline admission books ``in + out`` tokens of KV per request up to
+    :data:`OFFLINE_KV_HIGH_WATERMARK` of the node's KV room, so ``n = 0.9 kv / (k kv_tok (in + out))``
+    requests are resident (the serving model's step 1). Each makes one decode token per round trip
+    ``R = (L / k) (tau_d + hop_s)``: ``tau_d = k decode(B, B ctx)`` is the node's decode iteration at the batch
+    ``B = n / SERVING_COHORTS`` it sees (step 2) and ``hop_s`` is what a hop adds beyond decode compute (links,
+    prompt stalls, queueing: steps 3, 5, 10, measured by the serving model on a solved placement, see
+    :mod:`simulator.policies.helix`). So the node carries ``n / R`` decode tokens/s, ``(1 + in/out) n / R``
+    tokens/s in all, at most its compute capacity :func:`node_capacity`. Unlike T(k) with a per-hop overhead,
+    this charges a shallow layer range for the whole round trip it implies: for a homogeneous chain the flow
+    ``n / R`` is exactly Little's law of the pipeline, where the per-hop form overstates it by its depth.
+    """
+    if layers <= 0 or kv_bytes <= 0:
+        return 0.0
+    n = OFFLINE_KV_HIGH_WATERMARK * kv_bytes / (layers * model.kv_bytes_per_token_per_layer * (mean_in + mean_out))
+    if n <= 0:
+        return 0.0
+    batch = max(1, int(round(min(n / SERVING_COHORTS, float(limits.max_seqs)))))
+    tau_d = layers * cost.decode(batch, int(round(batch * (mean_in + mean_out / 2.0))))
+    round_trip = model.layers / layers * (tau_d + hop_s)
+    kv_bound = n * (1.0 + mean_in / mean_out) / round_trip if round_trip > 0 else math.inf
+    return min(kv_bound, node_capacity(cost, layers, kv_bytes, model, mean_in, mean_out, limits))
+
+
 def capacity_function(cluster, model: ModelSpec, costs, memory, mean_in: float, mean_out: float,
-                      limits: BatchLimits = BatchLimits(), hop_overhead_s: float = 0.0):
-    """T(i, k) for every node of ``cluster``: :func:`node_capacity`, cached per (machine type, k)."""
+                      limits: BatchLimits = BatchLimits(), hop_overhead_s: float = 0.0, serving: bool = False):
+    """T(i, k) for every node of ``cluster``, cached per (machine type, k): :func:`node_capacity` with
+    ``hop_overhead_s`` per iteration, or with ``serving`` :func:`serving_capacity` with ``hop_overhead_s``
+    per hop."""
     cache: dict[tuple[str, int], float] = {}
+    fn = serving_capacity if serving else node_capacity
 
     def T(i: int, k: int) -> float:
         machine = cluster.nodes[i].machine
         key = (machine.name, k)
         if key not in cache:
             kv = memory.kv_capacity_bytes(cluster, model, i, k)
-            cache[key] = node_capacity(costs.layer_cost(machine), k, kv, model, mean_in, mean_out, limits,
-                                       hop_overhead_s)
+            cache[key] = fn(costs.layer_cost(machine), k, kv, model, mean_in, mean_out, limits, hop_overhead_s)
         return cache[key]
 
     return T
 
 
 def placement_problem(cluster, model: ModelSpec, costs, memory, mean_in: float, mean_out: float,
-                      limits: BatchLimits = BatchLimits(), hop_overhead_s: float = 0.0):
-    """The :class:`~simulator.placement.problem.PlacementProblem` of a cluster with T(k) from our costs."""
+                      limits: BatchLimits = BatchLimits(), hop_overhead_s: float = 0.0, serving: bool = False):
+    """The :class:`~simulator.placement.problem.PlacementProblem` of a cluster with T(k) from our costs
+    (:func:`capacity_function`)."""
     from .flow import problem_from_cluster
 
-    T = capacity_function(cluster, model, costs, memory, mean_in, mean_out, limits, hop_overhead_s)
+    T = capacity_function(cluster, model, costs, memory, mean_in, mean_out, limits, hop_overhead_s, serving)
     return problem_from_cluster(cluster, model, T, lambda i: memory.max_layers(cluster, model, i), name=cluster.name)

@@ -12,11 +12,17 @@ max-flow from the coordinator through the nodes back to the coordinator.
 *Objective.* With ``objective="paper"`` T(k) is the node's own capacity, as in the
 paper: it ignores that every hop adds latency and that the requests in flight are
 bounded by KV memory, so the optimum is a deep chain that serves worse than shallower
-placements (measured by Helix's authors, project notes ``placement_lesson.md``). The
-default ``objective="depth-aware"`` charges each iteration a fixed
+placements (measured by Helix's authors, project notes ``placement_lesson.md``).
+``objective="depth-aware"`` charges each iteration a fixed
 ``hop_overhead_s`` (the time a token spends per hop beyond compute: link latency and
 the wait for the node's current iteration, see :data:`DEFAULT_HOP_OVERHEAD_S`), so
 holding few layers costs a node capacity and the optimum keeps pipelines short.
+``objective="serving"`` takes T(k) from the serving model instead
+(:func:`simulator.planning.capacity.serving_capacity`: the KV-bound residents over the round trip a
+layer range of k implies, Little's law) and finds the time a hop adds by a fixed point (:func:`_serving_plan`):
+solve with an estimate, predict the solved placement with the serving model
+(:mod:`simulator.planning.serving_model`, Helix's scheduler's routes), take the per-hop time it predicts
+beyond decode compute, solve again; the placement the model predicts serves most is kept.
 
 **Scheduling** (``helix``, paper section 5). Max-flow on the placed cluster gives a
 flow per edge. The coordinator and every node run an interleaved weighted round-robin
@@ -48,7 +54,10 @@ KV_RESERVE_HIGH_WATERMARK = 0.9  # Helix online: reserve expected KV up to 90% o
 # (paper objective: 336.3). Not monotone: near-optimal placements differ in how many routes they
 # open. Tune with --hop-overhead.
 DEFAULT_HOP_OVERHEAD_S = 0.12
-OBJECTIVES = ("depth-aware", "paper")
+OBJECTIVES = ("depth-aware", "paper", "serving")
+# Serving objective's fixed point: the first per-hop estimate (the measured hop cost above), and the most solves
+SERVING_INITIAL_HOP_S = DEFAULT_HOP_OVERHEAD_S
+SERVING_ITERATIONS = 4
 
 
 def build_problem(ctx: PlanContext, hop_overhead_s: float = 0.0) -> PlacementProblem:
@@ -57,21 +66,131 @@ def build_problem(ctx: PlanContext, hop_overhead_s: float = 0.0) -> PlacementPro
                              ctx.limits, hop_overhead_s)
 
 
-@register_planner("helix-milp")
-def plan_helix(ctx: PlanContext) -> Placement:
+def _solve(ctx: PlanContext, problem: PlacementProblem):
+    """(MILP result, whether it came from the plan cache) for ``problem`` under ``ctx``'s stop rule."""
     from ..planning.milp import solve_placement
     from ..planning.milp_stop import DEFAULT_SAFETY_TIME_LIMIT_S
     from ..planning.plan_cache import cached_solve
 
+    stop = {"mip_gap": ctx.options.get("mip_gap", 1e-4), "node_limit": ctx.options.get("node_limit")}
+    return cached_solve(problem, stop, lambda: solve_placement(
+        problem, time_limit=ctx.options.get("time_limit", DEFAULT_SAFETY_TIME_LIMIT_S), **stop))
+
+
+def serving_prediction(ctx: PlanContext, placement: Placement):
+    """The serving model's steady-state offline prediction of ``placement`` served by Helix's scheduler, and
+    the time a hop adds beyond decode compute (route round trip less its stages' decode iterations, per stage,
+    averaged over the routes' request shares)."""
+    import numpy as np
+
+    from ..planning.serving_model import WorkloadStats, predict, route_shares
+
+    sched = HelixScheduler(placement, np.random.default_rng(0), problem=build_problem(ctx),
+                           mean_input=ctx.mean_input, mean_output=ctx.mean_output, limits=ctx.limits,
+                           costs=ctx.costs)
+    stats = WorkloadStats.from_lengths(*ctx.lengths) if ctx.lengths is not None else \
+        WorkloadStats.from_lengths([ctx.mean_input], [ctx.mean_output])
+    routes = route_shares(sched, placement, ctx.costs, stats)
+    pred = predict(placement, ctx.costs, routes, stats, mode="offline", limits=ctx.limits)
+    nodes = pred.details["nodes"]
+    hop, weight = 0.0, 0.0
+    for r in pred.details["routes"]:
+        compute = sum(nodes[n]["decode_iteration_s"] for n in r["nodes"])
+        hop += r["weight"] * max(0.0, r["round_trip_s"] - compute) / len(r["nodes"])
+        weight += r["weight"]
+    return pred, (hop / weight if weight > 0 else SERVING_INITIAL_HOP_S)
+
+
+def _serving_plan(ctx: PlanContext):
+    """The serving objective's fixed point (module docstring): (result, cached, hop_s, iterations) of the
+    solve whose placement the serving model predicts to serve the most decode tokens/s. A user's
+    ``hop_overhead_s`` fixes the per-hop time (one solve)."""
+    fixed = ctx.options.get("hop_overhead_s")
+    hop = SERVING_INITIAL_HOP_S if fixed is None else fixed
+    tried: dict[tuple, tuple] = {}
+    iterations = []
+    for _ in range(1 if fixed is not None else SERVING_ITERATIONS):
+        problem = placement_problem(ctx.cluster, ctx.model, ctx.costs, ctx.memory, ctx.mean_input,
+                                    ctx.mean_output, ctx.limits, hop, serving=True)
+        result, cached = _solve(ctx, problem)
+        key = tuple(sorted(result.ranges.items()))
+        if key in tried:  # a fixed point (or a cycle): this placement was predicted already
+            iterations.append({"hop_s": hop, "milp_flow": result.flow_value, "repeat": True})
+            break
+        placement = Placement(ctx.cluster, ctx.model, dict(result.ranges), "helix-milp", memory=ctx.memory)
+        pred, measured = serving_prediction(ctx, placement)
+        tried[key] = (pred.decode_tokens_per_s, -len(tried), result, cached, hop)
+        iterations.append({"hop_s": hop, "milp_flow": result.flow_value,
+                           "predicted_decode_tokens_per_s": pred.decode_tokens_per_s, "measured_hop_s": measured})
+        hop = measured
+    _, _, result, cached, hop = max(tried.values(), key=lambda t: t[:2])  # ties: the earliest
+    return result, cached, hop, iterations
+
+
+def per_type_ranges(ctx: PlanContext, overhead: float) -> tuple[dict, dict]:
+    """The MILP solved on each machine type's nodes alone (Helix's artifact planned LLaMA-30B so, per GPU type,
+    project notes helix.md section 4), the ranges of every type that can hold the model together, in the whole
+    cluster's node ids; and the types left out, with why."""
+    from dataclasses import replace
+
+    by_type: dict[str, list[int]] = {}
+    for node in ctx.cluster.nodes:
+        by_type.setdefault(node.machine.name, []).append(node.id)
+    ranges, skipped = {}, {}
+    if len(by_type) < 2:
+        return {}, {}
+    for mtype, nodes in by_type.items():
+        try:
+            sub = ctx.cluster.subset(nodes, f"{ctx.cluster.name}:{mtype}")
+        except SimError as e:  # a derived cluster with shared NICs
+            return {}, {"every type": str(e)}
+        held = sum(ctx.memory.max_layers(sub, ctx.model, i) for i in range(len(nodes)))
+        if held < ctx.model.layers:
+            skipped[mtype] = f"{len(nodes)} nodes hold {held} < {ctx.model.layers} layers"
+            continue
+        result, _ = _solve(ctx, build_problem(replace(ctx, cluster=sub), overhead))
+        if result.flow_value <= 0:
+            skipped[mtype] = "no flow"
+            continue
+        ranges.update({nodes[i]: r for i, r in result.ranges.items()})
+    return ranges, skipped
+
+
+def _best_variant(ctx: PlanContext, whole: Placement, overhead: float, notes: dict) -> Placement:
+    """``whole`` (the MILP over the whole cluster) or the per-type solves (:func:`per_type_ranges`), whichever
+    the serving model predicts serves more decode tokens/s (ties keep ``whole``); both are listed in ``notes``."""
+    ranges, skipped = per_type_ranges(ctx, overhead)
+    variants = [("whole cluster", whole)]
+    if ranges and ranges != whole.ranges:
+        variants.append(("per machine type", Placement(ctx.cluster, ctx.model, ranges, "helix-milp",
+                                                       memory=ctx.memory)))
+    scored = []
+    for name, placement in variants:
+        pred, _ = serving_prediction(ctx, placement)
+        scored.append((pred.decode_tokens_per_s, name, placement))
+    best = max(scored, key=lambda t: t[0])  # max keeps the first (the whole cluster's) on ties
+    notes["milp_variants"] = [{"variant": name, "predicted_decode_tokens_per_s": v, "chosen": name == best[1]}
+                              for v, name, _ in scored]
+    if skipped:
+        notes["milp_variants_types_left_out"] = skipped
+    return best[2]
+
+
+@register_planner("helix-milp")
+def plan_helix(ctx: PlanContext) -> Placement:
     objective = ctx.options.get("objective", "depth-aware")
     if objective not in OBJECTIVES:
         raise SimError(f"unknown objective '{objective}'; known: {', '.join(OBJECTIVES)}")
-    overhead = ctx.options.get("hop_overhead_s", DEFAULT_HOP_OVERHEAD_S) if objective == "depth-aware" else 0.0
-    problem = build_problem(ctx, overhead)
-    stop = {"mip_gap": ctx.options.get("mip_gap", 1e-4), "node_limit": ctx.options.get("node_limit")}
-    result, cached = cached_solve(problem, stop, lambda: solve_placement(
-        problem, time_limit=ctx.options.get("time_limit", DEFAULT_SAFETY_TIME_LIMIT_S), **stop))
+    extra = {}
+    if objective == "serving":
+        result, cached, overhead, extra["serving_iterations"] = _serving_plan(ctx)
+    else:
+        overhead = ctx.options.get("hop_overhead_s", DEFAULT_HOP_OVERHEAD_S) if objective == "depth-aware" else 0.0
+        result, cached = _solve(ctx, build_problem(ctx, overhead))
     placement = Placement(ctx.cluster, ctx.model, dict(result.ranges), "helix-milp", memory=ctx.memory)
+    if objective != "paper" and ctx.options.get("per_type", True):
+        placement = _best_variant(ctx, placement, overhead, extra)
+    placement.notes.update(extra)
     placement.notes.update(objective=objective, hop_overhead_s=overhead, milp_objective=result.objective,
                            milp_flow=result.flow_value, milp_bound=result.bound, milp_gap=result.gap,
                            milp_seconds=result.seconds, milp_method=result.method,

@@ -28,6 +28,7 @@ class PlanContext:
     memory: MemoryModel = field(default_factory=MemoryModel)
     limits: BatchLimits = field(default_factory=BatchLimits)
     options: dict = field(default_factory=dict)  # planner options (time_limit, mip_gap, objective...)
+    lengths: tuple | None = None  # (input tokens, output tokens) per request of the workload, when known
 
 
 PLANNERS: dict[str, Callable[[PlanContext], Placement]] = {}

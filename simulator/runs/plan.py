@@ -133,7 +133,7 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
 
     from ..policies import PlanContext, plan, resolve_policy
     from .execute import build_setup, build_workload, planner_options
-    from .spec import verify
+    from .spec import verify, workload_lengths
     from ..planning.capacity import BatchLimits, placement_problem
 
     seeds = np.random.SeedSequence(spec.seed).spawn(3)
@@ -145,7 +145,7 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
     # is named, since the plan itself does not depend on the scheduler
     planner, sched = resolve_policy(spec.policy, spec.placement, spec.scheduler or (None if spec.policy else "random"))
     ctx = PlanContext(cluster, model, costs, workload.mean_input(), workload.mean_output(),
-                      np.random.default_rng(seeds[1]), memory, limits, planner_options(spec))
+                      np.random.default_rng(seeds[1]), memory, limits, planner_options(spec), workload_lengths(workload))
     t0 = time.perf_counter()
     placement = plan(planner, ctx)
     if spec.verify_candidates and placement.serving is None:

@@ -225,13 +225,18 @@ def prepare(spec: RunSpec) -> Prepared:
     limits = BatchLimits(spec.max_seqs, spec.max_tokens)
     planner, sched = resolve_policy(spec.policy, spec.placement, spec.scheduler)
     ctx = PlanContext(cluster, model, costs, workload.mean_input(), workload.mean_output(), rng_plan, memory, limits,
-                      planner_options(spec))
+                      planner_options(spec), workload_lengths(workload))
     placement = plan(planner, ctx)
     if spec.verify_candidates and placement.serving is None:
         placement = verify(spec, ctx, planner, placement, sched, model)
     placement.partial_inference |= spec.partial_inference
     bound, scheduler = serving_parts(ctx, placement, sched, rng_sched, placement.partial_inference)
     return Prepared(spec, cluster, model, memory, costs, workload, placement, scheduler, limits, planner, sched, bound)
+
+
+def workload_lengths(workload: Workload) -> tuple:
+    """(input tokens, output tokens) per request: what a planner's serving model takes of the workload."""
+    return ([r.input_tokens for r in workload.requests], [r.output_tokens for r in workload.requests])
 
 
 def prepared_from(spec: RunSpec, ctx: PlanContext, workload: Workload, placement: Placement, sched: str,
