@@ -7,5 +7,9 @@ behind it only as a safety net. Reaching the safety limit is reported (``sim pla
 ``milp_time_limit_reached``) and makes that placement depend on the machine's speed.
 """
 
-DEFAULT_NODE_LIMIT = 100  # nodes per solve: helix-42node / Llama-2-70B plans in about a minute on 2 cores
+# Nodes per solve. Measured (Llama-2-70B and LLaMA-30B on helix-single24, helix-3region, helix-42node,
+# helix-10node, hexgen2-het1, tiny3; Helix's tables): 20 and 100 nodes give the same placement everywhere but
+# hexgen2-het1 / 70B (max-flow 11910.9 vs 11928.5 tokens/s, -0.15 %), in half the time (helix-single24 / 70B
+# 8.9 vs 25.7 s, helix-42node / 70B 19.4 vs 54.4 s on 2 cores); on the Helix presets neither beats the warm start.
+DEFAULT_NODE_LIMIT = 20
 DEFAULT_SAFETY_TIME_LIMIT_S = 600.0
