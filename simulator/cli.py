@@ -85,7 +85,8 @@ def run_options(f):
                           "on large clusters)"),
         click.option("--partial-inference", is_flag=True, help="allow routes that skip held layers"),
         click.option("--objective", type=click.Choice(["depth-aware", "paper", "serving"]), default="depth-aware",
-                     show_default=True, help="helix-milp: T(k) with a per-hop overhead, Helix's own (paper), or from the serving model with a fixed-point hop time (serving)"),
+                     show_default=True, help="helix-milp: T(k) with a per-hop overhead, Helix's own (paper), or "
+                                             "from the serving model with a fixed-point hop time (serving)"),
         click.option("--hop-overhead", type=TIME, default=None, help="helix-milp depth-aware: time per hop"),
         click.option("--time-limit", type=TIME, default=DEFAULT_SAFETY_TIME_LIMIT_S, show_default=True,
                      help="MILP wall-clock limit: a safety net behind --milp-nodes (reaching it is reported)"),

@@ -78,8 +78,8 @@ def test_per_type_variant_keeps_types_apart_and_the_better_prediction_wins():
     from simulator.placement.model import Placement
     from simulator.planning.flow import max_flow
 
-    ranges, skipped = per_type_ranges(c, DEFAULT_HOP_OVERHEAD_S)
-    assert not skipped
+    ranges, skipped, results = per_type_ranges(c, DEFAULT_HOP_OVERHEAD_S)
+    assert not skipped and len(results) == 3
     types = {c.cluster.nodes[i].machine.name for i in ranges}
     assert types == {n.machine.name for n in c.cluster.nodes}
     for mtype in types:  # each type alone carries the whole model
@@ -94,6 +94,49 @@ def test_per_type_variant_keeps_types_apart_and_the_better_prediction_wins():
     best = max(variants, key=lambda v: v["predicted_decode_tokens_per_s"])
     assert best["chosen"] and sum(v["chosen"] for v in variants) == 1
     if best["variant"] == "per machine type":
-        assert placement.ranges == ranges
+        assert placement.ranges == ranges and placement.groups
+        assert placement.notes["milp_flow"] == pytest.approx(sum(r.flow_value for _, r, _ in results))
     off = plan("helix-milp", ctx("helix-single24", "llama1-30b", per_type=False))
     assert "milp_variants" not in off.notes
+
+
+def test_groups_keep_helix_routes_inside_one_machine_type():
+    """Separate pipelines of helix-single24 / LLaMA-30B meet at layer boundaries (A100 [0, 15) ends where a T4
+    range starts), so without groups Helix's max-flow routes tokens across types; with each type as a group
+    every route, and every edge with flow, stays inside one type."""
+    from dataclasses import replace
+
+    from simulator.policies import make_scheduler
+    from simulator.policies.helix import build_problem
+    from simulator.planning.flow import placement_flow
+    from simulator.placement.problem import SINK, SOURCE
+
+    c = ctx("helix-single24", "llama1-30b")
+    sep = plan("separate", c)
+    mtype = {n.id: n.machine.name for n in c.cluster.nodes}
+
+    def crossing(placement) -> int:
+        flow = placement_flow(placement, build_problem(c))
+        return sum(1 for a in [SOURCE, *placement.nodes] for b, f in flow.out_flows(a).items()
+                   if f > 0 and a != SOURCE and b != SINK and mtype[a] != mtype[b])
+
+    assert crossing(sep) > 0  # the premise: without groups the flow crosses types
+    grouped = replace(sep, groups=[list(p) for p in sep.pipelines])
+    assert crossing(grouped) == 0
+    s = make_scheduler("helix", grouped, np.random.default_rng(0), problem=build_problem(c))
+    from simulator.workload.requests import Request
+    from test_helix import NoView
+
+    for i in range(200):
+        r = s.route(Request(i, 0.0, 500, 100), NoView())
+        assert len({mtype[n] for n in r.nodes}) == 1
+    # a JSON placement keeps its groups
+    import json
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "p.json"
+        path.write_text(json.dumps(grouped.to_dict()))
+        again = plan(str(path), c)
+        assert again.groups == grouped.groups

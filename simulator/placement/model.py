@@ -104,6 +104,14 @@ class Placement:
     # Disaggregated serving (HexGen-2, DistServe): the simulator.planning.disagg.plan.ServingPlan whose
     # stages are this placement's nodes (the cluster is then its stage cluster).
     serving: object | None = None
+    # Sub-clusters served apart (node lists, disjoint): a route never leaves the group it enters (the
+    # per-machine-type variant of helix-milp: Helix's artifact planned and served each GPU type on its own).
+    # None: any node may follow any other whose range starts where it ends.
+    groups: list[list[int]] | None = None
+
+    def group_of(self) -> dict[int, int] | None:
+        """Node -> index of its group, or None without groups."""
+        return {n: g for g, nodes in enumerate(self.groups) for n in nodes} if self.groups else None
 
     def layers(self, node: int) -> int:
         s, e = self.ranges.get(node, (0, 0))
@@ -160,6 +168,7 @@ class Placement:
             "ranges": {self.cluster.nodes[n].name: list(r) for n, r in sorted(self.ranges.items())},
             "pipelines": [[self.cluster.nodes[n].name for n in p] for p in self.pipelines] if self.pipelines else None,
             "partial_inference": self.partial_inference,
+            "groups": [[self.cluster.nodes[n].name for n in g] for g in self.groups] if self.groups else None,
             "notes": self.notes,
         }
 

@@ -134,6 +134,17 @@ def valid_edges(problem: PlacementProblem, ranges: Ranges, partial: bool = False
     return sorted(edges, key=lambda ab: (_order(ab[0]), _order(ab[1])))
 
 
+def within_groups(problem: PlacementProblem, groups: list[list[int]] | None) -> PlacementProblem:
+    """``problem`` without the links between nodes of different ``groups`` (:attr:`Placement.groups`: sub-clusters
+    served apart); the coordinator's links stay. ``problem`` itself when there are no groups."""
+    if not groups:
+        return problem
+    group = {n: g for g, nodes in enumerate(groups) for n in nodes}
+    links = {(a, b): c for (a, b), c in problem.links.items()
+             if not (isinstance(a, int) and isinstance(b, int) and group.get(a) != group.get(b))}
+    return PlacementProblem(problem.layers, problem.nodes, links, problem.name, dict(problem.notes))
+
+
 def max_flow(problem: PlacementProblem, ranges: Ranges, partial: bool = False) -> FlowResult:
     """Max-flow from SOURCE to SINK (tokens/s) of ``problem`` placed as ``ranges``.
 
@@ -202,7 +213,7 @@ def placement_flow(placement: Placement, problem: PlacementProblem, partial: boo
     if problem.layers != placement.model.layers:
         raise SimError(f"problem '{problem.name}' has {problem.layers} layers but {placement.model.name} has "
                        f"{placement.model.layers}")
-    return max_flow(problem, placement.ranges, partial)
+    return max_flow(within_groups(problem, placement.groups), placement.ranges, partial)
 
 
 # ---- problems ---------------------------------------------------------------------
@@ -467,6 +478,21 @@ def _read_json_ranges(path: Path, names: list[str], layers: int | None) -> Range
         if e > s:
             ranges[index[name]] = (s, e)
     return ranges
+
+
+def read_placement_groups(path, cluster: Cluster) -> list[list[int]] | None:
+    """The ``groups`` of one of our JSON placements (:attr:`Placement.groups`), as node ids; None when it has
+    none (and for Helix's ``.ini`` files)."""
+    path = Path(path)
+    if path.suffix != ".json":
+        return None
+    groups = json.loads(path.read_text(encoding="utf-8")).get("groups")
+    if groups is None:
+        return None
+    names = {n.name: n.id for n in cluster.nodes}
+    if not (isinstance(groups, list) and all(isinstance(g, list) and all(x in names for x in g) for g in groups)):
+        raise SimError(f"{path}: groups: expected lists of node names of cluster '{cluster.name}'")
+    return [[names[x] for x in g] for g in groups]
 
 
 def write_ranges_json(path, ranges: Ranges | Placement, cluster_or_problem: Cluster | PlacementProblem | None = None, *,

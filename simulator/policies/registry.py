@@ -77,10 +77,10 @@ def is_placement_file(name: str) -> bool:
 
 def plan(name: str, ctx: PlanContext) -> Placement:
     if is_placement_file(name):
-        from ..planning.flow import read_placement_file
+        from ..planning.flow import read_placement_file, read_placement_groups
 
         placement = Placement(ctx.cluster, ctx.model, read_placement_file(name, ctx.cluster), f"file:{name}",
-                              memory=ctx.memory)
+                              memory=ctx.memory, groups=read_placement_groups(name, ctx.cluster))
         placement.validate()
         return placement
     placement = _lookup("placement", name, PLANNERS)(ctx)

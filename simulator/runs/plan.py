@@ -135,6 +135,7 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
     from .execute import build_setup, build_workload, planner_options
     from .spec import verify, workload_lengths
     from ..planning.capacity import BatchLimits, placement_problem
+    from ..planning.flow import within_groups
 
     seeds = np.random.SeedSequence(spec.seed).spawn(3)
     cluster, model, memory, costs = build_setup(spec)
@@ -156,7 +157,8 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
     problem = placement_problem(cluster, model, costs, memory, ctx.mean_input, ctx.mean_output, limits)
     notes = {k: v for k, v in placement.notes.items() if not k.startswith("milp_") and k != "candidates"}
     notes["mean input/output"] = f"{ctx.mean_input:.0f} / {ctx.mean_output:.0f} tokens"
-    rep = report_for(problem, placement.ranges, partial=spec.partial_inference or placement.partial_inference,
+    rep = report_for(within_groups(problem, placement.groups), placement.ranges,
+                     partial=spec.partial_inference or placement.partial_inference,
                      extra=notes)
     n = placement.notes
     if "milp_objective" in n:

@@ -19,7 +19,7 @@ import numpy as np
 from ..cluster.model import Cluster, load_cluster
 from ..costs import CostModel
 from ..errors import SimError
-from ..planning.flow import max_flow
+from ..planning.flow import max_flow, within_groups
 from ..planning.milp_stop import DEFAULT_NODE_LIMIT, DEFAULT_SAFETY_TIME_LIMIT_S
 from ..catalog.models import ModelSpec, load_model
 from ..placement.model import KV_MEMORY, MemoryModel, Placement, check_fits
@@ -256,7 +256,7 @@ def serving_parts(ctx: PlanContext, placement: Placement, sched: str, rng: np.ra
     else:
         problem = placement_problem(ctx.cluster, ctx.model, ctx.costs, ctx.memory, ctx.mean_input, ctx.mean_output,
                                     ctx.limits)
-        bound = max_flow(problem, placement.ranges, partial=partial).value
+        bound = max_flow(within_groups(problem, placement.groups), placement.ranges, partial=partial).value
     scheduler = make_scheduler(sched, placement, rng, partial_inference=partial, problem=problem,
                                mean_input=ctx.mean_input, mean_output=ctx.mean_output, limits=ctx.limits,
                                costs=ctx.costs)

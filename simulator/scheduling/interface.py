@@ -139,12 +139,14 @@ class LayerGraph:
         ranges = {n: placement.ranges[n] for n in placement.nodes}
         self.entries = [n for n, (s, _) in ranges.items() if s == 0]
         self.succ: dict[int, list[int]] = {}
+        group = placement.group_of()  # routes stay inside their group (Placement.groups)
         for i, (_, ei) in ranges.items():
             if ei == L:
                 self.succ[i] = []
                 continue
             self.succ[i] = [j for j, (sj, ej) in ranges.items()
-                            if j != i and (sj == ei or (partial and sj <= ei < ej))]
+                            if j != i and (sj == ei or (partial and sj <= ei < ej))
+                            and (group is None or group.get(i) == group.get(j))]
         # keep only nodes from which the last layer is reachable
         good = {n for n, (_, e) in ranges.items() if e == L}
         changed = True
