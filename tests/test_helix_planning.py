@@ -74,11 +74,11 @@ def test_per_type_variant_keeps_types_apart_and_the_better_prediction_wins():
     """helix-single24 / LLaMA-30B: the per-type solves hold each machine type's pipelines on its own nodes;
     the planner keeps whichever variant the serving model predicts serves more, and lists both."""
     c = ctx("helix-single24", "llama1-30b")
-    from simulator.policies.helix import DEFAULT_HOP_OVERHEAD_S, per_type_ranges
+    from simulator.policies.helix import DEFAULT_HOP_OVERHEAD_S, GROUPINGS, grouped_ranges
     from simulator.placement.model import Placement
     from simulator.planning.flow import max_flow
 
-    ranges, skipped, results = per_type_ranges(c, DEFAULT_HOP_OVERHEAD_S)
+    ranges, skipped, results = grouped_ranges(c, DEFAULT_HOP_OVERHEAD_S, GROUPINGS["per machine type"])
     assert not skipped and len(results) == 3
     types = {c.cluster.nodes[i].machine.name for i in ranges}
     assert types == {n.machine.name for n in c.cluster.nodes}
@@ -90,13 +90,13 @@ def test_per_type_variant_keeps_types_apart_and_the_better_prediction_wins():
     assert max_flow(build_problem(c), ranges).value > 0
     placement = plan("helix-milp", c)
     variants = placement.notes["milp_variants"]
-    assert [v["variant"] for v in variants] == ["whole cluster", "per machine type"]
+    assert [v["variant"] for v in variants] == ["whole cluster", "per machine type"]  # one region: no per-region
     best = max(variants, key=lambda v: v["predicted_decode_tokens_per_s"])
     assert best["chosen"] and sum(v["chosen"] for v in variants) == 1
     if best["variant"] == "per machine type":
         assert placement.ranges == ranges and placement.groups
         assert placement.notes["milp_flow"] == pytest.approx(sum(r.flow_value for _, r, _ in results))
-    off = plan("helix-milp", ctx("helix-single24", "llama1-30b", per_type=False))
+    off = plan("helix-milp", ctx("helix-single24", "llama1-30b", variants=False))
     assert "milp_variants" not in off.notes
 
 

@@ -127,70 +127,83 @@ def _serving_plan(ctx: PlanContext):
     return result, cached, hop, iterations
 
 
-def per_type_ranges(ctx: PlanContext, overhead: float) -> tuple[dict, dict]:
-    """The MILP solved on each machine type's nodes alone (Helix's artifact planned LLaMA-30B so, per GPU type,
-    project notes helix.md section 4), the ranges of every type that can hold the model together, in the whole
-    cluster's node ids; and the types left out, with why. The placement serves each type apart
-    (:attr:`Placement.groups`): a request routed to one type's nodes stays on them, as in Helix's per-type runs
-    (without that, Helix's max-flow sends tokens across types wherever range boundaries meet: helix-single24 /
-    LLaMA-30B served 263.3 decode tokens/s against 417.8 kept apart)."""
+# The groupings the planner also solves apart (:func:`grouped_ranges`): name -> the key that groups a node
+GROUPINGS = {"per machine type": lambda node: node.machine.name, "per region": lambda node: node.region}
+
+
+def grouped_ranges(ctx: PlanContext, overhead: float, key) -> tuple[dict, dict, list]:
+    """The MILP solved on each group of nodes alone (nodes grouped by ``key(node)``: a GPU type, as Helix's
+    artifact planned LLaMA-30B, project notes helix.md section 4; or a region, so no token crosses a slow
+    inter-region link): (the ranges of every group that can hold the model, in the whole cluster's node ids;
+    the groups left out, with why; (group, MILP result, cached) per solve). The placement serves each group
+    apart (:attr:`Placement.groups`): a request routed to one group's nodes stays on them, as in Helix's
+    per-type runs (without that, Helix's max-flow sends tokens across types wherever range boundaries meet:
+    helix-single24 / LLaMA-30B served 263.3 decode tokens/s against 417.8 kept apart). Nothing (three empty
+    results) when every node falls in one group."""
     from dataclasses import replace
 
-    by_type: dict[str, list[int]] = {}
+    by_key: dict[str, list[int]] = {}
     for node in ctx.cluster.nodes:
-        by_type.setdefault(node.machine.name, []).append(node.id)
+        by_key.setdefault(str(key(node)), []).append(node.id)
     ranges, skipped, results = {}, {}, []
-    if len(by_type) < 2:
+    if len(by_key) < 2:
         return {}, {}, []
-    for mtype, nodes in by_type.items():
+    for name, nodes in by_key.items():
         try:
-            sub = ctx.cluster.subset(nodes, f"{ctx.cluster.name}:{mtype}")
+            sub = ctx.cluster.subset(nodes, f"{ctx.cluster.name}:{name}")
         except SimError as e:  # a derived cluster with shared NICs
-            return {}, {"every type": str(e)}, []
+            return {}, {"every group": str(e)}, []
         held = sum(ctx.memory.max_layers(sub, ctx.model, i) for i in range(len(nodes)))
         if held < ctx.model.layers:
-            skipped[mtype] = f"{len(nodes)} nodes hold {held} < {ctx.model.layers} layers"
+            skipped[name] = f"{len(nodes)} nodes hold {held} < {ctx.model.layers} layers"
             continue
         result, cached = _solve(ctx, build_problem(replace(ctx, cluster=sub), overhead))
         if result.flow_value <= 0:
-            skipped[mtype] = "no flow"
+            skipped[name] = "no flow"
             continue
         ranges.update({nodes[i]: r for i, r in result.ranges.items()})
-        results.append((mtype, result, cached))
+        results.append((name, result, cached))
     return ranges, skipped, results
 
 
+def _summed_solves(label: str, solves: list) -> dict:
+    """The placement notes of several MILP solves taken together (a grouped variant's)."""
+    results = [r for _, r, _ in solves]
+    flow, bound = sum(r.flow_value for r in results), sum(r.bound for r in results)
+    return dict(milp_objective=sum(r.objective for r in results), milp_flow=flow, milp_bound=bound,
+                milp_gap=(bound - flow) / bound if bound > 0 else 0.0, milp_seconds=sum(r.seconds for r in results),
+                milp_method=f"{label}: " + ", ".join(f"{g} {r.method}" for g, r, _ in solves),
+                milp_warm_start=sum(r.warm_start_value for r in results),
+                milp_status="; ".join(r.status for r in results if r.status),
+                milp_time_limit_reached=any(r.details.get("time_limit_reached", False) for r in results),
+                milp_cached=all(c for *_, c in solves))
+
+
 def _best_variant(ctx: PlanContext, whole: Placement, overhead: float, notes: dict) -> Placement:
-    """``whole`` (the MILP over the whole cluster) or the per-type solves (:func:`per_type_ranges`), whichever
-    the serving model predicts serves more decode tokens/s (ties keep ``whole``); both are listed in ``notes``."""
-    ranges, skipped, results = per_type_ranges(ctx, overhead)
-    variants = [("whole cluster", whole)]
-    if ranges:
-        by_type: dict[str, list[int]] = {}
+    """``whole`` (the MILP over the whole cluster) or a grouped variant (:data:`GROUPINGS`,
+    :func:`grouped_ranges`), whichever the serving model predicts serves more decode tokens/s (ties keep the
+    earlier, ``whole`` first); all are listed in ``notes``."""
+    variants = [("whole cluster", whole, [])]
+    for label, key in GROUPINGS.items():
+        ranges, skipped, solves = grouped_ranges(ctx, overhead, key)
+        if skipped:
+            notes.setdefault("milp_variants_left_out", {})[label] = skipped
+        if not ranges or any(ranges == v[1].ranges for v in variants):
+            continue
+        groups: dict[str, list[int]] = {}
         for n in sorted(ranges):
-            by_type.setdefault(ctx.cluster.nodes[n].machine.name, []).append(n)
-        variants.append(("per machine type", Placement(ctx.cluster, ctx.model, ranges, "helix-milp",
-                                                       memory=ctx.memory, groups=list(by_type.values()))))
+            groups.setdefault(str(key(ctx.cluster.nodes[n])), []).append(n)
+        variants.append((label, Placement(ctx.cluster, ctx.model, ranges, "helix-milp", memory=ctx.memory,
+                                          groups=list(groups.values())), solves))
     scored = []
-    for name, placement in variants:
+    for label, placement, solves in variants:
         pred, _ = serving_prediction(ctx, placement)
-        scored.append((pred.decode_tokens_per_s, name, placement))
-    best = max(scored, key=lambda t: t[0])  # max keeps the first (the whole cluster's) on ties
-    notes["milp_variants"] = [{"variant": name, "predicted_decode_tokens_per_s": v, "chosen": name == best[1]}
-                              for v, name, _ in scored]
-    if skipped:
-        notes["milp_variants_types_left_out"] = skipped
-    if best[1] == "per machine type":  # the solver's figures are the per-type solves', summed
-        per_type, results = results, [r for _, r, _ in results]
-        flow, bound = sum(r.flow_value for r in results), sum(r.bound for r in results)
-        notes["milp_per_type"] = dict(
-            milp_objective=sum(r.objective for r in results), milp_flow=flow, milp_bound=bound,
-            milp_gap=(bound - flow) / bound if bound > 0 else 0.0, milp_seconds=sum(r.seconds for r in results),
-            milp_method="per machine type: " + ", ".join(f"{t} {r.method}" for t, r, _ in per_type),
-            milp_warm_start=sum(r.warm_start_value for r in results),
-            milp_status="; ".join(r.status for r in results if r.status),
-            milp_time_limit_reached=any(r.details.get("time_limit_reached", False) for r in results),
-            milp_cached=all(c for *_, c in per_type))
+        scored.append((pred.decode_tokens_per_s, label, placement, solves))
+    best = max(scored, key=lambda t: t[0])  # max keeps the first on ties
+    notes["milp_variants"] = [{"variant": label, "predicted_decode_tokens_per_s": v, "chosen": label == best[1]}
+                              for v, label, *_ in scored]
+    if best[3]:  # the solver's figures are the grouped solves', summed
+        notes["milp_grouped"] = _summed_solves(best[1], best[3])
     return best[2]
 
 
@@ -206,9 +219,9 @@ def plan_helix(ctx: PlanContext) -> Placement:
         overhead = ctx.options.get("hop_overhead_s", DEFAULT_HOP_OVERHEAD_S) if objective == "depth-aware" else 0.0
         result, cached = _solve(ctx, build_problem(ctx, overhead))
     placement = Placement(ctx.cluster, ctx.model, dict(result.ranges), "helix-milp", memory=ctx.memory)
-    if objective != "paper" and ctx.options.get("per_type", True):
+    if objective != "paper" and ctx.options.get("variants", True):
         placement = _best_variant(ctx, placement, overhead, extra)
-    per_type = extra.pop("milp_per_type", {})
+    grouped = extra.pop("milp_grouped", {})
     placement.notes.update(extra)
     placement.notes.update(objective=objective, hop_overhead_s=overhead, milp_objective=result.objective,
                            milp_flow=result.flow_value, milp_bound=result.bound, milp_gap=result.gap,
@@ -216,7 +229,7 @@ def plan_helix(ctx: PlanContext) -> Placement:
                            milp_warm_start=result.warm_start_value, milp_status=result.status,
                            milp_time_limit_reached=result.details.get("time_limit_reached", False),
                            milp_cached=cached)
-    placement.notes.update(per_type)  # when chosen, the per-type solves' figures replace the whole cluster's
+    placement.notes.update(grouped)  # when chosen, the grouped solves' figures replace the whole cluster's
     return placement
 
 
