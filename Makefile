@@ -90,6 +90,7 @@ bench: install-torch
 	$(PY) -m benchmarks.hexgen2_planner
 	$(PY) -m benchmarks.live_validation
 	$(PY) -m benchmarks.serving_model_accuracy --grid full
+	$(PY) -m benchmarks.helix_vs_baselines
 
 lint: install
 	$(VENV)/bin/ruff check simulator profiler runtime experiments tests benchmarks
