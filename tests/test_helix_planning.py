@@ -140,3 +140,24 @@ def test_groups_keep_helix_routes_inside_one_machine_type():
         path.write_text(json.dumps(grouped.to_dict()))
         again = plan(str(path), c)
         assert again.groups == grouped.groups
+
+
+def test_sim_plan_json_carries_the_groups_sim_run_reads(tmp_path):
+    """A grouped placement written by ``sim plan --out`` is served group by group by ``sim run --placement``."""
+    import json
+
+    from simulator.planning.flow import read_placement_groups
+    from simulator.runs.plan import plan_from_spec
+    from simulator.runs.spec import RunSpec
+
+    spec = RunSpec(cluster="helix-single24", model="llama1-30b", policy="helix", trace="synthetic:conv",
+                   roofline_only=True, mode="offline", progress=False, milp_nodes=20)
+    rep, placement = plan_from_spec(spec)
+    doc = rep.as_json()
+    assert "variants (predicted decode tokens/s)" in doc
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(doc, default=str))
+    if placement.groups:
+        assert read_placement_groups(path, placement.cluster) == placement.groups
+    else:
+        assert read_placement_groups(path, placement.cluster) is None

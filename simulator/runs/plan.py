@@ -157,6 +157,12 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
     problem = placement_problem(cluster, model, costs, memory, ctx.mean_input, ctx.mean_output, limits)
     notes = {k: v for k, v in placement.notes.items() if not k.startswith("milp_") and k != "candidates"}
     notes["mean input/output"] = f"{ctx.mean_input:.0f} / {ctx.mean_output:.0f} tokens"
+    if "milp_variants" in placement.notes:  # helix-milp's variants, each with the serving model's prediction
+        notes["variants (predicted decode tokens/s)"] = ", ".join(
+            f"{v['variant']} {v['predicted_decode_tokens_per_s']:.1f}" + (" (chosen)" if v["chosen"] else "")
+            for v in placement.notes["milp_variants"])
+    if placement.groups:  # served group by group: a JSON placement must carry them (sim run --placement)
+        notes["groups"] = [[cluster.nodes[n].name for n in g] for g in placement.groups]
     rep = report_for(within_groups(problem, placement.groups), placement.ranges,
                      partial=spec.partial_inference or placement.partial_inference,
                      extra=notes)
