@@ -43,13 +43,10 @@ EXPLAIN = {
         "Our Swarm is admitted by the same KV rule as Helix; at the artifact's 180 in flight (swarm@180 row) "
         "Helix's margin is larger than the paper's: the paper's ratio lies between the two protocols.",
     ("helix-single24", "llama1-30b", "helix/swarm", "offline"):
-        "For LLaMA-30B Helix's artifact solved the MILP per GPU type and summed the three (project notes helix.md "
-        "section 4), a separate-pipelines placement, which is why the paper has Helix close to SP; our MILP places "
-        "the whole cluster and mixes types in one pipeline, which our engine serves no better than Swarm, and below "
-        "our SP.",
-    ("helix-3region", "llama1-30b", "helix/swarm", "offline"):
-        "As on single-24 / 30B: Helix's artifact planned 30B per GPU type (close to SP, notes helix.md section 4) "
-        "where our MILP mixes types across regions; the paper's table does not say offline or online here.",
+        "Like Helix's artifact (the MILP per GPU type, summed: project notes helix.md section 4) our planner serves "
+        "LLaMA-30B per GPU type here (its per-type variant, chosen by the serving model), so Helix is close to SP as "
+        "in the paper; our Swarm is admitted by the same KV rule as Helix, where the artifact fed Swarm by its own "
+        "protocol (on 70B, 180 in flight: the swarm@180 row).",
     ("helix-42node", "llama2-70b", "helix/swarm", "offline"):
         "Swarm's placement has a higher max-flow than the MILP's here, in our cost model and in Helix's own "
         "(its stored Swarm placement 4892 vs Gurobi's 4137 tokens/s, shared milp/README.md), so Helix's published "
