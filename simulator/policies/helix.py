@@ -24,6 +24,11 @@ solve with an estimate, predict the solved placement with the serving model
 (:mod:`simulator.planning.serving_model`, Helix's scheduler's routes), take the per-hop time it predicts
 beyond decode compute, solve again; the placement the model predicts serves most is kept.
 
+*Variants.* Besides the whole cluster, the planner solves each GPU type's nodes and each region's nodes
+on their own (:data:`GROUPINGS`, :func:`grouped_ranges`; Helix's artifact planned LLaMA-30B per GPU type)
+and keeps the placement the serving model predicts serves most (:func:`_best_variant`). A grouped
+placement is served group by group (:attr:`~simulator.placement.model.Placement.groups`).
+
 **Scheduling** (``helix``, paper section 5). Max-flow on the placed cluster gives a
 flow per edge. The coordinator and every node run an interleaved weighted round-robin
 over their outgoing edges: among feasible successors take the one with the smallest
