@@ -88,15 +88,15 @@ EXPLAIN = {
         "token) across 25 Gb/s links (mean 0.5-2.6 s) and deliver 21-46 % of their max-flow bound, against 51 % on "
         "the NVLink machine.",
     ("budget", "opt-30b", "best of hexgen2, helix"):
-        "Helix needs no KV hand-off, so the family catches the H100 machine under Helix (DistServe's baseline below "
-        "its price, HexGen-2's own stronger one only at the top of the family), never under HexGen-2.",
+        "Helix needs no KV hand-off, so the family catches the H100 machine under Helix (DistServe's baseline at "
+        "two thirds of its price, HexGen-2's own stronger one at 130 %), never under HexGen-2.",
     ("budget", "llama2-70b", "hexgen2"):
         "Llama-2-70B's 140 GB spans several of the mixes' 1- to 4-GPU machines, so replicas pipeline over 25 Gb/s "
         "(TPOT p50 0.12-0.28 s against 0.07 s on h100x8) and the mixes deliver 42-70 % of their max-flow bound "
         "against 95 % on the NVLink machine; HexGen-2 catches up only at 160 %.",
     ("budget", "llama2-70b", "best of hexgen2, helix"):
-        "No mix reaches the baseline under Helix either (Helix's 70B pipelines also cross the 25 Gb/s links), so "
-        "the answer is HexGen-2's (row above).",
+        "Under Helix the family reaches both baselines at 130 %, one step before HexGen-2 (160 %, row above): "
+        "Helix's pipelines pass activations between machines, not each prompt's KV.",
 }
 
 
