@@ -65,10 +65,11 @@ SERVING_INITIAL_HOP_S = DEFAULT_HOP_OVERHEAD_S
 SERVING_ITERATIONS = 4
 
 
-def build_problem(ctx: PlanContext, hop_overhead_s: float = 0.0) -> PlacementProblem:
-    """The placement problem of ``ctx``'s cluster with T(k) from our cost model."""
+def build_problem(ctx: PlanContext, hop_overhead_s: float = 0.0, serving: bool = False) -> PlacementProblem:
+    """The placement problem of ``ctx``'s cluster with T(k) from our cost model (``serving``: the serving-aware
+    T(k) of :func:`~simulator.planning.capacity.serving_capacity`, ``hop_overhead_s`` per hop)."""
     return placement_problem(ctx.cluster, ctx.model, ctx.costs, ctx.memory, ctx.mean_input, ctx.mean_output,
-                             ctx.limits, hop_overhead_s)
+                             ctx.limits, hop_overhead_s, serving)
 
 
 def _solve(ctx: PlanContext, problem: PlacementProblem):
@@ -115,9 +116,7 @@ def _serving_plan(ctx: PlanContext):
     tried: dict[tuple, tuple] = {}
     iterations = []
     for _ in range(1 if fixed is not None else SERVING_ITERATIONS):
-        problem = placement_problem(ctx.cluster, ctx.model, ctx.costs, ctx.memory, ctx.mean_input,
-                                    ctx.mean_output, ctx.limits, hop, serving=True)
-        result, cached = _solve(ctx, problem)
+        result, cached = _solve(ctx, build_problem(ctx, hop, serving=True))
         key = tuple(sorted(result.ranges.items()))
         if key in tried:  # a fixed point (or a cycle): this placement was predicted already
             iterations.append({"hop_s": hop, "milp_flow": result.flow_value, "repeat": True})
