@@ -188,3 +188,38 @@ def test_goodput_counts_only_requests_meeting_slo(tiny):
     assert loose["goodput_requests_per_s"] == pytest.approx(loose["requests_finished_in_window"] / 8)
     assert strict["goodput_requests_per_s"] < loose["goodput_requests_per_s"]
     assert strict["slo_attainment"] == pytest.approx(0.5, abs=0.05)
+
+
+class _MostRoom:
+    """Routes every request to the single-node pipeline with the most KV room (ties: the lower id)."""
+
+    @staticmethod
+    def make(placement):
+        from simulator.scheduling.interface import Scheduler
+
+        class MostRoom(Scheduler):
+            name = "most-room"
+
+            def route(self, request, view):
+                return self.graph.walk(lambda cands, at: max(cands, key=lambda j: (view.kv_room_bytes(j), -j)))
+
+        return MostRoom(placement, np.random.default_rng(0))
+
+
+def test_waiting_request_is_routed_again_when_another_route_frees(tiny):
+    """Offline admission: a request routed while every node was full must not hold that route; when another
+    node frees, it is routed afresh and starts there (holding the first route would block the queue)."""
+    model, make_cluster, profiles = tiny
+    cluster = make_cluster(2)
+    placement = Placement(cluster, model, {0: (0, 4), 1: (0, 4)}, "manual")
+    w = Workload(requests=[Request(i, 0.0, 100, 10) for i in range(10)], rejected=[], source="test", notes={})
+    sim = Simulation(placement, _MostRoom.make(placement), CostModel(model, [profiles]), w,
+                     EngineConfig(progress=False, mode="offline"))
+    for ns in sim.nodes:
+        ns.kv_expected = ns.kv_capacity  # both full: the scheduler picks node 0 (tie)
+    req = w.requests[0]
+    assert sim.dispatch(req) and len(sim.pending) == 1 and not sim.inflight
+    sim.nodes[1].kv_expected = 0.0  # a request on node 1 finished
+    assert sim._admit_pending()
+    assert sim.inflight[req.id].nodes == (1,)
+    assert sim.records[0].route == cluster.nodes[1].name
