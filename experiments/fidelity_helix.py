@@ -86,7 +86,8 @@ SP_SUBCLUSTERS = {"helix-single24": [("A100-40GB", 18, 240.0), ("L4", 40, 120.0)
 def placement_of(cluster: str, policy: str) -> tuple[str, str]:
     """(placement, scheduler): Helix's stored placement where the artifact's is fetched, else our planner."""
     stored = PLACEMENTS / f"{cluster}_{'gurobi' if policy == 'helix' else 'swarm'}.ini"
-    return (str(stored) if stored.is_file() else ("helix-milp" if policy == "helix" else "swarm")), policy
+    return (str(stored) if stored.is_file() else ("helix-milp" if policy == "helix" else "swarm")), \
+        ("helix-paper" if policy == "helix" else policy)  # Helix's scheduler without our KV spill-over
 
 
 def _protocol(spec: RunSpec, mode: str, ref: str, inflight: int | None, load: float) -> RunSpec:

@@ -67,7 +67,11 @@ def test_edges_under_min_share_are_skipped():
     # l4-1 carries 3% of the flow: under the 5% mask, so it never gets a request
     s = scheduler({1: 97.0, 2: 3.0, 0: 1000.0}, {1: (0, 16), 2: (0, 16), 0: (16, 32)})
     assert 3.0 / 100.0 < MIN_EDGE_SHARE
-    firsts = {s.route(Request(i, 0.0, 100, 10), NoView()).nodes[0] for i in range(200)}
+    firsts = set()
+    for i in range(200):
+        r = s.route(Request(i, 0.0, 100, 10), NoView())
+        firsts.add(r.nodes[0])
+        s.on_finish(Request(i, 0.0, 100, 10), r)  # KV stays free: no spill-over
     assert firsts == {1}
 
 
@@ -166,3 +170,19 @@ def test_helix_policy_on_random_clusters(tmp_path_factory, gpus, seed):
     assert p.notes["milp_flow"] >= p.notes["milp_warm_start"] - 1e-6
     assert r.summary["total_tokens_per_s"] <= r.summary["max_flow_bound_tokens_per_s"] * (1 + 1e-9)
     assert r.summary["requests_finished"] > 0
+
+
+def test_kv_spill_takes_an_edge_without_flow_only_when_flow_edges_are_full():
+    # l4-1 (node 2) carries 3 % of the flow: masked, so only node 1 has a flow edge from the coordinator
+    caps, ranges = {1: 97.0, 2: 3.0, 0: 1000.0}, {1: (0, 16), 2: (0, 16), 0: (16, 32)}
+    spill, paper = scheduler(caps, ranges), scheduler(caps, ranges)
+    paper = make_scheduler("helix-paper", paper.placement, np.random.default_rng(0), problem=paper.problem)
+    per_req = (3000 + spill.mean_output) * 16 * spill.kv_per_token_layer
+    fits = int(0.9 * spill.capacity[1] // per_req)
+    for s in (spill, paper):
+        firsts = [s.route(Request(i, 0.0, 3000, 100), NoView()).nodes[0] for i in range(fits)]
+        assert firsts == [1] * fits  # room on the flow edge: no spill
+    # node 1 is full: helix spills to node 2 (and on to node 0, though node 2 has no flow out either);
+    # Helix's own scheduler sends it to the full node 1
+    assert spill.route(Request(fits, 0.0, 3000, 100), NoView()).nodes == (2, 0)
+    assert paper.route(Request(fits, 0.0, 3000, 100), NoView()).nodes == (1, 0)
