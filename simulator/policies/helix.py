@@ -189,7 +189,7 @@ def _summed_solves(label: str, solves: list) -> dict:
 def _best_variant(ctx: PlanContext, whole: Placement, overhead: float, notes: dict) -> Placement:
     """``whole`` (the MILP over the whole cluster) or a grouped variant (:data:`GROUPINGS`,
     :func:`grouped_ranges`), whichever the serving model predicts serves more decode tokens/s (ties keep the
-    earlier, ``whole`` first); all are listed in ``notes``."""
+    earlier, ``whole`` first), or the one the planner option ``variant`` names; all are listed in ``notes``."""
     variants = [("whole cluster", whole, [])]
     for label, key in GROUPINGS.items():
         ranges, skipped, solves = grouped_ranges(ctx, overhead, key)
@@ -206,7 +206,11 @@ def _best_variant(ctx: PlanContext, whole: Placement, overhead: float, notes: di
     for label, placement, solves in variants:
         pred, _ = serving_prediction(ctx, placement)
         scored.append((pred.decode_tokens_per_s, label, placement, solves))
-    best = max(scored, key=lambda t: t[0])  # max keeps the first on ties
+    forced = ctx.options.get("variant")  # --verify-candidates serves each variant by name
+    if forced is not None and forced not in [t[1] for t in scored]:
+        raise SimError(f"helix-milp: no variant '{forced}' here; variants: {', '.join(t[1] for t in scored)}")
+    best = next(t for t in scored if t[1] == forced) if forced is not None else \
+        max(scored, key=lambda t: t[0])  # max keeps the first on ties
     notes["milp_variants"] = [{"variant": label, "predicted_decode_tokens_per_s": v, "chosen": label == best[1]}
                               for v, label, *_ in scored]
     if best[3]:  # the solver's figures are the grouped solves', summed

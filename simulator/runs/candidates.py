@@ -4,7 +4,8 @@ A planner's objective is a model of serving, and a model can rank placements wro
 maximises a max-flow bound 5-7x above what the engine serves (the bound assumes every resident decodes in
 every iteration; the engine is KV- and round-trip-bound). So, besides its own placement, the planner takes
 the placements of the baselines' planners (:data:`CANDIDATE_PLANNERS`: separate pipelines, Swarm's and
-Petals' heuristics) on the same cluster, serves each with the policy's own scheduler in a short offline
+Petals' heuristics) on the same cluster and, for ``helix-milp``, its variants the serving model did not pick
+(:func:`simulator.policies.helix._best_variant`), serves each with the policy's own scheduler in a short offline
 engine run (:data:`VERIFY_WARMUP_S` + :data:`VERIFY_WINDOW_S` simulated seconds, the run's workload and
 seed, closed loop), and keeps the one that serves the most decode tokens/s. Ties keep the planner's own.
 
@@ -70,6 +71,11 @@ def verified_placement(spec, ctx: PlanContext, planner: str, own: Placement, sch
     """The best of ``own`` and the baselines' placements, each served by ``scheduler`` (module docstring).
     ``workload`` is an offline workload of the run (its requests are drawn in order)."""
     candidates = [Candidate(planner, own, None, None)]
+    for v in own.notes.get("milp_variants", []):  # helix-milp: its other variants, served rather than predicted
+        if v["chosen"]:
+            continue
+        ctx_v = replace(ctx, rng=np.random.default_rng(spec.seed), options={**ctx.options, "variant": v["variant"]})
+        candidates.append(Candidate(f"{planner}, {v['variant']}", plan(planner, ctx_v), None, None))
     for name in CANDIDATE_PLANNERS:
         if name == planner:
             continue
