@@ -63,39 +63,36 @@ TRACE_REPEATS = 10
 # Why a summary sits more than 15 % from the paper's (written after reading the runs; numbers come from the runs).
 EXPLAIN = {
     ("same-mix", "mean"):
-        "Helix or Swarm, which the paper did not run, is the best other policy in 15 of 16 cells: on OPT-30B (MHA, "
-        "1.31 MB of KV per token) every prompt's KV crosses a 25 Gb/s link (mean hand-off 0.2-4.3 s in the table) and "
+        "Helix or Swarm, which the paper did not run, is the best other policy in 14 of 16 cells: on OPT-30B (MHA, "
+        "1.31 MB of KV per token) every prompt's KV crosses a 25 Gb/s link (mean hand-off 0.1-1.6 s in the table) and "
         "HexGen-2 stays well below the best, while the colocated policies pass only activations between stages; on "
-        "Llama-2-70B (GQA, 320 KiB per token) the gap is smaller and het1 / HPHD is a win.",
+        "Llama-2-70B (GQA, 320 KiB per token) the gap is smaller and het1 / HPHD and LPHD come within 3 %.",
     ("same-mix", "max"):
-        "The best cell is het1 / Llama-2-70B / HPHD (1.06x); the paper's 2.0x is over DistServe and HexGen, not over "
+        "The best cell is het1 / Llama-2-70B / LPHD (0.98x); the paper's 2.0x is over DistServe and HexGen, not over "
         "the colocated Helix and Swarm (row above).",
     ("same-mix distserve", "mean"):
         "Our DistServe-style planner keeps each instance to one GPU type and, like DistServe's Algorithm 1, ignores "
-        "link bandwidth when it assigns roles, so its KV hand-offs queue on the 25 Gb/s NICs (mean 5.5-18.5 s on "
-        "OPT-30B, 0.2-4.6 s on Llama-2-70B); HexGen-2's max-flow routes around them.",
+        "link bandwidth when it assigns roles, so its KV hand-offs queue on the 25 Gb/s NICs, worst on OPT-30B's "
+        "1.31 MB per token; HexGen-2's max-flow routes around them.",
     ("same-mix distserve", "max"):
-        "The 6.1x cell (het2 / OPT-30B / HPLD) has DistServe's prefill on the H100s of one machine and every "
-        "prompt's KV leaving through that machine's 25 Gb/s NIC: a 1.57 requests/s plan (2.4 k tokens/s).",
+        "The 4.7x cell (het1 / OPT-30B / HPLD): long prompts, so DistServe's hand-offs of OPT-30B's KV over 25 Gb/s "
+        "bound it to 2.4 k tokens/s (row above).",
     ("per-dollar", "mean"):
-        "het1 and het2 cost 67-68 % of h100x8 at catalog prices, but HexGen-2 on them delivers 25-44 % (OPT-30B) "
-        "and 43-101 % (Llama-2-70B) of its own max-flow bound against 42-100 % on the NVLink machine: pipeline stages "
-        "and KV hand-offs over 25 Gb/s cost more than the cheaper GPUs save.",
+        "het1 and het2 cost 67-68 % of h100x8 at catalog prices, but pipeline stages and KV hand-offs over 25 Gb/s "
+        "cost HexGen-2 more throughput on them than the cheaper GPUs save, most on OPT-30B.",
     ("per-dollar", "max"):
-        "Only het1 / Llama-2-70B / HPHD matches the H100 machine per dollar (1.00x), for the reason in the row above.",
+        "Only het1 / Llama-2-70B / HPHD beats the H100 machine per dollar (1.08x), for the reason in the row above.",
     ("budget", "opt-30b", "hexgen2"):
-        "No mix up to 160 % reaches either baseline: HexGen-2's plans hand each prompt's OPT-30B KV (1.31 MB per "
-        "token) across 25 Gb/s links (mean 0.5-2.6 s) and deliver 21-46 % of their max-flow bound, against 51 % on "
-        "the NVLink machine.",
+        "Under HexGen-2 only the 160 % mix reaches DistServe's baseline and none HexGen-2's own: its plans hand "
+        "each prompt's OPT-30B KV (1.31 MB per token) across 25 Gb/s links.",
     ("budget", "opt-30b", "best of hexgen2, helix"):
         "Helix needs no KV hand-off, so the family catches the H100 machine under Helix (DistServe's baseline at "
-        "two thirds of its price, HexGen-2's own stronger one at 130 %), never under HexGen-2.",
+        "two thirds of its price, HexGen-2's own stronger one at 84 %), far cheaper than under HexGen-2 (row above).",
     ("budget", "llama2-70b", "hexgen2"):
-        "Llama-2-70B's 140 GB spans several of the mixes' 1- to 4-GPU machines, so replicas pipeline over 25 Gb/s "
-        "(TPOT p50 0.12-0.28 s against 0.07 s on h100x8) and the mixes deliver 42-70 % of their max-flow bound "
-        "against 95 % on the NVLink machine; HexGen-2 catches up only at 160 %.",
+        "Llama-2-70B's 140 GB spans several of the mixes' 1- to 4-GPU machines, so replicas pipeline over 25 Gb/s; "
+        "under HexGen-2 the family reaches HexGen-2's own H100 baseline only at 160 % and DistServe's not at all.",
     ("budget", "llama2-70b", "best of hexgen2, helix"):
-        "Under Helix the family reaches both baselines at 130 %, one step before HexGen-2 (160 %, row above): "
+        "Under Helix the family reaches both baselines at 130 %, before HexGen-2 (row above): "
         "Helix's pipelines pass activations between machines, not each prompt's KV.",
 }
 
