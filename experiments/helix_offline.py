@@ -53,9 +53,9 @@ EXPLAIN = {
         "gain on 42 nodes rests on its simulator's scheduling; our Swarm scheduler is not hurt by many hops. "
         "Helix's own scheduler (`--scheduler helix-paper`, no KV spill-over) serves 17 % less here (seed 1).",
     ("helix-3region", "llama2-70b", "helix"):
-        "Below separate: the serving model picks the MILP over the whole cluster, whose pipelines cross the 12.5 MB/s region links "
-        "(TPOT p50 1.33 s against separate's 0.25 s); the per-GPU-type variant serves more (168.7 decode tokens/s, "
-        "seed 1), and `sim run --verify-candidates` finds it by serving each variant.",
+        "Below separate: the serving model picks the MILP over the whole cluster, whose pipelines cross the "
+        "12.5 MB/s region links (TPOT p50 1.33 s against separate's 0.25 s); the per-GPU-type variant serves "
+        "more (168.7 decode tokens/s, seed 1), and `sim run --verify-candidates` finds it by serving each variant.",
     ("helix-42node", "llama2-70b", "helix/separate", "offline"):
         "Helix's SP/SP+ are hand-written per-type pipelines with random routing at hand-set loads; ours split "
         "each type by capacity and admit by KV, much stronger than the artifact's (single-24 / 70B SP row).",
