@@ -45,6 +45,8 @@ scheduler without it.
 
 from __future__ import annotations
 
+import math
+
 from ..errors import SimError
 from ..placement.model import Placement
 from ..placement.problem import SINK, SOURCE, PlacementProblem
@@ -333,7 +335,7 @@ class HelixScheduler(Scheduler):
             k = e - s
             if k <= 0:
                 continue
-            used = (self.reserved[j] + need_per_layer * k) / self.capacity[j] if self.capacity[j] > 0 else 2.0
+            used = (self.reserved[j] + need_per_layer * k) / self.capacity[j] if self.capacity[j] > 0 else math.inf
             if used <= KV_RESERVE_HIGH_WATERMARK and (best is None or used < best[0]):
                 best = (used, [j, 0.0, 0.0], k)
         return best
