@@ -217,3 +217,22 @@ def test_engine_and_model_agree_on_the_tiny_pipeline_online(tiny):
     pred = predict(placement, costs, route_shares(sched, placement), WorkloadStats.from_requests(reqs),
                    mode="online", window=(warm, warm + dur), arrivals=(arr, inp, out))
     assert pred.decode_tokens_per_s == pytest.approx(simulated, rel=0.15)
+
+
+def test_offline_queue_head_takes_a_route_with_room_when_its_own_is_full(tiny):
+    """The engine re-routes the waiting head at each try (``_admit_pending``): a route whose KV is full does
+    not hold back a request another route has room for. Two equal one-node replicas, the scheduler's shares
+    0.9 / 0.1: a single FIFO split 0.9 / 0.1 would fill the first and leave the second at a ninth of its
+    residents; with re-routing both fill (the same residents, the same KV)."""
+    model, make_cluster, _profiles = tiny
+    placement = Placement(make_cluster(2), model, {0: (0, model.layers), 1: (0, model.layers)}, "manual",
+                          pipelines=[[0], [1]])
+    costs = two_stage(tiny)[1]
+    n, inp, out = 10000, 3500, 500  # 32 MB of KV a request: an A100 holds about 2000, fewer than n / 2
+    stats = WorkloadStats.from_lengths([inp] * n, [out] * n)
+    routes = [RouteShare((0,), (model.layers,), 0.9), RouteShare((1,), (model.layers,), 0.1)]
+    pred = predict(placement, costs, routes, stats, mode="offline", window=(5.0, 30.0),
+                   arrivals=(np.zeros(n), np.full(n, inp), np.full(n, out)), booked_output=out)
+    first, second = (r["residents"] for r in pred.details["routes"])
+    assert pred.details["queued_at_end"] > 0  # the closed loop is KV-limited
+    assert second == pytest.approx(first, rel=0.05)
