@@ -78,8 +78,13 @@ def run_options(f):
                           "counts of Helix's prototype per GPU type and layers held, with Helix's layer limits "
                           "(helix; Llama-2-70B and LLaMA-30B on Helix's GPU types)"),
         click.option("--verify-candidates", is_flag=True,
-                     help="planner: also serve the baselines' placements (separate, swarm, petals) with the policy's "
-                          "scheduler in a short offline run, and keep the one that serves the most"),
+                     help="planner: serve every candidate (helix-milp's variants) and the baselines' placements "
+                          "(separate, swarm, petals) with the policy's scheduler in a short offline run, and keep "
+                          "the one that serves the most"),
+        click.option("--verify-top", type=click.IntRange(min=0), default=None,
+                     help="helix-milp: serve the N candidates its serving model ranks highest in a short offline run "
+                          "and keep the one that serves the most (default: 3, runs.candidates.VERIFY_TOP; 0: keep "
+                          "the model's pick)"),
         click.option("--no-predict", "predict", is_flag=True, flag_value=False, default=True,
                      help="skip the serving model's prediction (predicted_* fields; saves up to a few seconds a run "
                           "on large clusters)"),

@@ -1,5 +1,6 @@
-"""--verify-candidates: the planner's placement and the baselines' are each served by the policy's scheduler
-in a short offline run, and the one that serves the most is kept."""
+"""Candidates verified by simulation: helix-milp's candidates (its variants, the baselines' placements) are
+served by the policy's scheduler in a short offline run, the model's top few by default and every one with
+--verify-candidates, and the one that serves the most is kept."""
 
 from __future__ import annotations
 
@@ -26,19 +27,35 @@ def test_every_candidate_is_listed_and_the_best_served_is_chosen(planned):
     rep, placement = planned
     rows = rep.candidates
     planners = [r["planner"] for r in rows]
-    assert planners[0] == "helix-milp" and planners[-3:] == list(candidates.CANDIDATE_PLANNERS)
-    # then helix-milp's variants the serving model did not choose, each served (tiny3: A100 and L4 types)
-    # (the one of whole cluster / per machine type that the model did not pick)
-    (other,) = planners[1:-3]
-    assert other in ("helix-milp, whole cluster", "helix-milp, per machine type")
+    assert planners[0] == "helix-milp"
+    # then helix-milp's other candidates (tiny3: whole cluster / per machine type, the baselines' placements
+    # whose ranges differ), each served with --verify-candidates
+    listed = [v["variant"] for v in placement.notes["milp_variants"] if not v["chosen"]]
+    assert planners[1:1 + len(listed)] == [f"helix-milp, {v}" for v in listed]
+    assert any(v.endswith("placement") for v in listed)  # a baseline's placement is a candidate
+    assert "whole cluster" in listed or "per machine type" in listed
     served = [r for r in rows if r["simulated_decode_tokens_per_s"] is not None]
-    assert len(served) >= 2
+    assert len(served) == len(rows) >= 3
     (chosen,) = [r for r in rows if r["chosen"]]
     assert chosen["simulated_decode_tokens_per_s"] == max(r["simulated_decode_tokens_per_s"] for r in served)
     assert placement.notes["verified_choice"] == chosen["planner"]
-    assert "candidates, each served" in rep.format() and "<- chosen" in rep.format()
+    assert "candidates, served" in rep.format() and "<- chosen" in rep.format()
     # each served candidate carries the serving model's prediction for the same run, a positive figure
     assert all(r["predicted_decode_tokens_per_s"] > 0 for r in served) and "predicted" in rep.format()
+
+
+def test_by_default_the_models_top_candidates_are_served_and_the_best_kept():
+    """Without the flag, helix-milp's :data:`VERIFY_TOP` candidates the serving model ranks highest are served;
+    the rest are listed with their prediction alone."""
+    rep, placement = plan_from_spec(dataclasses.replace(SPEC, verify_candidates=False))
+    rows = rep.candidates
+    assert len(rows) == len(placement.notes["milp_variants"]) > candidates.VERIFY_TOP
+    served = [r for r in rows if r["simulated_decode_tokens_per_s"] is not None]
+    assert len(served) == candidates.VERIFY_TOP
+    ranked = sorted(rows, key=lambda r: -r["predicted_decode_tokens_per_s"])
+    assert {r["planner"] for r in served} == {r["planner"] for r in ranked[:candidates.VERIFY_TOP]}
+    (chosen,) = [r for r in rows if r["chosen"]]
+    assert chosen["simulated_decode_tokens_per_s"] == max(r["simulated_decode_tokens_per_s"] for r in served)
 
 
 def test_the_choice_serves_what_its_verification_run_measured(planned):
@@ -51,7 +68,7 @@ def test_the_choice_serves_what_its_verification_run_measured(planned):
     assert s["decode_tokens_per_s"] == pytest.approx(chosen["simulated_decode_tokens_per_s"], rel=1e-9)
 
 
-def test_without_the_flag_the_planner_keeps_its_own_placement():
-    rep, placement = plan_from_spec(dataclasses.replace(SPEC, verify_candidates=False))
+def test_with_verify_top_0_the_planner_keeps_its_own_placement():
+    rep, placement = plan_from_spec(dataclasses.replace(SPEC, verify_candidates=False, verify_top=0))
     assert rep.candidates == [] and "verified_choice" not in placement.notes
 

@@ -136,6 +136,7 @@ KV_CHECKS = 16  # time points at which the windowed model checks the residents' 
 FLUID_STEP_S = 1.0  # online fluid run: time step (s); a round trip is 0.3-3 s, a TTFT 2-5 s
 FLUID_LOOKAHEAD = 256  # fluid: queued rows looked at beyond those ever admitted (doubled while all are admitted)
 FLUID_POOL_FACTOR = 1.5  # offline fluid: requests queued, over the steady state's drawn ones (doubled if it runs dry)
+PLANNING_WINDOW_S = (60.0, 360.0)  # the closed loop planners rank placements by: the short run of --verify-candidates
 FLUID_RATE_WINDOW_S = 10.0  # online fluid run: prompt starts/s are averaged over this (a few round trips)
 
 
@@ -906,6 +907,31 @@ def predict(placement, costs, routes: list[RouteShare], stats: WorkloadStats, *,
                       float(wr @ ev["ttft"]), float(wr @ ev["rt"]), served, details)
 
 
+def predict_closed_loop(placement, costs, scheduler, inputs, outputs, limits: BatchLimits,
+                        window: tuple[float, float], booked_output: float | None = None) -> Prediction:
+    """The engine's offline closed loop over ``window`` (warm-up end, run end) as a fluid (step 8): the
+    requests ``(inputs, outputs)`` in the order the engine draws them, every one waiting at t = 0, served by
+    ``scheduler``'s routes; as many of the first ones as keep the queue from running dry by the end.
+    ``booked_output``: the mean output the engine books (its whole workload's), default that of ``outputs``."""
+    inputs, outputs = np.asarray(inputs, dtype=np.float64), np.asarray(outputs, dtype=np.float64)
+    booked = float(outputs.mean()) if booked_output is None else booked_output
+    stats = WorkloadStats.from_lengths(inputs, outputs)
+    routes = route_shares(scheduler, placement, costs, stats)
+    steady = predict(placement, costs, routes, stats, mode="offline", limits=limits, booked_output=booked)
+    resident = sum(r["residents"] for r in steady.details["routes"])
+    n = int(FLUID_POOL_FACTOR * (steady.requests_per_s * window[1] + resident)) + POOL_MIN_REQUESTS
+    while True:  # enough requests that some still wait at the end (the engine's queue never runs dry)
+        inp, out = inputs[:n], outputs[:n]
+        pred = predict(placement, costs, routes, WorkloadStats.from_lengths(inp, out), mode="offline",
+                       limits=limits, window=window, arrivals=(np.zeros(len(inp)), inp, out),
+                       booked_output=booked, reroute=reroutes(scheduler))
+        if pred.details["queued_at_end"] > 0 or n >= len(inputs):
+            break
+        n *= 2
+    pred.details["pool_requests"] = len(inp)
+    return pred
+
+
 def predict_prepared(prepared, mode: str | None = None, rate: float | None = None, window: bool = True) -> Prediction:
     """:func:`predict` for a :class:`simulator.runs.spec.Prepared` (``sim run``'s parts). Online without
     ``rate``: the requests/s arriving in the run's measurement window. ``window``: count as the engine does,
@@ -932,24 +958,9 @@ def predict_prepared(prepared, mode: str | None = None, rate: float | None = Non
     requests = pool
     booked = prepared.workload.mean_output() if prepared.workload.requests else None
     if mode == "offline" and window:  # the closed loop as a fluid (step 8) over the workload's first requests
-        stats = WorkloadStats.from_requests(pool)
-        routes = route_shares(prepared.scheduler, prepared.placement, prepared.costs, stats)
-        steady = predict(prepared.placement, prepared.costs, routes, stats, mode=mode, limits=prepared.limits,
-                         booked_output=booked)
-        resident = sum(r["residents"] for r in steady.details["routes"])
-        n = int(FLUID_POOL_FACTOR * (steady.requests_per_s * span[1] + resident)) + POOL_MIN_REQUESTS
-        while True:  # enough requests that some still wait at the end (the engine's queue never runs dry)
-            requests = pool[:n]
-            inp, out = (np.array([getattr(r, f) for r in requests]) for f in ("input_tokens", "output_tokens"))
-            stats = WorkloadStats.from_requests(requests)
-            pred = predict(prepared.placement, prepared.costs, routes, stats, mode=mode, limits=prepared.limits,
-                           window=span, arrivals=(np.zeros(len(requests)), inp, out), booked_output=booked,
-                           reroute=reroutes(prepared.scheduler))
-            if pred.details["queued_at_end"] > 0 or n >= len(pool):
-                break
-            n *= 2
-        pred.details["pool_requests"] = len(requests)
-        return pred
+        inp, out = (np.array([getattr(r, f) for r in pool]) for f in ("input_tokens", "output_tokens"))
+        return predict_closed_loop(prepared.placement, prepared.costs, prepared.scheduler, inp, out,
+                                   prepared.limits, span, booked)
     for _attempt in range(POOL_PASSES if mode == "offline" else 1):
         stats = WorkloadStats.from_requests(requests)
         routes = route_shares(prepared.scheduler, prepared.placement, prepared.costs, stats)

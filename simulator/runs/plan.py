@@ -68,13 +68,14 @@ class PlanReport:
         for k, v in self.extra.items():
             lines.append(f"  {k:<16} {v}")
         if self.candidates:
-            lines.append("  candidates, each served by the policy's scheduler offline (decode tokens/s: the serving "
-                         "model's prediction, simulated):")
+            lines.append("  candidates, served by the policy's scheduler in a short offline run (decode tokens/s: the "
+                         "serving model's prediction, simulated; '-': not served):")
+            width = max(len(c["planner"]) for c in self.candidates)
             for c in self.candidates:
                 served = c.get("simulated_decode_tokens_per_s")
                 bound = c.get("max_flow_bound_tokens_per_s")
                 pred = c.get("predicted_decode_tokens_per_s")
-                lines.append(f"    {c['planner']:<12} bound {'-' if bound is None else f'{bound:8.1f}'}"
+                lines.append(f"    {c['planner']:<{width}}  bound {'-' if bound is None else f'{bound:8.1f}'}"
                              f"  predicted {'-' if pred is None else f'{pred:7.1f}'}"
                              f"  served {'-' if served is None else f'{served:7.1f}'}"
                              + ("  <- chosen" if c.get("chosen") else "")
@@ -133,7 +134,7 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
 
     from ..policies import PlanContext, plan, resolve_policy
     from .execute import build_setup, build_workload, planner_options
-    from .spec import verify, workload_lengths
+    from .spec import verifies, verify, workload_lengths
     from ..planning.capacity import BatchLimits, placement_problem
     from ..planning.flow import within_groups
 
@@ -149,7 +150,7 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
                       np.random.default_rng(seeds[1]), memory, limits, planner_options(spec), workload_lengths(workload))
     t0 = time.perf_counter()
     placement = plan(planner, ctx)
-    if spec.verify_candidates and placement.serving is None:
+    if verifies(spec, placement):
         placement = verify(spec, ctx, planner, placement, sched, model)
     seconds = time.perf_counter() - t0
     if placement.serving is not None:  # disaggregated (hexgen2, distserve): its own report

@@ -66,7 +66,8 @@ class RunSpec:
     granularity: str = "node"  # engine node step: "node" (all held layers) or "layer" (Helix's simulator)
     transfers: str = "batched"  # engine: one transfer per next hop ("batched") or per request (Helix's simulator)
     host_copies: str = "none"  # engine: host-side copies of a node's inputs: "none" or "helix" (4 + 5 GB/s)
-    verify_candidates: bool = False  # planner: also serve the baselines' placements briefly, keep the best
+    verify_candidates: bool = False  # planner: serve every candidate and the baselines' placements briefly
+    verify_top: int | None = None  # helix-milp: serve its serving model's top N briefly (None: VERIFY_TOP; 0: none)
     predict: bool = True  # report the serving model's prediction next to what was served
     context_rule: str = "reject"
     slo_ttft: float = math.inf
@@ -227,7 +228,7 @@ def prepare(spec: RunSpec) -> Prepared:
     ctx = PlanContext(cluster, model, costs, workload.mean_input(), workload.mean_output(), rng_plan, memory, limits,
                       planner_options(spec), workload_lengths(workload))
     placement = plan(planner, ctx)
-    if spec.verify_candidates and placement.serving is None:
+    if verifies(spec, placement):
         placement = verify(spec, ctx, planner, placement, sched, model)
     placement.partial_inference |= spec.partial_inference
     bound, scheduler = serving_parts(ctx, placement, sched, rng_sched, placement.partial_inference)
@@ -263,17 +264,30 @@ def serving_parts(ctx: PlanContext, placement: Placement, sched: str, rng: np.ra
     return bound, scheduler
 
 
+def verifies(spec: RunSpec, placement: Placement) -> bool:
+    """Whether candidates are served before the run: ``--verify-candidates``, or by default (``verify_top``)
+    where the planner listed scored candidates (helix-milp); never for a disaggregated plan."""
+    from .candidates import VERIFY_TOP
+
+    if placement.serving is not None:
+        return False
+    top = VERIFY_TOP if spec.verify_top is None else spec.verify_top
+    return spec.verify_candidates or (top > 0 and len(placement.notes.get("milp_variants", [])) > 1)
+
+
 def verify(spec: RunSpec, ctx: PlanContext, planner: str, placement: Placement, sched: str,
            model: ModelSpec) -> Placement:
-    """``--verify-candidates``: the best of the planner's and the baselines' placements in a short offline run
-    (:mod:`simulator.runs.candidates`), on an offline workload of the run's own trace and seed."""
+    """The best served of the planner's candidates in a short offline run (:mod:`simulator.runs.candidates`:
+    the ``verify_top`` ranked highest, or with ``--verify-candidates`` every one and the baselines'
+    placements), on an offline workload of the run's own trace and seed."""
     from dataclasses import replace
 
-    from .candidates import VERIFY_WARMUP_S, VERIFY_WINDOW_S, verified_placement
+    from .candidates import VERIFY_TOP, VERIFY_WARMUP_S, VERIFY_WINDOW_S, verified_placement
 
     offline = replace(spec, mode="offline", warmup=VERIFY_WARMUP_S, duration=VERIFY_WINDOW_S)
     workload = build_workload(offline, model, np.random.default_rng(np.random.SeedSequence(spec.seed).spawn(3)[0]))
-    return verified_placement(spec, ctx, planner, placement, sched, workload)[0]
+    top = None if spec.verify_candidates else VERIFY_TOP if spec.verify_top is None else spec.verify_top
+    return verified_placement(spec, ctx, planner, placement, sched, workload, top)[0]
 
 
 def planner_options(spec: RunSpec) -> dict:
