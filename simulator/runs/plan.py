@@ -133,15 +133,14 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
     import numpy as np
 
     from ..policies import PlanContext, plan, resolve_policy
-    from .execute import build_setup, build_workload, planner_options
-    from .spec import verifies, verify, workload_lengths
+    from .execute import build_setup, planner_options
+    from .spec import planning_workload, verifies, verify, workload_lengths
     from ..planning.capacity import BatchLimits, placement_problem
     from ..planning.flow import within_groups
 
     seeds = np.random.SeedSequence(spec.seed).spawn(3)
     cluster, model, memory, costs = build_setup(spec)
-    # only the length statistics matter here: the whole trace, no rate scaling or window
-    workload = build_workload(replace(spec, mode="offline"), model, np.random.default_rng(seeds[0]))
+    workload = planning_workload(spec, model)  # only the length statistics matter here
     limits = BatchLimits(spec.max_seqs, spec.max_tokens)
     # the policy's own scheduler (it serves the candidates of --verify-candidates); "random" where only a planner
     # is named, since the plan itself does not depend on the scheduler

@@ -225,14 +225,27 @@ def prepare(spec: RunSpec) -> Prepared:
         raise SimError("the workload has no requests in the chosen window")
     limits = BatchLimits(spec.max_seqs, spec.max_tokens)
     planner, sched = resolve_policy(spec.policy, spec.placement, spec.scheduler)
-    ctx = PlanContext(cluster, model, costs, workload.mean_input(), workload.mean_output(), rng_plan, memory, limits,
-                      planner_options(spec), workload_lengths(workload))
+    planned = workload if spec.mode == "offline" else planning_workload(spec, model)
+    ctx = PlanContext(cluster, model, costs, planned.mean_input(), planned.mean_output(), rng_plan, memory, limits,
+                      planner_options(spec), workload_lengths(planned))
     placement = plan(planner, ctx)
     if verifies(spec, placement):
         placement = verify(spec, ctx, planner, placement, sched, model)
     placement.partial_inference |= spec.partial_inference
     bound, scheduler = serving_parts(ctx, placement, sched, rng_sched, placement.partial_inference)
     return Prepared(spec, cluster, model, memory, costs, workload, placement, scheduler, limits, planner, sched, bound)
+
+
+def planning_workload(spec: RunSpec, model: ModelSpec) -> Workload:
+    """What a planner is told of the workload: the run's trace and seed drawn as the offline pool (the trace's
+    requests in order, no rate scaling), whatever the run's mode. So ``sim plan`` plans what ``sim run``
+    serves, a rate sweep serves one placement, and the planner's serving model ranks its candidates over the
+    closed loop its short runs serve (an online run's own workload may be a few hundred requests, too few for
+    that loop: it runs dry)."""
+    from dataclasses import replace
+
+    seed = np.random.SeedSequence(spec.seed).spawn(3)[0]  # the workload's stream, as in :func:`prepare`
+    return build_workload(replace(spec, mode="offline"), model, np.random.default_rng(seed))
 
 
 def workload_lengths(workload: Workload) -> tuple:
