@@ -20,6 +20,7 @@ from simulator.planning.flow import (
     problem_from_helix_json,
     read_helix_placement_ini,
     read_placement_file,
+    spread_max_flow,
     valid_edges,
     write_ranges_json,
 )
@@ -82,6 +83,23 @@ def test_two_parallel_nodes_feed_one():
     # deterministic
     again = max_flow(problem, ranges)
     assert again.edge_flows == result.edge_flows and again.node_flows == result.node_flows
+
+
+def test_spread_flow_uses_every_equivalent_path():
+    """A [0,2) T=100 feeds B and C [2,4), T=100 each: any split of the 100 between B and C is a maximum flow.
+    preflow-push returns one (here all of it through one of them); the spread flow, a mean of maximum flows,
+    has the same value and sends part through each, so Helix's IWRR weighted by it uses both."""
+    problem = PlacementProblem(layers=4, nodes=[node("A", 100), node("B", 100), node("C", 100)], links=full_links(3))
+    ranges = {0: (0, 2), 1: (2, 4), 2: (2, 4)}
+    one = max_flow(problem, ranges)
+    spread = spread_max_flow(problem, ranges)
+    assert one.value == spread.value == pytest.approx(100.0)
+    assert len(one.node_flows) == 2  # A and one of B, C
+    assert spread.node_flows[1] > 0 and spread.node_flows[2] > 0
+    assert spread.node_flows[1] + spread.node_flows[2] == pytest.approx(100.0)
+    check_flow(problem, ranges, spread)
+    again = spread_max_flow(problem, ranges)  # deterministic: seeded orders
+    assert again.edge_flows == spread.edge_flows
 
 
 def test_bottleneck_link_binds():
@@ -420,3 +438,6 @@ def test_flow_properties(case):
     assert result.value <= part.value + tol <= problem.coverage_bound() + 2 * tol
     again = max_flow(problem, ranges)
     assert again.value == result.value and again.edge_flows == result.edge_flows
+    spread = spread_max_flow(problem, ranges, orders=4)  # a mean of maximum flows is a maximum flow
+    assert spread.value == result.value
+    check_flow(problem, ranges, spread)

@@ -307,16 +307,18 @@ def plan_helix(ctx: PlanContext) -> Placement:
 
 @register_scheduler("helix")
 class HelixScheduler(Scheduler):
-    """Interleaved weighted round-robin over max-flow edge flows, with KV and prompt masks."""
+    """Interleaved weighted round-robin over max-flow edge flows (by default spread over equivalent paths,
+    :func:`~simulator.planning.flow.spread_max_flow`), with KV and prompt masks."""
 
     def __init__(self, placement: Placement, rng, *, problem: PlacementProblem | None = None,
-                 spill: bool = True, **opts):
+                 spill: bool = True, spread: bool = True, **opts):
         super().__init__(placement, rng, problem=problem, **opts)
         from ..planning.flow import placement_flow
 
         if problem is None:
             raise SimError("scheduler 'helix' needs the placement problem (the runner builds it)")
-        flow = placement_flow(placement, problem, partial=self.graph.partial)  # inside its groups, if any
+        # inside its groups, if any; spread over equivalent paths (ours, not Helix's: spread_max_flow)
+        flow = placement_flow(placement, problem, partial=self.graph.partial, spread=spread)
         if flow.value <= 0:
             raise SimError("scheduler 'helix': the placement carries no flow from the coordinator back to it")
         self.flow_value = flow.value
@@ -406,12 +408,13 @@ class HelixScheduler(Scheduler):
 
 @register_scheduler("helix-paper")
 class HelixPaperScheduler(HelixScheduler):
-    """Helix's scheduler as the paper and its artifact route: flow edges only, no KV spill-over (a request
-    whose flow edges all lead to full nodes goes to the least loaded of them). ``experiments/fidelity_helix``
+    """Helix's scheduler as the paper and its artifact route: the solver's one max flow (not spread), flow
+    edges only, no KV spill-over (a request whose flow edges all lead to full nodes goes to the least loaded
+    of them). ``experiments/fidelity_helix``
     serves Helix's placements with it."""
 
     def __init__(self, placement: Placement, rng, **opts):
-        opts["spill"] = False
+        opts["spill"] = opts["spread"] = False
         super().__init__(placement, rng, **opts)
 
 

@@ -159,7 +159,7 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
     notes["mean input/output"] = f"{ctx.mean_input:.0f} / {ctx.mean_output:.0f} tokens"
     if "milp_variants" in placement.notes:  # helix-milp's variants, each with the serving model's prediction
         notes["variants (predicted decode tokens/s)"] = ", ".join(
-            f"{v['variant']} {v['predicted_decode_tokens_per_s']:.1f}" + (" (chosen)" if v["chosen"] else "")
+            f"{v['variant']} {v['predicted_decode_tokens_per_s']:.1f}" + (" (the model's pick)" if v["chosen"] else "")
             for v in placement.notes["milp_variants"])
     if placement.groups:  # served group by group: a JSON placement must carry them (sim run --placement)
         notes["groups"] = [[cluster.nodes[n].name for n in g] for g in placement.groups]
