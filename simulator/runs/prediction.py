@@ -13,9 +13,10 @@ from .spec import Prepared
 # Measured by benchmarks/serving_model_accuracy.py --grid full (make bench): predicted against simulated decode
 # tokens/s on helix-single24 (Llama-2-70B, LLaMA-30B), helix-3region, helix-42node and hexgen2-het1 x separate,
 # swarm, helix, petals, offline (60 + 300 s) and online at 0.5 and 0.9 of the offline rate. Update with it.
-MODEL_ERROR = ("measured against the engine on 5 presets (make bench): offline median |error| 9.5 %, 13 of 20 "
+MODEL_ERROR = ("measured against the engine on 5 presets (make bench): offline median |error| 9.9 %, 13 of 20 "
                "cells within 15 % (Petals +41 to +43 % on Llama-2-70B; Swarm -22 to -25 % on helix-42node and "
-               "hexgen2-het1; far above a collapsed closed loop); online median 3.1 %, 34 of 36")
+               "hexgen2-het1, Helix -16 % on helix-42node; far above a collapsed closed loop); online median "
+               "3.6 %, 33 of 36")
 
 
 def unmodelled(p: Prepared) -> str | None:
