@@ -90,7 +90,7 @@ def run(jobs: int | None = None) -> None:
             "measured tables; 'roofline plan on tables' serves the roofline's placement on the tables.\n\n"
             + markdown_table(["cluster", "trace / costs"] + POLICIES + ["helix / swarm", "helix / separate", "winner",
                                                                         "margin"], rows)
-            + f"\n\nHexGen-2's comparison on the code trace: {HEXGEN_CLUSTER}, Llama-2 70B, roofline, offline "
+            + f"\n\nHexGen-2's comparison on the conv and code traces: {HEXGEN_CLUSTER}, Llama-2 70B, roofline, offline "
             f"({HEXGEN_WINDOW[0]:.0f} s warm-up, {HEXGEN_WINDOW[1]:.0f} s), whole trace (no class); total tokens/s "
             "(decode in brackets).\n\n"
             + markdown_table(["cluster", "trace"] + HEXGEN_POLICIES + ["hexgen2 / best other", "winner", "margin"],

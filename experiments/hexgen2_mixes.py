@@ -66,10 +66,11 @@ EXPLAIN = {
         "Helix or Swarm, which the paper did not run, is the best other policy in 14 of 16 cells: on OPT-30B (MHA, "
         "1.31 MB of KV per token) every prompt's KV crosses a 25 Gb/s link (mean hand-off 0.1-1.6 s in the table) and "
         "HexGen-2 stays well below the best, while the colocated policies pass only activations between stages; on "
-        "Llama-2-70B (GQA, 320 KiB per token) the gap is smaller and het1 / HPHD and LPHD come within 3 %.",
+        "Llama-2-70B (GQA, 320 KiB per token) the gap is smaller: het1 / HPHD comes within 3 % and het1 / LPHD is "
+        "above the rest (1.07x).",
     ("same-mix", "max"):
-        "The best cell is het1 / Llama-2-70B / LPHD (0.98x); the paper's 2.0x is over DistServe and HexGen, not over "
-        "the colocated Helix and Swarm (row above).",
+        "The best cell is het1 / Llama-2-70B / LPHD (1.07x, the only one above 1); the paper's 2.0x is over "
+        "DistServe and HexGen, not over the colocated Helix and Swarm (row above).",
     ("same-mix distserve", "mean"):
         "Our DistServe-style planner keeps each instance to one GPU type and, like DistServe's Algorithm 1, ignores "
         "link bandwidth when it assigns roles, so its KV hand-offs queue on the 25 Gb/s NICs, worst on OPT-30B's "
