@@ -94,7 +94,7 @@ def verified_placement(spec, ctx: PlanContext, planner: str, own: Placement, sch
     the ``top`` the planner's serving model ranks highest (of those it listed), or with ``top=None`` every
     listed one and the baselines' placements. ``workload`` is an offline workload of the run (its requests
     are drawn in order). Candidates not served are listed with the planner's prediction alone (the same
-closed loop, over the planner's copy of the workload)."""
+    closed loop, over the planner's copy of the workload)."""
     listed = own.notes.get("milp_variants", [])
     candidates = [Candidate(planner, own, None, None)]
     ranked = []  # (planner's prediction, candidate)

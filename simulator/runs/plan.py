@@ -181,19 +181,17 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
         raise SimError("the planner placed no layers")
     rep.extra = {**rep.extra, "planner": planner, "model": model.name}
     rep.candidates = list(placement.notes.get("candidates", []))
-    rep.prediction = _offline_prediction(spec, ctx, placement, sched, seeds)
+    rep.prediction = _offline_prediction(spec, ctx, workload, placement, sched, seeds)
     return rep, placement
 
 
-def _offline_prediction(spec, ctx, placement, sched: str, seeds) -> dict:
+def _offline_prediction(spec, ctx, workload, placement, sched: str, seeds) -> dict:
     """The serving model's prediction for ``placement`` served offline (closed loop) over the spec's window, on
-    the workload ``sim run --mode offline`` with the same options would draw."""
+    ``workload``, the one ``sim run --mode offline`` with the same options draws (:func:`planning_workload`)."""
     import numpy as np
 
-    from .execute import build_workload
     from .prediction import prediction_labels
     from .spec import prepared_from
 
     offline = replace(spec, mode="offline")
-    workload = build_workload(offline, ctx.model, np.random.default_rng(seeds[0]))
     return prediction_labels(prepared_from(offline, ctx, workload, placement, sched, np.random.default_rng(seeds[2])))

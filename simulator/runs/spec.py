@@ -236,16 +236,16 @@ def prepare(spec: RunSpec) -> Prepared:
     return Prepared(spec, cluster, model, memory, costs, workload, placement, scheduler, limits, planner, sched, bound)
 
 
-def planning_workload(spec: RunSpec, model: ModelSpec) -> Workload:
+def planning_workload(spec: RunSpec, model: ModelSpec, **window) -> Workload:
     """What a planner is told of the workload: the run's trace and seed drawn as the offline pool (the trace's
     requests in order, no rate scaling), whatever the run's mode. So ``sim plan`` plans what ``sim run``
     serves, a rate sweep serves one placement, and the planner's serving model ranks its candidates over the
     closed loop its short runs serve (an online run's own workload may be a few hundred requests, too few for
-    that loop: it runs dry)."""
+    that loop: it runs dry). ``window``: ``warmup`` / ``duration`` other than the run's (the short runs')."""
     from dataclasses import replace
 
     seed = np.random.SeedSequence(spec.seed).spawn(3)[0]  # the workload's stream, as in :func:`prepare`
-    return build_workload(replace(spec, mode="offline"), model, np.random.default_rng(seed))
+    return build_workload(replace(spec, mode="offline", **window), model, np.random.default_rng(seed))
 
 
 def workload_lengths(workload: Workload) -> tuple:
@@ -280,12 +280,16 @@ def serving_parts(ctx: PlanContext, placement: Placement, sched: str, rng: np.ra
 def verifies(spec: RunSpec, placement: Placement) -> bool:
     """Whether candidates are served before the run: ``--verify-candidates``, or by default (``verify_top``)
     where the planner listed scored candidates (helix-milp); never for a disaggregated plan."""
-    from .candidates import VERIFY_TOP
-
     if placement.serving is not None:
         return False
-    top = VERIFY_TOP if spec.verify_top is None else spec.verify_top
-    return spec.verify_candidates or (top > 0 and len(placement.notes.get("milp_variants", [])) > 1)
+    return spec.verify_candidates or (_verify_top(spec) > 0 and len(placement.notes.get("milp_variants", [])) > 1)
+
+
+def _verify_top(spec: RunSpec) -> int:
+    """How many of the planner's ranked candidates are served: ``--verify-top``, default :data:`VERIFY_TOP`."""
+    from .candidates import VERIFY_TOP
+
+    return VERIFY_TOP if spec.verify_top is None else spec.verify_top
 
 
 def verify(spec: RunSpec, ctx: PlanContext, planner: str, placement: Placement, sched: str,
@@ -293,13 +297,10 @@ def verify(spec: RunSpec, ctx: PlanContext, planner: str, placement: Placement, 
     """The best served of the planner's candidates in a short offline run (:mod:`simulator.runs.candidates`:
     the ``verify_top`` ranked highest, or with ``--verify-candidates`` every one and the baselines'
     placements), on an offline workload of the run's own trace and seed."""
-    from dataclasses import replace
+    from .candidates import VERIFY_WARMUP_S, VERIFY_WINDOW_S, verified_placement
 
-    from .candidates import VERIFY_TOP, VERIFY_WARMUP_S, VERIFY_WINDOW_S, verified_placement
-
-    offline = replace(spec, mode="offline", warmup=VERIFY_WARMUP_S, duration=VERIFY_WINDOW_S)
-    workload = build_workload(offline, model, np.random.default_rng(np.random.SeedSequence(spec.seed).spawn(3)[0]))
-    top = None if spec.verify_candidates else VERIFY_TOP if spec.verify_top is None else spec.verify_top
+    workload = planning_workload(spec, model, warmup=VERIFY_WARMUP_S, duration=VERIFY_WINDOW_S)
+    top = None if spec.verify_candidates else _verify_top(spec)
     return verified_placement(spec, ctx, planner, placement, sched, workload, top)[0]
 
 
