@@ -63,6 +63,10 @@ def run_options(f):
         click.option("--host-copies", type=click.Choice(["none", "helix"]), default="none", show_default=True,
                      help="engine: a node step also copies its inputs on the host (helix: concatenation at "
                           "4 GB/s and host-to-device at 5 GB/s, as Helix's simulator and prototype)"),
+        click.option("--preemption", type=click.Choice(["recompute", "swap"]), default="recompute",
+                     show_default=True, help="engine: a node whose KV is full frees a request everywhere for "
+                                             "recompute (vLLM's default) or swaps its KV there to the host "
+                                             "(swap, as Helix's prototype)"),
         click.option("--feeder", type=click.Choice(["closed", "helix"]), default="closed", show_default=True,
                      help="offline: refill at once (closed) or Helix's feeder (20 queries 0.1 s apart, then one "
                           "more after each finished prompt or query while the fullest node's expected KV <= 0.8)"),

@@ -29,7 +29,9 @@ batching):
   allocates its tokens x layers held, a decode step one token x layers. A prompt waits
   in the queue while memory is short; a decode step that finds memory full preempts the
   newest request resident on that node (its KV is freed on every node of its route and
-  it is re-sent for recompute of input + generated tokens), counted per request.
+  it is re-sent for recompute of input + generated tokens), counted per request. With
+  ``preemption="swap"`` (vLLM 0.4 as Helix's prototype runs it) the victim's KV on that one
+  node moves to the host instead and the request waits there until it fits again.
 
 Every input request ends as finished, rejected (with a reason) or unfinished. The input is
 the whole workload online (requests arriving after the run ends are unfinished, with that
@@ -90,6 +92,13 @@ HELIX_CONCAT_BYTES_PER_S = 4e9
 HELIX_H2D_BYTES_PER_S = 5e9
 HELIX_HOST_COPY_S_PER_BYTE = 1.0 / HELIX_CONCAT_BYTES_PER_S + 1.0 / HELIX_H2D_BYTES_PER_S
 HOST_COPIES = {"none": 0.0, "helix": HELIX_HOST_COPY_S_PER_BYTE}  # --host-copies -> seconds per byte
+# Preemption when a node's KV is full. "recompute": the victim's KV is freed on every node and it is
+# prefilled again (vLLM's default for one sequence per request). "swap": Helix's prototype (llm_sys/engine/
+# scheduler.py, LayerwiseScheduler._preempt: PreemptionMode.SWAP always, per worker).
+PREEMPTIONS = ("recompute", "swap")
+# Host <-> GPU bandwidth of a swap: PCIe 4.0 x16 (about 25 GB/s peak) at half, for vLLM's block-by-block
+# copies. An assumption: the swaps of the fidelity points move < 0.1 GB/s, so it hardly matters there.
+SWAP_BYTES_PER_S = 12.5e9
 
 
 @dataclass(frozen=True)
@@ -123,12 +132,25 @@ class EngineConfig:
     # otherwise) before its step; 0: inputs are already on the device. Helix's simulator and prototype:
     # HELIX_HOST_COPY_S_PER_BYTE (7.4 us per 16 KiB activation row).
     host_copy_s_per_byte: float = 0.0
+    # What a node does when a decode step finds its KV full (PREEMPTIONS above). "swap", as Helix's
+    # prototype: a node serves its decodes oldest first; the victim is the latest-arrived resident not in
+    # the step (so residents elsewhere on their route, the prototype's "sleeping" requests, go first; the
+    # step's own request if none), and one layer of its KV here moves to the host while the rest stays,
+    # here and on its other nodes. A request with KV on the host here waits at this node; the node swaps
+    # requests back in, oldest first, in a step that needed no victim, while the next fits above the
+    # watermark, and admits no prompt while any is swapped out (vLLM 0.4 Scheduler._schedule). A node
+    # whose residents all wait on a host swaps the others out whole to take the oldest back (half-swapped
+    # requests hold the memory the others need; the prototype can hang there).
+    # Each swap counts as a preemption.
+    preemption: str = "recompute"
 
     def __post_init__(self):
         if self.feeder not in FEEDERS:
             raise SimError(f"unknown offline feeder '{self.feeder}'; known: {', '.join(FEEDERS)}")
         if self.transfers not in TRANSFERS:
             raise SimError(f"unknown transfer mode '{self.transfers}'; known: {', '.join(TRANSFERS)}")
+        if self.preemption not in PREEMPTIONS:
+            raise SimError(f"unknown preemption '{self.preemption}'; known: {', '.join(PREEMPTIONS)}")
         if self.granularity not in GRANULARITIES:
             raise SimError(f"unknown iteration granularity '{self.granularity}'; known: {', '.join(GRANULARITIES)}")
 
@@ -152,6 +174,7 @@ class Flight:
         "epoch",
         "generated",
         "hop",
+        "host_kv",
         "is_prompt",
         "kv",
         "kv_streams",
@@ -175,10 +198,15 @@ class Flight:
         self.generated = 0
         self.epoch = 0
         self.kv: dict[int, float] = {}  # node -> KV bytes held there
+        self.host_kv: dict[int, float] = {}  # swap preemption: node -> KV bytes of it swapped to the host
         self.sent_at = 0.0
         self.reserved: dict[int, float] = {}  # offline admission: node -> expected KV bytes booked there
         self.transfer_start = 0.0  # disaggregated: when the KV cache started moving to the decode nodes
         self.kv_streams = 0  # disaggregated: prompt -> decode node pairs still sending KV
+
+
+def _arrival(f: Flight) -> tuple[float, int]:
+    return f.req.arrival_s, f.req.id
 
 
 class NodeSim:
@@ -197,6 +225,8 @@ class NodeSim:
         self.kv_expected = 0.0  # offline admission bookkeeping
         self.kv_per_token_layer = placement.model.kv_bytes_per_token_per_layer
         self.resident: dict[Flight, None] = {}  # admission order; last = newest
+        self.swapped: dict[Flight, None] = {}  # swap preemption: KV on the host, oldest swap first
+        self.swap_bytes = 0.0  # bytes swapped out or in for the step being formed
         self.decodes: deque = deque()
         self.prompts: deque = deque()
         self.wake: simpy.Event | None = None
@@ -250,11 +280,28 @@ class NodeSim:
         budget, seqs = limits.max_tokens, limits.max_seqs
         batch = []
         per_token = self.kv_per_token_layer
+        swap = self.sim.config.preemption == "swap"
+        parked, swapped_out = [], False  # swap: decodes whose KV here is on the host; a victim this step
+        if swap and len(self.decodes) > 1:  # vLLM serves its running requests oldest first
+            self.decodes = deque(sorted(self.decodes, key=lambda item: _arrival(item[0])))
         while self.decodes and seqs > 0 and budget > 0:
             f, ep = self.decodes.popleft()
             if f.epoch != ep:
                 continue
+            if swap and f in self.swapped:
+                parked.append((f, ep))
+                continue
             need = per_token * f.counts[f.hop]
+            if swap:
+                while self.free_kv() < need:
+                    victim = self._swap_victim(batch) or f
+                    self.swap_out(victim)
+                    swapped_out = True
+                    if victim is f:
+                        break
+                if f in self.swapped:
+                    parked.append((f, ep))
+                    continue
             while self.free_kv() < need and self.resident:
                 victim = next(reversed(self.resident))
                 self.sim.preempt(victim)
@@ -269,9 +316,13 @@ class NodeSim:
             batch.append((f, ep))
             seqs -= 1
             budget -= 1
-        took_prompt = False
         watermark = KV_WATERMARK * self.kv_capacity
-        while self.prompts and seqs > 0:
+        if self.swapped and (not swapped_out or not batch):
+            seqs, budget = self._swap_in(batch, parked, seqs, budget, watermark)
+        if parked:
+            self.decodes.extendleft(reversed(parked))
+        took_prompt = False
+        while self.prompts and seqs > 0 and not (swap and self.swapped):
             f, ep = self.prompts[0]
             if f.epoch != ep:
                 self.prompts.popleft()
@@ -290,6 +341,87 @@ class NodeSim:
             budget -= n
         # a preemption above may have made earlier items stale
         return [(f, ep) for f, ep in batch if f.epoch == ep]
+
+    # ---- swap preemption (EngineConfig.preemption == "swap") --------------------------------
+    def _swap_victim(self, batch) -> Flight | None:
+        """The latest-arrived resident not in the step being formed (vLLM's FCFS priority)."""
+        taken = {f for f, _ in batch}
+        return max((v for v in self.resident if v not in taken), key=_arrival, default=None)
+
+    def swap_out(self, f: Flight, whole: bool = False) -> None:
+        """Move one layer of ``f``'s KV here to the host (the prototype keeps a vLLM sequence group per
+        layer and swaps one at a time), or all of it; ``f`` waits here until all of it is back."""
+        held = f.kv.get(self.id, 0.0)
+        k = f.counts[f.nodes.index(self.id)] if self.id in f.nodes else 1
+        layer = (held + f.host_kv.get(self.id, 0.0)) / max(1, k)
+        nbytes = held if whole else min(held, layer)
+        if held - nbytes <= 1e-6 * layer:
+            nbytes = held
+            f.kv.pop(self.id, None)
+            self.resident.pop(f, None)
+        else:
+            f.kv[self.id] = held - nbytes
+        self.kv_used -= nbytes
+        f.host_kv[self.id] = f.host_kv.get(self.id, 0.0) + nbytes
+        self.swapped.setdefault(f, None)
+        self.swap_bytes += nbytes
+        f.rec.preemptions += 1
+        for node in f.kv:  # where f still holds memory, its residents may now all be waiting
+            if node != self.id:
+                self.sim.nodes[node].poke()
+
+    def _swap_in(self, batch: list, parked: list, seqs: int, budget: int, watermark: float) -> tuple[int, int]:
+        """Swap requests back in, oldest first, while the next fits above the watermark (vLLM's
+        ``_can_swap_in``); those queued here join the step. If the step is still empty and every resident
+        here waits on a host (here or on another node), the node makes room for the oldest one queued here
+        by swapping out all of other residents' KV here, latest arrived first, so that requests waiting on
+        each other's memory cannot stall for ever."""
+        waiting = {f: (f, ep) for f, ep in parked}
+        while self.swapped and seqs > 0 and budget > 0:
+            f = next(iter(self.swapped))
+            if not self._fits(self._swap_need(f, waiting.get(f)), watermark):
+                break
+            seqs, budget = self._restore(f, waiting, batch, parked, seqs, budget)
+        if not batch and parked and all(v.host_kv for v in self.resident):
+            # nothing runs here and every resident waits on some host: make room for the oldest one here
+            f = next(v for v in self.swapped if v in waiting)
+            while not self._fits(self._swap_need(f, waiting[f]), watermark):
+                victim = max((v for v in self.resident if v is not f), key=_arrival, default=None)
+                if victim is None:
+                    break
+                self.swap_out(victim, whole=True)
+            if self._fits(self._swap_need(f, waiting[f]), watermark):
+                seqs, budget = self._restore(f, waiting, batch, parked, seqs, budget)
+        return seqs, budget
+
+    def _swap_need(self, f: Flight, item) -> float:
+        return f.host_kv[self.id] + (self.kv_per_token_layer * f.counts[f.hop] if item is not None else 0.0)
+
+    def _fits(self, need: float, watermark: float) -> bool:
+        """The prompt rule: above the watermark, or alone on an empty node."""
+        return self.free_kv() - need >= watermark or (not self.resident and self.free_kv() >= need)
+
+    def _restore(self, f: Flight, waiting: dict, batch: list, parked: list, seqs: int, budget: int):
+        del self.swapped[f]
+        nbytes = f.host_kv.pop(self.id)
+        self.swap_bytes += nbytes
+        self.alloc(f, nbytes)
+        item = waiting.pop(f, None)
+        if item is None:
+            return seqs, budget
+        parked.remove(item)
+        self.alloc(f, self.kv_per_token_layer * f.counts[f.hop])
+        batch.append(item)
+        return seqs - 1, budget - 1
+
+    def drop_swapped(self, f: Flight) -> None:
+        """``f`` left (finished or preempted for recompute): forget its KV on this node's host."""
+        self.swapped.pop(f, None)
+
+    def take_swap_time(self) -> float:
+        """Time the swaps of the step just formed take (host <-> GPU), and reset the count."""
+        t, self.swap_bytes = self.swap_bytes / SWAP_BYTES_PER_S, 0.0
+        return t
 
     def iteration_time(self, batch) -> float:
         return (self._layers_time(batch) + (self._head_time(batch) if self.has_head else 0.0)
@@ -349,7 +481,7 @@ class NodeSim:
                 self.wake = None
                 continue
             start = env.now
-            yield env.timeout(self.iteration_time(batch))
+            yield env.timeout(self.iteration_time(batch) + self.take_swap_time())
             end = env.now
             stats.iterations += 1
             overlap = min(end, window_end) - max(start, window_start)
@@ -395,7 +527,7 @@ class NodeSim:
             last = d == k - 1
             start = env.now
             yield env.timeout(self._layer_time(items) + (self._head_time(items) if last and self.has_head else 0.0)
-                              + (self._copy_time(items) if d == 0 else 0.0))
+                              + (self._copy_time(items) + self.take_swap_time() if d == 0 else 0.0))
             end = env.now
             stats.iterations += 1
             overlap = min(end, window_end) - max(start, window_start)
@@ -608,9 +740,15 @@ class Simulation:
     def _free_route(self, f: Flight) -> None:
         for node in list(f.kv):
             self.nodes[node].release(f)
+        self._drop_host_kv(f)
         for node, nbytes in f.reserved.items():
             self.nodes[node].kv_expected -= nbytes
         f.reserved = {}
+
+    def _drop_host_kv(self, f: Flight) -> None:
+        for node in f.host_kv:
+            self.nodes[node].drop_swapped(f)
+        f.host_kv = {}
 
     def finish(self, f: Flight) -> None:
         f.rec.outcome = FINISHED
@@ -626,6 +764,7 @@ class Simulation:
         f.epoch += 1
         for node in list(f.kv):
             self.nodes[node].release(f)
+        self._drop_host_kv(f)
         f.hop = 0
         f.is_prompt = True
         f.prompt_len = f.req.input_tokens + f.generated

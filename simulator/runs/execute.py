@@ -57,7 +57,8 @@ def engine_config(spec: RunSpec, limits, **changes) -> EngineConfig:
     """The engine's settings of ``spec`` (``changes`` override fields: a candidate's short offline run)."""
     fields = dict(mode=spec.mode, duration_s=spec.duration, warmup_s=spec.warmup, max_inflight=spec.max_inflight,
                   limits=limits, progress=spec.progress, feeder=spec.feeder, granularity=spec.granularity,
-                  transfers=spec.transfers, host_copy_s_per_byte=HOST_COPIES[spec.host_copies])
+                  transfers=spec.transfers, host_copy_s_per_byte=HOST_COPIES[spec.host_copies],
+                  preemption=spec.preemption)
     return EngineConfig(**{**fields, **changes})
 
 
