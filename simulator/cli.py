@@ -88,7 +88,7 @@ def run_options(f):
         click.option("--verify-top", type=click.IntRange(min=0), default=None,
                      help="helix-milp: serve the N candidates its serving model ranks highest in a short offline run "
                           "and keep the one that serves the most (default: 3, runs.candidates.VERIFY_TOP; 0: keep "
-                          "the model's pick)"),
+                          "the model's pick); hexgen2: any N > 0 also serves DistServe's plan, 0 keeps the paper's"),
         click.option("--no-predict", "predict", is_flag=True, flag_value=False, default=True,
                      help="skip the serving model's prediction (predicted_* fields; saves up to a few seconds a run "
                           "on large clusters)"),

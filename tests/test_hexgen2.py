@@ -492,10 +492,11 @@ def test_swrr_allowed_and_zero_weights():
 
 
 # ---- 6. end to end on hexgen2-het1 -----------------------------------------------------------------
-def run(mode: str):
+def run(mode: str, verify_top: int | None = 0):
+    """The paper's plan (``verify_top=0``: not served against DistServe's), or by default the better served."""
     return execute(RunSpec(cluster="hexgen2-het1", model="llama2-70b", policy="hexgen2", mode=mode,
                            trace="synthetic:conv", duration=30, warmup=5, rate=15.0 if mode == "online" else None,
-                           progress=False))
+                           verify_top=verify_top, progress=False))
 
 
 @pytest.fixture(scope="module", params=["offline", "online"])
@@ -544,6 +545,20 @@ def test_end_to_end_deterministic(mode):
     assert key(run(mode)) == key(run(mode))
 
 
+def test_by_default_the_run_serves_distserves_plan_too_and_keeps_the_better():
+    """hexgen2 serves its plan and DistServe's (HexGen-2's scheduler, short offline run) and keeps the one that
+    served more decode tokens/s; --verify-top 0 keeps the paper's plan."""
+    result = run("offline", verify_top=None)
+    table = result.summary["placement_candidates"]
+    assert [c["planner"] for c in table] == ["hexgen2", "distserve"]
+    best = max(table, key=lambda c: c["simulated_decode_tokens_per_s"])
+    assert [c["chosen"] for c in table] == [c is best for c in table]
+    assert result.placement.serving.planner == best["planner"]
+    assert all(c["max_flow_bound_tokens_per_s"] > 0 for c in table)
+    paper = run("offline")
+    assert paper.placement.serving.planner == "hexgen2" and "placement_candidates" not in paper.summary
+
+
 # ---- 7. sim plan --policy hexgen2 ------------------------------------------------------------------
 HISTORY_LINE = re.compile(r"^\s+(\d+)\s+([0-9.]+)\s+(\S.*)$")
 
@@ -553,7 +568,7 @@ def test_cli_plan_prints_refinement_history():
 
     from simulator.cli import cli
 
-    res = CliRunner().invoke(cli, ["plan", "--policy", "hexgen2", "--cluster", "hexgen2-het1"])
+    res = CliRunner().invoke(cli, ["plan", "--policy", "hexgen2", "--cluster", "hexgen2-het1", "--verify-top", "0"])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     head = next(k for k, line in enumerate(lines) if "refinement" in line)
@@ -569,7 +584,8 @@ def test_cli_plan_prints_refinement_history():
     top = re.search(r"max-flow ([0-9.]+) req/s = (\d+) tokens/s at (\d+) in / (\d+) out", res.output)
     assert top and float(top[1]) == pytest.approx(history[-1][1], abs=0.006)  # 2 vs 3 decimals printed
 
-    res = CliRunner().invoke(cli, ["plan", "--policy", "hexgen2", "--cluster", "hexgen2-het1", "--json"])
+    res = CliRunner().invoke(cli, ["plan", "--policy", "hexgen2", "--cluster", "hexgen2-het1", "--json",
+                                   "--verify-top", "0"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
     values = [h["max_flow_requests_per_s"] for h in doc["history"]]

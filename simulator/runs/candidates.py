@@ -11,7 +11,9 @@ planner's own):
 
 - by default (``verify_top``, ``sim run --verify-top``), for a planner that lists scored candidates
   (``helix-milp``: the whole cluster, its grouped variants and the baselines' placements,
-  :func:`simulator.policies.helix._best_variant`), the :data:`VERIFY_TOP` the serving model ranks highest;
+  :func:`simulator.policies.helix._best_variant`), the :data:`VERIFY_TOP` the serving model ranks highest,
+  and every placement of the planners it names in ``notes["candidate_planners"]`` (``hexgen2``: DistServe's
+  plan; the serving model does not cover disaggregated plans, so nothing ranks them before they are served);
 - with ``--verify-candidates``, every one of them, and for any planner the placements of the baselines'
   planners (:data:`CANDIDATE_PLANNERS`) not already among them.
 
@@ -80,6 +82,13 @@ def _served(spec, ctx: PlanContext, placement: Placement, scheduler: str, worklo
     return p.bound, s["decode_tokens_per_s"], predicted
 
 
+def _same(a: Placement, b: Placement) -> bool:
+    """The same layers on the same nodes (and, for disaggregated plans, the same groups in the same roles)."""
+    def key(p):
+        return None if p.serving is None else ([sorted(map(tuple, g)) for g in p.serving.groups], p.serving.roles)
+    return a.ranges == b.ranges and key(a) == key(b)
+
+
 def _variant_placement(ctx: PlanContext, own: Placement, v: dict) -> Placement:
     """A candidate the planner listed (``notes["milp_variants"]``) as a placement, from its ranges and groups."""
     ids = {n.name: n.id for n in ctx.cluster.nodes}
@@ -97,6 +106,7 @@ def verified_placement(spec, ctx: PlanContext, planner: str, own: Placement, sch
     closed loop, over the planner's copy of the workload)."""
     listed = own.notes.get("milp_variants", [])
     candidates = [Candidate(planner, own, None, None)]
+    named = list(own.notes.get("candidate_planners", []))  # served by default: the serving model cannot rank them
     ranked = []  # (planner's prediction, candidate)
     for v in listed:
         c = candidates[0] if v["chosen"] else Candidate(f"{planner}, {v['variant']}", _variant_placement(ctx, own, v),
@@ -105,21 +115,25 @@ def verified_placement(spec, ctx: PlanContext, planner: str, own: Placement, sch
             candidates.append(c)
         c.predicted_decode_tokens_per_s = v["predicted_decode_tokens_per_s"]  # the planner's, until served
         ranked.append((v["predicted_decode_tokens_per_s"], c))
+    if top is None and own.serving is None:  # the baselines' planners place layers only: not for a disaggregated plan
+        named += [name for name in CANDIDATE_PLANNERS if name not in named]
+    extra = []
+    for name in named:
+        if name == planner:
+            continue
+        ctx_c = replace(ctx, rng=np.random.default_rng(spec.seed))
+        try:
+            c = Candidate(name, plan(name, ctx_c), None, None)
+        except SimError as e:  # a baseline that cannot place this model here is listed, not chosen
+            candidates.append(Candidate(name, None, None, None, str(e)))
+            continue
+        if not any(_same(c.placement, o.placement) for o in candidates if o.placement is not None):
+            candidates.append(c)
+            extra.append(c)
     if top is None:
-        for name in CANDIDATE_PLANNERS:
-            if name == planner:
-                continue
-            ctx_c = replace(ctx, rng=np.random.default_rng(spec.seed))
-            try:
-                c = Candidate(name, plan(name, ctx_c), None, None)
-            except SimError as e:  # a baseline that cannot place this model here is listed, not chosen
-                candidates.append(Candidate(name, None, None, None, str(e)))
-                continue
-            if not any(c.placement.ranges == o.placement.ranges for o in candidates if o.placement is not None):
-                candidates.append(c)
         serve = candidates
     else:  # the planner's own pick ranks first by construction; sorted() keeps the listed order on ties
-        serve = [c for _, c in sorted(ranked, key=lambda t: -t[0])[:top]] or candidates[:1]
+        serve = ([c for _, c in sorted(ranked, key=lambda t: -t[0])[:top]] or candidates[:1]) + extra
     for c in serve:
         if c.placement is None:
             continue

@@ -153,6 +153,11 @@ def plan_from_spec(spec) -> tuple[PlanReport, object]:
         placement = verify(spec, ctx, planner, placement, sched, model)
     seconds = time.perf_counter() - t0
     if placement.serving is not None:  # disaggregated (hexgen2, distserve): its own report
+        if placement.notes.get("candidates"):
+            placement.serving.notes["candidates served in a short offline run (decode tokens/s; max-flow bound)"] = \
+                ", ".join(f"{c['planner']} {c['simulated_decode_tokens_per_s'] or 0:.1f} "
+                          f"({c['max_flow_bound_tokens_per_s'] or 0:.0f}){' chosen' if c['chosen'] else ''}"
+                          for c in placement.notes["candidates"])
         return placement.serving, placement
     problem = placement_problem(cluster, model, costs, memory, ctx.mean_input, ctx.mean_output, limits)
     notes = {k: v for k, v in placement.notes.items() if not k.startswith("milp_") and k != "candidates"}

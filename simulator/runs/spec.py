@@ -68,7 +68,8 @@ class RunSpec:
     host_copies: str = "none"  # engine: host-side copies of a node's inputs: "none" or "helix" (4 + 5 GB/s)
     preemption: str = "recompute"  # engine, KV full: "recompute" (vLLM's default) or "swap" (Helix's prototype)
     verify_candidates: bool = False  # planner: serve every candidate and the baselines' placements briefly
-    verify_top: int | None = None  # helix-milp: serve its serving model's top N briefly (None: VERIFY_TOP; 0: none)
+    verify_top: int | None = None  # helix-milp: serve its serving model's top N briefly (None: VERIFY_TOP; 0: none);
+    # hexgen2: > 0 also serves DistServe's plan briefly
     predict: bool = True  # report the serving model's prediction next to what was served
     context_rule: str = "reject"
     slo_ttft: float = math.inf
@@ -280,10 +281,13 @@ def serving_parts(ctx: PlanContext, placement: Placement, sched: str, rng: np.ra
 
 def verifies(spec: RunSpec, placement: Placement) -> bool:
     """Whether candidates are served before the run: ``--verify-candidates``, or by default (``verify_top``)
-    where the planner listed scored candidates (helix-milp); never for a disaggregated plan."""
+    where the planner listed scored candidates (helix-milp) or named other planners' (hexgen2); a disaggregated
+    plan only against the disaggregated plans its planner names."""
+    named = bool(placement.notes.get("candidate_planners"))
     if placement.serving is not None:
-        return False
-    return spec.verify_candidates or (_verify_top(spec) > 0 and len(placement.notes.get("milp_variants", [])) > 1)
+        return named and (spec.verify_candidates or _verify_top(spec) > 0)
+    return spec.verify_candidates or (_verify_top(spec) > 0 and (named or
+                                                                 len(placement.notes.get("milp_variants", [])) > 1))
 
 
 def _verify_top(spec: RunSpec) -> int:
