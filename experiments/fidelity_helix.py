@@ -34,7 +34,9 @@ the GPU, vLLM's default share, minus the weights, instead of Helix's block count
 helix-3region, the links (the preset's old numpy jitter instead of Helix's draw); and it switches on
 three mechanisms of Helix's simulator: its NICs (its machine profiles' "10 * gbps" read as 1e10
 bytes/s, where our presets keep the paper's 10 Gb/s), per-layer node steps (``--granularity layer``)
-and one transmission per request (``--transfers per-request``).
+and one transmission per request (``--transfers per-request``); on the prototype's points also the
+prototype's swap preemption (``--preemption swap``). SP's A100 prototype point keeps the 30 queries in flight
+its log shows (:data:`SP_PROTOTYPE_INFLIGHT`).
 Output: ``results/fidelity_helix.md``.
 """
 
@@ -53,6 +55,7 @@ from .paper import (
     HELIX_PROTOTYPE_LOADS,
     HELIX_PROTOTYPE_LATENCY,
     HELIX_PROTOTYPE_A100_PROMPT_WAIT_S,
+    HELIX_PROTOTYPE_A100_SWINGS,
     HELIX_PROTOTYPE_SP_PARTS,
     HELIX_PROTOTYPE_T4_STEADY,
     HELIX_SIMULATOR_DECODE,
@@ -76,11 +79,17 @@ ABLATIONS = ["workload", "feeder", "memory", "links", "nic", "layer", "transfers
 # Helix's simulator's engine mechanisms that its prototype shares (both send one message per request and
 # copy received activations on the host), switched on over every point: name -> RunSpec changes
 MECHANISMS = {"per-request transfers": {"transfers": "per-request"}, "host copies": {"host_copies": "helix"},
-              "both": {"transfers": "per-request", "host_copies": "helix"}}
+              "both": {"transfers": "per-request", "host_copies": "helix"},
+              "both + swap": {"transfers": "per-request", "host_copies": "helix", "preemption": "swap"}}
+PROTOTYPE_ONLY = {"both + swap"}  # swap preemption is the prototype's (vLLM); Helix's simulator has none
 HELIX_NIC_BYTES_PER_S = 1e10  # Helix's machine_profiles.ini "10 * gbps", which its code reads as bytes/s
 # Helix's SP on single-24 / 70B: (machine, in flight offline, offered tokens/s online) per sub-cluster
 SP_GPU_MEMORY_UTILISATION = RunSpec.gpu_memory_utilisation  # see sp_specs
 SP_SUBCLUSTERS = {"helix-single24": [("A100-40GB", 18, 240.0), ("L4", 40, 120.0), ("T4", 3, 10.0)]}
+# The prototype's own SP runs, where they differ from the script: its A100 log (separate_offline/a100/events.txt)
+# starts 30 queries 0.1 s apart (0.1 .. 3.0 s) and keeps 30 in flight, where step5_start_host.py now says 18 (its
+# L4 and T4 logs start the script's 40 and 3).
+SP_PROTOTYPE_INFLIGHT = {("helix-single24", "A100-40GB"): 30}
 
 
 def placement_of(cluster: str, policy: str) -> tuple[str, str]:
@@ -130,7 +139,14 @@ def sp_specs(cluster: str, mode: str, ref: str) -> list[RunSpec]:
         _protocol(RunSpec(cluster=type_subcluster(cluster, machine), model=MODEL, policy=None,
                           placement="separate", scheduler="random"), mode, ref, inflight, load),
         kv_memory="vllm", gpu_memory_utilisation=SP_GPU_MEMORY_UTILISATION)
-        for machine, inflight, load in SP_SUBCLUSTERS.get(cluster, [])]
+        for machine, inflight, load in _sp_parts(cluster, ref)]
+
+
+def _sp_parts(cluster: str, ref: str) -> list[tuple[str, int, float]]:
+    parts = SP_SUBCLUSTERS.get(cluster, [])
+    if ref != "proto":
+        return parts
+    return [(m, SP_PROTOTYPE_INFLIGHT.get((cluster, m), n), load) for m, n, load in parts]
 
 
 def preset_variant(cluster: str, label: str, old: str, new: str) -> str:
@@ -199,7 +215,8 @@ def specs() -> list[tuple[str, RunSpec]]:
 def mechanism_specs() -> list[tuple[str, RunSpec]]:
     """Every point's runs with each of :data:`MECHANISMS` switched on."""
     return [(f"{label}|{name}", dataclasses.replace(spec, **change))
-            for label, change in MECHANISMS.items() for name, spec in specs()]
+            for label, change in MECHANISMS.items() for name, spec in specs()
+            if label not in PROTOTYPE_ONLY or name.split("|")[3] == "proto"]
 
 
 def ablation_specs() -> list[tuple[str, RunSpec]]:
@@ -255,20 +272,30 @@ def latency_note(s: dict, cluster: str, policy: str, ref: str, mode: str = "offl
             + (f" (Helix's simulator {p50[0]:.2f} / {p50[1]:.2f})" if p50 else ""))
 
 
-def prototype_log_note() -> str:
-    """What Helix's prototype logs show about its SP sub-clusters (experiments/paper.py), in words."""
+def prototype_log_note(results: dict) -> str:
+    """What Helix's prototype logs show about its SP sub-clusters (experiments/paper.py), in words, against
+    our engine's A100 part with and without the prototype's swap preemption."""
     t4, (a, b) = HELIX_PROTOTYPE_T4_STEADY
     lo, hi = HELIX_PROTOTYPE_A100_PROMPT_WAIT_S
+    swings = HELIX_PROTOTYPE_A100_SWINGS
     a100, l4, t4_pub = HELIX_PROTOTYPE_SP_PARTS[("helix-single24", "offline")]
+    inflight = SP_PROTOTYPE_INFLIGHT[("helix-single24", "A100-40GB")]
+    ours = {label: results.get(f"{label}|helix-single24|separate|offline|proto|0", {}).get("decode_tokens_per_s")
+            for label in ("both", "both + swap")}
     return (f"SP's prototype sub-clusters, offline, from the prototype's own logs (SP parts in brackets above: "
             f"A100 + L4 + T4; prototype {a100} + {l4} + {t4_pub}): the T4 part ({t4_pub}) is not a steady state. "
             f"A query sent at {b} s never returns its prompt and no query is sent after the next one finishes, so "
             f"one request decodes alone to the end; over [{a:.0f}, {b}] s the T4s decode {t4} tokens/s, which "
-            f"our engine and Helix's simulator (4.8) both give. The A100 part is KV-bound in the prototype: from "
-            f"about 45 s its prompts wait {lo:.0f}-{hi:.0f} s (vLLM 0.4 starts no prompt while it has sequences "
-            f"swapped out), on A100s holding 20 layers of a 40 GB GPU, past Helix's own 12-layer limit, where "
-            f"the KV room the prototype had is not known; our engine leaves room for all 18 in flight, so its "
-            f"A100 part is high under every mechanism. Neither is fitted here.")
+            f"our engine and Helix's simulator (4.8) both give. The A100 part ran {inflight} queries in flight "
+            f"(its log; the script says 18, which the simulator points keep) and is KV-bound: from about 45 s its "
+            f"prompts wait {lo:.0f}-{hi:.0f} s, and its decode rate swings between {swings['bins_4s'][0]:.0f} and "
+            f"{swings['bins_4s'][1]:.0f} tokens/s (4-s bins) as requests stall for seconds with KV swapped out: "
+            f"{100 * swings['stalled_share']:.0f} % of all decode round-trip time is in round trips over 0.4 s, "
+            f"while the others take {swings['median_round_trip_s']} s (median), as ours do at the same "
+            f"concurrency. With the prototype's swap rule our A100 part serves {num(ours['both + swap'])} "
+            f"(with both mechanisms, recompute: {num(ours['both'])}): its requests stall that way too, but seldom; "
+            f"what makes the prototype's stalls so frequent (its per-layer scheduling, block granularity) is not "
+            f"modelled. Neither part is fitted here.")
 
 
 def run(jobs: int | None = None) -> None:
@@ -288,6 +315,9 @@ def run(jobs: int | None = None) -> None:
         theirs = (HELIX_PROTOTYPE_DECODE if ref == "proto" else HELIX_SIMULATOR_DECODE)[(cluster, policy, mode)]
         cells = [cluster, policy, mode, "prototype" if ref == "proto" else "simulator", num(theirs)]
         for label in [""] + list(MECHANISMS):
+            if label in PROTOTYPE_ONLY and ref != "proto":
+                cells.append("–")
+                continue
             prefix = f"{label}|" if label else ""
             n = len(point_specs(cluster, policy, mode, ref))
             s = combined([results[f"{prefix}{cluster}|{policy}|{mode}|{ref}|{i}"] for i in range(n)])
@@ -325,8 +355,10 @@ def run(jobs: int | None = None) -> None:
                               "Helix simulator", "Helix prototype"], abl_rows)
             + "\n\nHelix's engine mechanisms over every point (decode tokens/s, error against the reference): one "
               "message per request (`--transfers per-request`), host copies of received inputs (`--host-copies "
-              "helix`), and both; Helix's simulator and its prototype do both.\n\n"
+              "helix`), and both; Helix's simulator and its prototype do both. On the prototype's points also "
+              "with the prototype's swap preemption (`--preemption swap`: vLLM 0.4 swaps one layer of a request's "
+              "KV to the host at a time and starts no prompt while any is swapped).\n\n"
             + markdown_table(["setup", "policy", "mode", "reference", "theirs", "protocol"] + list(MECHANISMS),
                              mech_rows)
-            + "\n\n" + prototype_log_note() + "\n")
+            + "\n\n" + prototype_log_note(results) + "\n")
     write_result(NAME, text)

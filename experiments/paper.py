@@ -96,6 +96,13 @@ HELIX_SIMULATOR_SP_PARTS = {("helix-single24", "offline"): (84.3, 35.2, 4.8)}
 #   of a 40 GB GPU, past Helix's own 12-layer limit, so the KV room the prototype had there is not known.
 HELIX_PROTOTYPE_T4_STEADY = (4.81, (60.0, 182.35))  # offline T4 decode tokens/s over the window before the stall
 HELIX_PROTOTYPE_A100_PROMPT_WAIT_S = (20.0, 67.0)  # offline A100: prompt latency range from about 45 s on
+# - A100 offline, over [60, 300] s (re-parsed the same way): decode tokens/s in 4-s bins swing between 23 and 127
+#   (95 over [60, 64] s, 24-38 over [68, 84] s); 818 of the 16,481 decode round trips take over 0.4 s (up to 24 s:
+#   at 83.7 s twenty requests return at once after 5-24 s) and hold 31 % of all decode round-trip time. The
+#   prototype's worker swaps KV out one layer at a time and starts no prompt while any is swapped (llm_sys/engine/
+#   scheduler.py, LayerwiseScheduler: PreemptionMode.SWAP), so stalled requests keep most of their KV on the GPU.
+#   The round trips that do not stall take 0.214 s (median) with 14-30 requests decoding.
+HELIX_PROTOTYPE_A100_SWINGS = {"bins_4s": (23.0, 127.0), "stalled_share": 0.31, "median_round_trip_s": 0.214}
 # Prototype, online: mean prompt latency and mean decode latency (s), our TTFT and TPOT means.
 HELIX_PROTOTYPE_LATENCY = {
     ("helix-single24", "helix"): (2.66, 2.02), ("helix-single24", "swarm"): (3.02, 1.64),

@@ -38,6 +38,13 @@ def test_sp_subclusters_hold_one_gpu_type_each():
     c = load_cluster(path)
     assert c.machine_types() == {"T4": 12}
     assert [s.max_inflight for s in fid.sp_specs("helix-single24", "offline", "sim")] == [18, 40, 3]
+    # the prototype's own A100 log keeps 30 in flight (the script's 18 is the simulator's)
+    assert [s.max_inflight for s in fid.sp_specs("helix-single24", "offline", "proto")] == [30, 40, 3]
+
+
+def test_swap_preemption_runs_on_prototype_points_only():
+    swap = [name for name, spec in fid.mechanism_specs() if spec.preemption == "swap"]
+    assert swap and all(name.startswith("both + swap|") and name.split("|")[4] == "proto" for name in swap)
 
 
 def test_sp_decode_rates_add_up_and_an_error_wins():
