@@ -557,6 +557,10 @@ def test_by_default_the_run_serves_distserves_plan_too_and_keeps_the_better():
     assert all(c["max_flow_bound_tokens_per_s"] > 0 for c in table)
     paper = run("offline")
     assert paper.placement.serving.planner == "hexgen2" and "placement_candidates" not in paper.summary
+    from simulator.runs.candidates import _same  # a candidate equal to another (groups and roles) is served once
+    assert _same(paper.placement, paper.placement)
+    other = result.placement if result.placement.serving.planner != "hexgen2" else None
+    assert other is None or not _same(paper.placement, other)
 
 
 # ---- 7. sim plan --policy hexgen2 ------------------------------------------------------------------

@@ -85,7 +85,9 @@ def _served(spec, ctx: PlanContext, placement: Placement, scheduler: str, worklo
 def _same(a: Placement, b: Placement) -> bool:
     """The same layers on the same nodes (and, for disaggregated plans, the same groups in the same roles)."""
     def key(p):
-        return None if p.serving is None else ([sorted(map(tuple, g)) for g in p.serving.groups], p.serving.roles)
+        if p.serving is None:
+            return None
+        return [sorted((gpu.node, gpu.index) for gpu in g) for g in p.serving.groups], list(p.serving.roles)
     return a.ranges == b.ranges and key(a) == key(b)
 
 
