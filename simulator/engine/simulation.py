@@ -294,7 +294,7 @@ class NodeSim:
             need = per_token * f.counts[f.hop]
             if swap:
                 while self.free_kv() < need:
-                    victim = self._swap_victim(batch) or f
+                    victim = self._latest_resident({g for g, _ in batch}) or f
                     self.swap_out(victim)
                     swapped_out = True
                     if victim is f:
@@ -343,10 +343,9 @@ class NodeSim:
         return [(f, ep) for f, ep in batch if f.epoch == ep]
 
     # ---- swap preemption (EngineConfig.preemption == "swap") --------------------------------
-    def _swap_victim(self, batch) -> Flight | None:
-        """The latest-arrived resident not in the step being formed (vLLM's FCFS priority)."""
-        taken = {f for f, _ in batch}
-        return max((v for v in self.resident if v not in taken), key=_arrival, default=None)
+    def _latest_resident(self, excluded) -> Flight | None:
+        """The latest-arrived resident not in ``excluded`` (the victim by vLLM's FCFS priority)."""
+        return max((v for v in self.resident if v not in excluded), key=_arrival, default=None)
 
     def swap_out(self, f: Flight, whole: bool = False) -> None:
         """Move one layer of ``f``'s KV here to the host (the prototype keeps a vLLM sequence group per
@@ -386,7 +385,7 @@ class NodeSim:
             # nothing runs here and every resident waits on some host: make room for the oldest one here
             f = next(v for v in self.swapped if v in waiting)
             while not self._fits(self._swap_need(f, waiting[f]), watermark):
-                victim = max((v for v in self.resident if v is not f), key=_arrival, default=None)
+                victim = self._latest_resident({f})
                 if victim is None:
                     break
                 self.swap_out(victim, whole=True)
@@ -413,10 +412,6 @@ class NodeSim:
         self.alloc(f, self.kv_per_token_layer * f.counts[f.hop])
         batch.append(item)
         return seqs - 1, budget - 1
-
-    def drop_swapped(self, f: Flight) -> None:
-        """``f`` left (finished or preempted for recompute): forget its KV on this node's host."""
-        self.swapped.pop(f, None)
 
     def take_swap_time(self) -> float:
         """Time the swaps of the step just formed take (host <-> GPU), and reset the count."""
@@ -746,8 +741,9 @@ class Simulation:
         f.reserved = {}
 
     def _drop_host_kv(self, f: Flight) -> None:
+        """``f`` left (finished, or preempted for recompute): forget its KV on the nodes' hosts."""
         for node in f.host_kv:
-            self.nodes[node].drop_swapped(f)
+            self.nodes[node].swapped.pop(f, None)
         f.host_kv = {}
 
     def finish(self, f: Flight) -> None:
