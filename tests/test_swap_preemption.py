@@ -9,7 +9,8 @@ from test_engine import build
 
 from simulator.engine import kv_balanced
 from simulator.errors import SimError
-from simulator.engine.simulation import EngineConfig
+from simulator.engine.simulation import EngineConfig, Flight
+from simulator.metrics.records import RequestRecord
 from simulator.workload.requests import Request
 
 
@@ -25,8 +26,8 @@ def _tight(sim, node: int, tokens: int) -> None:
 
 def test_newest_request_waits_on_the_host_while_the_oldest_finishes_then_resumes(tiny):
     """One node with room for 230 tokens; two requests of 100 + 50 tokens start together. Both prompts fit
-    (200 tokens), their growth does not: the newest one's KV goes to the host, layer by layer, while the
-    oldest decodes to its end; then the newest comes back and finishes without a second prefill."""
+    (200 tokens), their growth does not: the newest one (asleep while the oldest's step needs room) goes to
+    the host while the oldest decodes to its end; then the newest comes back and finishes without a second prefill."""
     a, b = Request(0, 0.0, 100, 50), Request(1, 0.0, 100, 50)
     sim = build(tiny, 1, {0: (0, 4)}, [a, b], duration_s=60, warmup_s=0, preemption="swap")
     _tight(sim, 0, 230)
@@ -80,6 +81,56 @@ def test_swap_never_loses_a_request_nor_overfills_a_node(tiny, n, room, stages, 
     for node in sim.nodes:
         assert node.stats.kv_peak_bytes <= node.kv_capacity * (1 + 1e-9)
         assert all(f.rec.outcome != "finished" for f in node.swapped)
+
+
+def _resident_flights(sim, n: int, nbytes: float) -> list:
+    """``n`` requests (arrivals 0, 1, ...) resident on node 0 with ``nbytes`` of KV each."""
+    out = []
+    for i in range(n):
+        req = Request(i, float(i), 50, 10)
+        f = Flight(req, RequestRecord(i, req.arrival_s, 50, 10), sim.scheduler.route(req, sim.view))
+        sim.nodes[0].alloc(f, nbytes)
+        out.append(f)
+    return out
+
+
+def test_victim_is_the_sleeping_request_that_left_the_node_last(tiny):
+    """The prototype's order (LayerwiseScheduler._schedule_running): a sleeping request (resident, its token
+    elsewhere) before a queued one, the one that left this node's step last first, and among queued ones
+    the latest arrived."""
+    sim = build(tiny, 1, {0: (0, 4)}, [Request(0, 0.0, 50, 10)], duration_s=10, warmup_s=0, preemption="swap")
+    node = sim.nodes[0]
+    a, b, c, d = _resident_flights(sim, 4, 1e5)
+    node.left_step([(c, c.epoch), (a, a.epoch)])
+    node.left_step([(b, b.epoch)])
+    node.decodes.append((d, d.epoch))  # d's token is here, a, b, c sleep
+    assert node._swap_victim(d, []) is b  # not d (newest) nor c (newest asleep): b left last
+    node.decodes.appendleft((b, b.epoch))
+    assert node._swap_victim(d, []) is a  # the last of the step before
+    node.decodes.extend([(a, a.epoch), (c, c.epoch)])
+    assert node._swap_victim(b, [(b, b.epoch)]) is d  # none asleep: the latest-arrived one queued
+    assert node._swap_victim(b, [(b, b.epoch)], sleeping_only=True) is None
+
+
+def test_prompt_enters_when_one_layer_fits_and_pushes_a_sleeper_out(tiny):
+    """A prompt needs room for one of its layers (the prototype admits it layer by layer); the rest of
+    its KV comes from sleeping residents swapped to the host. With nobody asleep it waits."""
+    sim = build(tiny, 1, {0: (0, 4)}, [Request(0, 0.0, 50, 10)], duration_s=10, warmup_s=0, preemption="swap")
+    node = sim.nodes[0]
+    per_token = 4 * sim.model.kv_bytes_per_token_per_layer  # 4 layers here
+    node.kv_capacity = 1000 * per_token
+    (old,) = _resident_flights(sim, 1, 700 * per_token)
+    node.left_step([(old, old.epoch)])
+    prompt = _resident_flights(sim, 2, 0.0)[1]
+    need = 600 * per_token  # 300 tokens free: one layer (150 tokens' worth) fits, all of it does not
+    assert node._prompt_room_by_layer(prompt, need, [], 0.01 * node.kv_capacity)
+    assert old in node.swapped and node.free_kv() >= need
+    node.release(old)
+    node.swapped.clear()
+    node.alloc(old, 700 * per_token)
+    node.left_step([(old, old.epoch)])
+    node.decodes.append((old, old.epoch))  # now its token is here: nobody sleeps
+    assert not node._prompt_room_by_layer(prompt, need, [], 0.01 * node.kv_capacity)
 
 
 def test_unknown_preemption_is_refused():

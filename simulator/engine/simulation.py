@@ -30,8 +30,8 @@ batching):
   in the queue while memory is short; a decode step that finds memory full preempts the
   newest request resident on that node (its KV is freed on every node of its route and
   it is re-sent for recompute of input + generated tokens), counted per request. With
-  ``preemption="swap"`` (vLLM 0.4 as Helix's prototype runs it) the victim's KV on that one
-  node moves to the host instead and the request waits there until it fits again.
+  ``preemption="swap"`` (vLLM 0.4 as Helix's prototype runs it) a sleeping request's KV on that
+  one node moves to the host instead and the request waits there until it fits again.
 
 Every input request ends as finished, rejected (with a reason) or unfinished. The input is
 the whole workload online (requests arriving after the run ends are unfinished, with that
@@ -133,15 +133,18 @@ class EngineConfig:
     # HELIX_HOST_COPY_S_PER_BYTE (7.4 us per 16 KiB activation row).
     host_copy_s_per_byte: float = 0.0
     # What a node does when a decode step finds its KV full (PREEMPTIONS above). "swap", as Helix's
-    # prototype: a node serves its decodes oldest first; the victim is the latest-arrived resident not in
-    # the step (so residents elsewhere on their route, the prototype's "sleeping" requests, go first; the
-    # step's own request if none), and one layer of its KV here moves to the host while the rest stays,
-    # here and on its other nodes. A request with KV on the host here waits at this node; the node swaps
-    # requests back in, oldest first, in a step that needed no victim, while the next fits above the
-    # watermark, and admits no prompt while any is swapped out (vLLM 0.4 Scheduler._schedule). A node
-    # whose residents all wait on a host swaps the others out whole to take the oldest back (half-swapped
-    # requests hold the memory the others need; the prototype can hang there).
-    # Each swap counts as a preemption.
+    # prototype (llm_sys/engine/scheduler.py, LayerwiseScheduler): a node serves its decodes oldest first;
+    # the victim is a "sleeping" resident (its token elsewhere on its route), the one that left this
+    # node's step last (sleep_gpu_ids.pop()), else the latest-arrived decode queued here, else the step's
+    # own request. Its KV here moves to the host (the prototype swaps one layer per layer step, and every
+    # layer of the node picks the same victim), while its KV on its other nodes stays. A prompt starts
+    # when one layer of it fits above the watermark (the prototype admits prompts layer by layer against
+    # the node's one block pool) and sleeping residents are swapped out for the rest. A request whose
+    # token reaches a node where its KV is on the host waits there; the node swaps those back in, oldest
+    # first, in a step that needed no victim, while the next fits above the watermark, and starts no
+    # prompt while any waits (vLLM 0.4 Scheduler._schedule). A node whose residents all wait on a host
+    # swaps the others out whole to take the oldest back (half-swapped requests hold the memory the
+    # others need; the prototype can hang there). Each swap counts as a preemption.
     preemption: str = "recompute"
 
     def __post_init__(self):
@@ -226,6 +229,7 @@ class NodeSim:
         self.kv_per_token_layer = placement.model.kv_bytes_per_token_per_layer
         self.resident: dict[Flight, None] = {}  # admission order; last = newest
         self.swapped: dict[Flight, None] = {}  # swap preemption: KV on the host, oldest swap first
+        self.served: dict[Flight, None] = {}  # swap preemption: who left this node's steps, last = latest
         self.swap_bytes = 0.0  # bytes swapped out or in for the step being formed
         self.decodes: deque = deque()
         self.prompts: deque = deque()
@@ -267,6 +271,7 @@ class NodeSim:
         nbytes = f.kv.pop(self.id, 0.0)
         self.kv_used -= nbytes
         self.resident.pop(f, None)
+        self.served.pop(f, None)
         if nbytes:
             self.poke()
             self.sim.memory_freed()
@@ -294,7 +299,7 @@ class NodeSim:
             need = per_token * f.counts[f.hop]
             if swap:
                 while self.free_kv() < need:
-                    victim = self._latest_resident({g for g, _ in batch}) or f
+                    victim = self._swap_victim(f, batch)
                     self.swap_out(victim)
                     swapped_out = True
                     if victim is f:
@@ -317,12 +322,12 @@ class NodeSim:
             seqs -= 1
             budget -= 1
         watermark = KV_WATERMARK * self.kv_capacity
-        if self.swapped and (not swapped_out or not batch):
+        if parked and (not swapped_out or not batch):
             seqs, budget = self._swap_in(batch, parked, seqs, budget, watermark)
         if parked:
             self.decodes.extendleft(reversed(parked))
         took_prompt = False
-        while self.prompts and seqs > 0 and not (swap and self.swapped):
+        while self.prompts and seqs > 0 and not parked:
             f, ep = self.prompts[0]
             if f.epoch != ep:
                 self.prompts.popleft()
@@ -331,7 +336,10 @@ class NodeSim:
             if n > budget and took_prompt:
                 break
             need = per_token * f.counts[f.hop] * n
-            if self.free_kv() - need < watermark and (self.resident or self.free_kv() < need):
+            if swap:
+                if not self._prompt_room_by_layer(f, need, batch, watermark):
+                    break
+            elif self.free_kv() - need < watermark and (self.resident or self.free_kv() < need):
                 break  # wait for memory (head of line: prompts stay FIFO)
             self.prompts.popleft()
             self.alloc(f, need)
@@ -347,19 +355,53 @@ class NodeSim:
         """The latest-arrived resident not in ``excluded`` (the victim by vLLM's FCFS priority)."""
         return max((v for v in self.resident if v not in excluded), key=_arrival, default=None)
 
-    def swap_out(self, f: Flight, whole: bool = False) -> None:
-        """Move one layer of ``f``'s KV here to the host (the prototype keeps a vLLM sequence group per
-        layer and swaps one at a time), or all of it; ``f`` waits here until all of it is back."""
-        held = f.kv.get(self.id, 0.0)
-        k = f.counts[f.nodes.index(self.id)] if self.id in f.nodes else 1
-        layer = (held + f.host_kv.get(self.id, 0.0)) / max(1, k)
-        nbytes = held if whole else min(held, layer)
-        if held - nbytes <= 1e-6 * layer:
-            nbytes = held
-            f.kv.pop(self.id, None)
-            self.resident.pop(f, None)
-        else:
-            f.kv[self.id] = held - nbytes
+    def _swap_victim(self, f: Flight, batch: list, sleeping_only: bool = False) -> Flight | None:
+        """Whom the prototype swaps out when ``f``'s decode finds no room (LayerwiseScheduler._schedule_running):
+        first a "sleeping" resident, one whose token is not at this node, the one that left this node's step
+        last (``sleep_gpu_ids.pop()``: the queue is extended with every step's requests in batch order); then
+        the latest-arrived decode still queued here (``running.pop()`` after the FCFS sort), which is parked;
+        else ``f`` itself."""
+        queued = {g for g, _ in self.decodes}
+        queued.update(g for g, _ in batch)
+        queued.add(f)
+        for v in reversed(self.served):
+            if v not in queued and v.kv.get(self.id):
+                return v
+        if sleeping_only:
+            return None
+        queued = [g for g, ep in self.decodes if g.epoch == ep and g not in self.swapped]
+        return max(queued, key=_arrival) if queued else f  # the caller parks it when its turn comes
+
+    def _prompt_room_by_layer(self, f: Flight, need: float, batch: list, watermark: float) -> bool:
+        """Swap preemption's prompt rule: the prototype admits a prompt layer by layer
+        (LayerwiseScheduler._schedule_waiting runs at each layer against the node's one block pool), so a
+        prompt enters when one layer of it fits above the watermark, and the decode steps of the layers it
+        fills next swap sleeping requests out to make the room. Here: the prompt starts when one layer fits,
+        and sleeping residents (:meth:`_swap_victim`'s order) are swapped out until all of it fits; without
+        enough of them it waits."""
+        layer = need / max(1, f.counts[f.hop])
+        if self.free_kv() - layer < watermark and (self.resident or self.free_kv() < need):
+            return False
+        while self.free_kv() < need:
+            victim = self._swap_victim(f, batch, sleeping_only=True)
+            if victim is None:
+                return False
+            self.swap_out(victim)
+        return True
+
+    def left_step(self, batch: list) -> None:
+        """Swap preemption: the step's requests go to sleep here, in batch order (the victims' order)."""
+        served = self.served
+        for f, _ in batch:
+            served.pop(f, None)
+            served[f] = None
+
+    def swap_out(self, f: Flight) -> None:
+        """Move ``f``'s KV here to the host; ``f`` waits here until all of it is back. The prototype keeps a
+        vLLM sequence group per layer and swaps one layer at a time, but every layer of the node needs room
+        in the same step and picks the same victim, so a step moves all of it."""
+        nbytes = f.kv.pop(self.id, 0.0)
+        self.resident.pop(f, None)
         self.kv_used -= nbytes
         f.host_kv[self.id] = f.host_kv.get(self.id, 0.0) + nbytes
         self.swapped.setdefault(f, None)
@@ -376,19 +418,18 @@ class NodeSim:
         by swapping out all of other residents' KV here, latest arrived first, so that requests waiting on
         each other's memory cannot stall for ever."""
         waiting = {f: (f, ep) for f, ep in parked}
-        while self.swapped and seqs > 0 and budget > 0:
-            f = next(iter(self.swapped))
-            if not self._fits(self._swap_need(f, waiting.get(f)), watermark):
+        for f in sorted(waiting, key=_arrival):
+            if seqs <= 0 or budget <= 0 or not self._fits(self._swap_need(f, waiting[f]), watermark):
                 break
             seqs, budget = self._restore(f, waiting, batch, parked, seqs, budget)
         if not batch and parked and all(v.host_kv for v in self.resident):
             # nothing runs here and every resident waits on some host: make room for the oldest one here
-            f = next(v for v in self.swapped if v in waiting)
+            f = min(waiting, key=_arrival)
             while not self._fits(self._swap_need(f, waiting[f]), watermark):
                 victim = self._latest_resident({f})
                 if victim is None:
                     break
-                self.swap_out(victim, whole=True)
+                self.swap_out(victim)
             if self._fits(self._swap_need(f, waiting[f]), watermark):
                 seqs, budget = self._restore(f, waiting, batch, parked, seqs, budget)
         return seqs, budget
@@ -468,6 +509,7 @@ class NodeSim:
         env, sim = self.env, self.sim
         window_start, window_end = sim.config.warmup_s, sim.config.end_s
         stats = self.stats
+        swap = sim.config.preemption == "swap"
         while True:
             batch = self.take_batch() if (self.decodes or self.prompts) else None
             if not batch:
@@ -482,6 +524,8 @@ class NodeSim:
             overlap = min(end, window_end) - max(start, window_start)
             if overlap > 0:
                 stats.busy_s += overlap
+            if swap:
+                self.left_step(batch)
             sim.forward(self.id, batch)
 
     def run_layers(self):
@@ -530,6 +574,8 @@ class NodeSim:
                 stats.busy_s += overlap
             live = [(f, ep) for f, ep in items if f.epoch == ep]
             if last:
+                if sim.config.preemption == "swap":
+                    self.left_step(live)
                 sim.forward(self.id, live)
             else:
                 waiting[d + 1].extend(live)
