@@ -293,9 +293,11 @@ def prototype_log_note(results: dict) -> str:
             f"{100 * swings['stalled_share']:.0f} % of all decode round-trip time is in round trips over 0.4 s, "
             f"while the others take {swings['median_round_trip_s']} s (median), as ours do at the same "
             f"concurrency. With the prototype's swap rule our A100 part serves {num(ours['both + swap'])} "
-            f"(with both mechanisms, recompute: {num(ours['both'])}): its requests stall that way too, but seldom; "
-            f"what makes the prototype's stalls so frequent (its per-layer scheduling, block granularity) is not "
-            f"modelled. Neither part is fitted here.")
+            f"(with both mechanisms, recompute: {num(ours['both'])}). What makes the stalls frequent is in that "
+            f"rule: the prototype admits a prompt layer by layer (one layer's blocks must fit), so prompts take "
+            f"memory that the residents then need, and the victim is the sleeping request that left the node's "
+            f"step last, a different one each time, whose KV elsewhere on its route stays held while it waits. "
+            f"Neither part is fitted here.")
 
 
 def run(jobs: int | None = None) -> None:
@@ -356,8 +358,9 @@ def run(jobs: int | None = None) -> None:
             + "\n\nHelix's engine mechanisms over every point (decode tokens/s, error against the reference): one "
               "message per request (`--transfers per-request`), host copies of received inputs (`--host-copies "
               "helix`), and both; Helix's simulator and its prototype do both. On the prototype's points also "
-              "with the prototype's swap preemption (`--preemption swap`: vLLM 0.4 swaps one layer of a request's "
-              "KV to the host at a time and starts no prompt while any is swapped).\n\n"
+              "with the prototype's swap preemption (`--preemption swap`: vLLM 0.4 under Helix's layer-wise "
+              "scheduler admits prompts layer by layer, swaps the sleeping request that left the node last to the "
+              "host, and starts no prompt while a swapped request waits for its KV).\n\n"
             + markdown_table(["setup", "policy", "mode", "reference", "theirs", "protocol"] + list(MECHANISMS),
                              mech_rows)
             + "\n\n" + prototype_log_note(results) + "\n")
