@@ -336,10 +336,7 @@ class NodeSim:
             if n > budget and took_prompt:
                 break
             need = per_token * f.counts[f.hop] * n
-            if swap:
-                if not self._prompt_room_by_layer(f, need, batch, watermark):
-                    break
-            elif self.free_kv() - need < watermark and (self.resident or self.free_kv() < need):
+            if not (self._prompt_room_by_layer(f, need, batch, watermark) if swap else self._fits(need, watermark)):
                 break  # wait for memory (head of line: prompts stay FIFO)
             self.prompts.popleft()
             self.alloc(f, need)
@@ -369,8 +366,8 @@ class NodeSim:
                 return v
         if sleeping_only:
             return None
-        queued = [g for g, ep in self.decodes if g.epoch == ep and g not in self.swapped]
-        return max(queued, key=_arrival) if queued else f  # the caller parks it when its turn comes
+        running = [g for g, ep in self.decodes if g.epoch == ep and g not in self.swapped]
+        return max(running, key=_arrival) if running else f  # the caller parks it when its turn comes
 
     def _prompt_room_by_layer(self, f: Flight, need: float, batch: list, watermark: float) -> bool:
         """Swap preemption's prompt rule: the prototype admits a prompt layer by layer
@@ -379,8 +376,7 @@ class NodeSim:
         fills next swap sleeping requests out to make the room. Here: the prompt starts when one layer fits,
         and sleeping residents (:meth:`_swap_victim`'s order) are swapped out until all of it fits; without
         enough of them it waits."""
-        layer = need / max(1, f.counts[f.hop])
-        if self.free_kv() - layer < watermark and (self.resident or self.free_kv() < need):
+        if not self._fits(need / max(1, f.counts[f.hop]), watermark):  # one layer of it
             return False
         while self.free_kv() < need:
             victim = self._swap_victim(f, batch, sleeping_only=True)
@@ -438,7 +434,8 @@ class NodeSim:
         return f.host_kv[self.id] + (self.kv_per_token_layer * f.counts[f.hop] if item is not None else 0.0)
 
     def _fits(self, need: float, watermark: float) -> bool:
-        """The prompt rule: above the watermark, or alone on an empty node."""
+        """The prompt rule (and the swap-in rule): ``need`` bytes fit above the watermark, or alone on an empty
+        node."""
         return self.free_kv() - need >= watermark or (not self.resident and self.free_kv() >= need)
 
     def _restore(self, f: Flight, waiting: dict, batch: list, parked: list, seqs: int, budget: int):
@@ -537,6 +534,7 @@ class NodeSim:
         env, sim = self.env, self.sim
         window_start, window_end = sim.config.warmup_s, sim.config.end_s
         stats, k = self.stats, self.layers
+        swap = sim.config.preemption == "swap"
         waiting: list[list] = [[] for _ in range(k)]
         at = 0
         blocked = False  # the queue's head cannot start (KV memory); retried after the next step or a wake
@@ -574,7 +572,7 @@ class NodeSim:
                 stats.busy_s += overlap
             live = [(f, ep) for f, ep in items if f.epoch == ep]
             if last:
-                if sim.config.preemption == "swap":
+                if swap:
                     self.left_step(live)
                 sim.forward(self.id, live)
             else:
