@@ -81,6 +81,7 @@ ABLATIONS = ["workload", "feeder", "memory", "links", "nic", "layer", "transfers
 MECHANISMS = {"per-request transfers": {"transfers": "per-request"}, "host copies": {"host_copies": "helix"},
               "both": {"transfers": "per-request", "host_copies": "helix"},
               "both + swap": {"transfers": "per-request", "host_copies": "helix", "preemption": "swap"}}
+LATENCY_MECHANISMS = ["", "both", "both + swap"]  # the online latency table's columns ("": the protocol alone)
 PROTOTYPE_ONLY = {"both + swap"}  # swap preemption is the prototype's (vLLM); Helix's simulator has none
 HELIX_NIC_BYTES_PER_S = 1e10  # Helix's machine_profiles.ini "10 * gbps", which its code reads as bytes/s
 # Helix's SP on single-24 / 70B: (machine, in flight offline, offered tokens/s online) per sub-cluster
@@ -241,15 +242,25 @@ def _err(ours, ref) -> str:
     return "-" if r is None else f"{100 * (r - 1):+.0f} %"
 
 
+def _pooled(parts: list[dict], mean: str, count: str) -> float | None:
+    """The mean of ``mean`` over all parts' samples (each part's mean weighted by its ``count``)."""
+    n = sum(p.get(count) or 0 for p in parts)
+    return sum((p.get(mean) or 0.0) * (p.get(count) or 0) for p in parts) / n if n else None
+
+
 def combined(parts: list[dict]) -> dict:
-    """One point from its runs: SP's sub-clusters add up (decode tokens/s; latencies are not combined)."""
+    """One point from its runs: SP's sub-clusters add up (decode tokens/s), and their prompt and decode
+    latencies pool (means over every prompt and token that landed in the window, as the prototype's parser
+    pools its sub-clusters' round trips); percentiles do not combine and are left out."""
     errors = [p["error"] for p in parts if p.get("error")]
     if errors:
         return {"error": errors[0]}
     if len(parts) == 1:
         return parts[0]
     return {"decode_tokens_per_s": sum(p["decode_tokens_per_s"] for p in parts),
-            "parts": [round(p["decode_tokens_per_s"], 1) for p in parts]}
+            "parts": [round(p["decode_tokens_per_s"], 1) for p in parts],
+            "ttft_window_mean_s": _pooled(parts, "ttft_window_mean_s", "prompts_completed_in_window"),
+            "itl_mean_s": _pooled(parts, "itl_mean_s", "itl_tokens_in_window")}
 
 
 def point_result(results: dict, cluster: str, policy: str, mode: str, ref: str) -> dict:
@@ -257,19 +268,33 @@ def point_result(results: dict, cluster: str, policy: str, mode: str, ref: str) 
     return combined([results[f"{cluster}|{policy}|{mode}|{ref}|{i}"] for i in range(n)])
 
 
+def _latency_pair(s: dict, stat: str, theirs: tuple[float, float] | None, whose: str) -> str:
+    """Prompt and decode latency (Helix's definitions: TTFT of the prompts and gap of the tokens that land in
+    the window, simulator/metrics/records.py) as ``stat`` (mean or p50), against ``theirs``."""
+    ours = (s.get(f"ttft_window_{stat}_s"), s.get(f"itl_{stat}_s"))
+    text = f"prompt / decode {stat} {num(ours[0], '.2f')} / {num(ours[1], '.2f')}"
+    if theirs:
+        text += (f" ({whose} {theirs[0]:.2f} / {theirs[1]:.2f}: {_err(ours[0], theirs[0])} / "
+                 f"{_err(ours[1], theirs[1])})")
+    return text
+
+
 def latency_note(s: dict, cluster: str, policy: str, ref: str, mode: str = "offline") -> str:
+    notes = []
     if "parts" in s:
         theirs = (HELIX_PROTOTYPE_SP_PARTS if ref == "proto" else HELIX_SIMULATOR_SP_PARTS).get((cluster, mode))
-        return ("sub-clusters " + " + ".join(f"{v:.1f}" for v in s["parts"])
-                + (f" ({'prototype' if ref == 'proto' else 'simulator'} " + " + ".join(f"{v:.1f}" for v in theirs)
-                   + ")" if theirs else ""))
-    if ref == "proto":
-        mean = HELIX_PROTOTYPE_LATENCY.get((cluster, policy))
-        return (f"TTFT / TPOT mean {num(s.get('ttft_mean_s'), '.2f')} / {num(s.get('tpot_mean_s'), '.2f')}"
-                + (f" (prototype {mean[0]:.2f} / {mean[1]:.2f})" if mean else ""))
-    p50 = HELIX_SIMULATOR_LATENCY_P50.get((cluster, policy))
-    return (f"TTFT / TPOT p50 {num(s.get('ttft_p50_s'), '.2f')} / {num(s.get('tpot_p50_s'), '.2f')}"
-            + (f" (Helix's simulator {p50[0]:.2f} / {p50[1]:.2f})" if p50 else ""))
+        notes.append("sub-clusters " + " + ".join(f"{v:.1f}" for v in s["parts"])
+                     + (f" ({'prototype' if ref == 'proto' else 'simulator'} " + " + ".join(f"{v:.1f}" for v in theirs)
+                        + ")" if theirs else ""))
+    if mode == "online":
+        if ref == "proto":
+            notes.append(_latency_pair(s, "mean", HELIX_PROTOTYPE_LATENCY.get((cluster, policy)), "prototype"))
+        elif "parts" in s:
+            notes.append(_latency_pair(s, "mean", None, ""))
+        else:
+            notes.append(_latency_pair(s, "p50", HELIX_SIMULATOR_LATENCY_P50.get((cluster, policy)),
+                                       "Helix's simulator"))
+    return "; ".join(notes)
 
 
 def prototype_log_note(results: dict) -> str:
@@ -327,6 +352,20 @@ def run(jobs: int | None = None) -> None:
             parts = " [" + " + ".join(f"{x:.1f}" for x in s["parts"]) + "]" if "parts" in s else ""
             cells.append(f"{num(v)} ({_err(v, theirs)}){parts}")
         mech_rows.append(cells)
+    lat_rows = []
+    for cluster, policy, mode, ref in points():
+        if ref != "proto" or mode != "online":
+            continue
+        theirs = HELIX_PROTOTYPE_LATENCY.get((cluster, policy))
+        cells = [cluster, policy, "-" if theirs is None else f"{theirs[0]:.2f} / {theirs[1]:.2f}"]
+        for label in LATENCY_MECHANISMS:
+            prefix = f"{label}|" if label else ""
+            n = len(point_specs(cluster, policy, mode, ref))
+            s = combined([results[f"{prefix}{cluster}|{policy}|{mode}|{ref}|{i}"] for i in range(n)])
+            ours = (s.get("ttft_window_mean_s"), s.get("itl_mean_s"))
+            cells.append(f"{num(ours[0], '.2f')} / {num(ours[1], '.2f')}"
+                         + (f" ({_err(ours[0], theirs[0])} / {_err(ours[1], theirs[1])})" if theirs else ""))
+        lat_rows.append(cells)
     abl_rows = []
     for cluster in SETUPS:
         for policy in POLICIES:
@@ -363,5 +402,10 @@ def run(jobs: int | None = None) -> None:
               "host, and starts no prompt while a swapped request waits for its KV).\n\n"
             + markdown_table(["setup", "policy", "mode", "reference", "theirs", "protocol"] + list(MECHANISMS),
                              mech_rows)
+            + "\n\nOnline prompt and decode latency against the prototype (mean, s; Helix's definitions: the TTFT of "
+              "the prompts and the gap before each later token that land in the window, pooled over SP's "
+              "sub-clusters):\n\n"
+            + markdown_table(["setup", "policy", "prototype"] + [label or "protocol" for label in LATENCY_MECHANISMS],
+                             lat_rows)
             + "\n\n" + prototype_log_note(results) + "\n")
     write_result(NAME, text)

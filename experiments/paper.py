@@ -103,7 +103,10 @@ HELIX_PROTOTYPE_A100_PROMPT_WAIT_S = (20.0, 67.0)  # offline A100: prompt latenc
 #   scheduler.py, LayerwiseScheduler: PreemptionMode.SWAP), so stalled requests keep most of their KV on the GPU.
 #   The round trips that do not stall take 0.214 s (median) with 14-30 requests decoding.
 HELIX_PROTOTYPE_A100_SWINGS = {"bins_4s": (23.0, 127.0), "stalled_share": 0.31, "median_round_trip_s": 0.214}
-# Prototype, online: mean prompt latency and mean decode latency (s), our TTFT and TPOT means.
+# Prototype, online: mean prompt latency and mean decode latency (s). Its parser (artifact_evaluation/single_cluster/
+# step7_parse_results.py) takes the prompt round trips and the per-token decode round trips whose return lies in the
+# window, so these are our summaries' ttft_window_mean_s and itl_mean_s (simulator/metrics/records.py), not the
+# request-based TTFT and TPOT means.
 HELIX_PROTOTYPE_LATENCY = {
     ("helix-single24", "helix"): (2.66, 2.02), ("helix-single24", "swarm"): (3.02, 1.64),
     ("helix-single24", "separate"): (1.12, 0.40),
@@ -122,7 +125,8 @@ HELIX_SIMULATOR_DECODE = {
     ("helix-42node", "helix", "online"): 459.8, ("helix-42node", "swarm", "online"): 309.6,
     ("helix-42node", "separate", "online"): 140.2, ("helix-42node", "separate-plus", "online"): 181.3,
 }
-# Helix's simulator, online: p50 prompt latency and p50 decode latency (s), our TTFT and TPOT p50.
+# Helix's simulator, online: p50 prompt latency and p50 decode latency (s), over the prompts and per-token decode
+# iterations that end in the window (its step3_simulation.py), so our ttft_window_p50_s and itl_p50_s.
 HELIX_SIMULATOR_LATENCY_P50 = {
     ("helix-single24", "helix"): (2.64, 0.98), ("helix-single24", "swarm"): (3.32, 1.04),
     ("helix-single24", "separate"): (0.80, 0.22),

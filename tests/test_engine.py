@@ -80,6 +80,9 @@ def test_two_stage_pipeline_latency_matches_hand_computation(tiny):
     assert rec.first_token_s == pytest.approx(ttft, rel=1e-3)
     tpot = (rec.finish_s - rec.first_token_s) / (O - 1)
     assert tpot == pytest.approx(step, rel=1e-3)
+    s = summarize([rec], sim.series, sim.node_stats(), warmup_s=0, duration_s=10)
+    assert s["itl_tokens_in_window"] == O - 1 and s["itl_mean_s"] == pytest.approx(step, rel=1e-3)
+    assert s["prompts_completed_in_window"] == 1 and s["ttft_window_mean_s"] == pytest.approx(ttft, rel=1e-3)
 
 
 def test_two_stage_pipeline_throughput_matches_hand_computation(tiny):
@@ -100,6 +103,9 @@ def test_two_stage_pipeline_throughput_matches_hand_computation(tiny):
     expected = N * O / cycle
     s = summarize(records, sim.series, sim.node_stats(), warmup_s=10, duration_s=120, price_per_hour=None)
     assert s["decode_tokens_per_s"] == pytest.approx(expected, rel=0.01)
+    # the batch moves in lockstep, so every token after a request's first comes one decode round after the last
+    assert s["itl_p50_s"] == pytest.approx(decode_round, rel=1e-3)
+    assert s["itl_mean_s"] == pytest.approx(decode_round, rel=1e-3)
     # the stages are busy exactly their compute share of the cycle
     busy = (2 * PREFILL_PER_TOKEN * N * I + (O - 1) * 2 * (DECODE_BASE + DECODE_PER_SEQ * N)) / cycle
     assert s["node_busy_share"]["n-0"] == pytest.approx(busy, rel=0.02)
@@ -124,6 +130,10 @@ def test_every_request_ends_exactly_once_and_kv_balances(tiny):
             assert r.tokens_generated == r.output_tokens
             assert r.arrival_s <= r.first_token_s <= r.finish_s
     assert kv_balanced(sim)
+    # one inter-token gap per token after a request's first, summing to its first-to-last span
+    assert len(sim.series.gap_s) == sum(max(r.tokens_generated - 1, 0) for r in records)
+    assert sum(sim.series.gap_s) == pytest.approx(sum(r.last_token_s - r.first_token_s for r in records
+                                                      if r.tokens_generated > 1))
     unfinished_kv = sum(sum(f.kv.values()) for f in sim.inflight.values())
     assert sim.kv_in_use() == pytest.approx(unfinished_kv)
 

@@ -61,3 +61,15 @@ def test_each_ablation_changes_exactly_what_it_names(what):
                 "nic": {"cluster"}, "layer": {"granularity"}, "transfers": {"transfers"},
                 "copies": {"host_copies"}}[what]
     assert diff == expected
+
+
+def test_sp_latencies_pool_over_every_prompt_and_token():
+    """Two parts: 1 prompt of 1 s and 3 of 3 s pool to 2.5 s; 10 tokens at 0.2 s and 30 at 0.6 s to 0.5 s."""
+    a = {"decode_tokens_per_s": 1.0, "ttft_window_mean_s": 1.0, "prompts_completed_in_window": 1,
+         "itl_mean_s": 0.2, "itl_tokens_in_window": 10}
+    b = {"decode_tokens_per_s": 2.0, "ttft_window_mean_s": 3.0, "prompts_completed_in_window": 3,
+         "itl_mean_s": 0.6, "itl_tokens_in_window": 30}
+    s = fid.combined([a, b])
+    assert s["ttft_window_mean_s"] == pytest.approx(2.5) and s["itl_mean_s"] == pytest.approx(0.5)
+    note = fid.latency_note(s, "helix-single24", "separate", "proto", "online")
+    assert "prompt / decode mean 2.50 / 0.50 (prototype 1.12 / 0.40: +123 % / +25 %)" in note

@@ -13,6 +13,15 @@ Definitions (all in the measurement window ``[warmup, warmup + duration)``):
 * TTFT = first token - arrival; TPOT = (finish - first token) / (output tokens - 1);
   end-to-end = finish - arrival; over requests that arrived in the window and
   finished (TPOT only for outputs longer than one token);
+* by token time (what lands in the window, whenever its request arrived or ends):
+  ``ttft_window`` is the TTFT of the prompts whose first token lands in the window, and
+  ``itl`` (inter-token latency) the gap between a request's consecutive tokens, over
+  every token after the first that lands in the window, so weighted by tokens, not by
+  requests. These are Helix's prompt and decode latencies (Helix-ASPLOS25
+  ``artifact_evaluation/single_cluster/step7_parse_results.py``: round trips whose
+  return lies in the window; its simulator's ``step3_simulation.py`` the same) and
+  vLLM's benchmark's ITL. In a short window the request-based TTFT and TPOT favour
+  short requests (long ones arrive in the window but finish after it); these do not;
 * goodput: finished requests of the window meeting both SLOs, per second (and their
   output tokens per second);
 * busy share: time a node spent in iterations inside the window / window;
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import math
 import re
+from array import array
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -40,6 +50,7 @@ class RequestRecord:
     outcome: str = UNFINISHED
     reason: str = ""
     first_token_s: float = math.nan
+    last_token_s: float = math.nan  # the latest token so far (the last one once finished)
     finish_s: float = math.nan
     tokens_generated: int = 0
     preemptions: int = 0
@@ -60,11 +71,14 @@ class NodeStats:
 
 @dataclass
 class TokenSeries:
-    """Tokens per time bucket (1 s by default), filled as the run goes."""
+    """Tokens per time bucket (1 s by default), filled as the run goes, and every inter-token gap
+    with the time its token landed (``gap_at``, ``gap_s``)."""
 
     bucket_s: float = 1.0
     output: list = field(default_factory=list)
     prompt: list = field(default_factory=list)
+    gap_at: array = field(default_factory=lambda: array("d"))
+    gap_s: array = field(default_factory=lambda: array("d"))
 
     def add(self, series: list, t: float, n: int) -> None:
         i = int(t / self.bucket_s)
@@ -75,6 +89,11 @@ class TokenSeries:
     def window_sum(self, series: list, start: float, end: float) -> int:
         a, b = int(start / self.bucket_s), int(math.ceil(end / self.bucket_s))
         return int(sum(series[a:b]))
+
+    def gaps_in(self, start: float, end: float) -> np.ndarray:
+        """The inter-token gaps of the tokens that landed in ``[start, end)``."""
+        at, gap = np.frombuffer(self.gap_at, dtype=float), np.frombuffer(self.gap_s, dtype=float)
+        return gap[(at >= start) & (at < end)]
 
 
 @dataclass(frozen=True)
@@ -111,6 +130,8 @@ def summarize(records: list[RequestRecord], series: TokenSeries, nodes: list[Nod
     tpot = np.array([(r.finish_s - r.first_token_s) / (r.output_tokens - 1) for r in multi])
     good = [r for r in fin if r.first_token_s - r.arrival_s <= slo.ttft_s and
             (r.output_tokens <= 1 or (r.finish_s - r.first_token_s) / (r.output_tokens - 1) <= slo.tpot_s)]
+    landed = np.array([r.first_token_s - r.arrival_s for r in records if start <= r.first_token_s < end])
+    itl = series.gaps_in(start, end)
     moved = np.array([r.kv_transfer_s for r in fin if r.kv_transfer_s > 0])  # disaggregated: KV hand-offs
     total_tps = (out_tokens + prompt_tokens) / window
     summary = {
@@ -127,6 +148,10 @@ def summarize(records: list[RequestRecord], series: TokenSeries, nodes: list[Nod
         **_stats(ttft, "ttft"),
         **_stats(tpot, "tpot"),
         **_stats(e2e, "e2e"),
+        **_stats(landed, "ttft_window"),
+        "prompts_completed_in_window": len(landed),
+        **_stats(itl, "itl"),
+        "itl_tokens_in_window": len(itl),
         "slo_ttft_s": None if math.isinf(slo.ttft_s) else slo.ttft_s,
         "slo_tpot_s": None if math.isinf(slo.tpot_s) else slo.tpot_s,
         "goodput_requests_per_s": len(good) / window,
@@ -155,10 +180,15 @@ def summarize(records: list[RequestRecord], series: TokenSeries, nodes: list[Nod
 
 def record_token(rec: RequestRecord, series: TokenSeries, now: float, generated: int, first: bool) -> None:
     """A token of ``rec`` reached the coordinator at ``now``; ``generated`` tokens so far. The first
-    one (``first``) also completes the prompt: its input tokens count then."""
+    one (``first``) also completes the prompt: its input tokens count then; every later one adds its gap
+    since the one before to the series."""
     if first:
         rec.first_token_s = now
         series.add(series.prompt, now, rec.input_tokens)
+    else:
+        series.gap_at.append(now)
+        series.gap_s.append(now - rec.last_token_s)
+    rec.last_token_s = now
     rec.tokens_generated = generated
     series.add(series.output, now, 1)
 

@@ -29,9 +29,12 @@ def format_summary(s: dict) -> str:
         f"  requests     {s['requests_input']} in: {s['requests_finished']} finished, "
         f"{s['requests_rejected']} rejected, {s['requests_unfinished']} unfinished; {s['preemptions']} preemptions",
     ]
-    for name, key in (("TTFT", "ttft"), ("TPOT", "tpot"), ("end-to-end", "e2e")):
+    for name, key in (("TTFT", "ttft"), ("TPOT", "tpot"), ("ITL", "itl"), ("end-to-end", "e2e")):
+        if f"{key}_mean_s" not in s:  # a summary written before the metric existed
+            continue
         lines.append(f"  {name:<12} mean {format_seconds(s[f'{key}_mean_s'])}  p50 {format_seconds(s[f'{key}_p50_s'])}  "
-                     f"p90 {format_seconds(s[f'{key}_p90_s'])}  p99 {format_seconds(s[f'{key}_p99_s'])}")
+                     f"p90 {format_seconds(s[f'{key}_p90_s'])}  p99 {format_seconds(s[f'{key}_p99_s'])}"
+                     + ("   (every token after a request's first that lands in the window)" if key == "itl" else ""))
     slo = [f"TTFT<={s['slo_ttft_s']} s" if s.get("slo_ttft_s") else "", f"TPOT<={s['slo_tpot_s']} s"
            if s.get("slo_tpot_s") else ""]
     slo_txt = " and ".join(x for x in slo if x) or "no SLO given"
