@@ -23,10 +23,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed
 install-dev: install
 
-# torch (the profiler; pinned, the CPU build where a local wheel provides it) and nvidia-ml-py (device facts).
+# torch (the profiler and the runtime; pinned by constraints.txt, the CPU build where a local wheel provides it) and
+# nvidia-ml-py (device facts).
 # The simulator itself (`sim`) never imports torch.
-$(VENV)/.installed-torch: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[dev,gpu]'
+$(VENV)/.installed-torch: $(VENV)/.installed constraints.txt
+	$(PY) -m pip install --quiet -e '.[dev,gpu]' -c constraints.txt
 	touch $@
 
 install-torch: $(VENV)/.installed-torch

@@ -149,6 +149,15 @@ def _fault_option(text):
         raise SimError(f"--inject-fault: expected KIND:NODE@SECONDS (kill:1@5), got '{text}'") from None
 
 
+def _require_torch(command: str) -> None:
+    """One line instead of a worker's traceback when the runtime's torch is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise SimError(f"sim {command} runs real workers and needs torch, which is not installed: "
+                       "run `make install-torch` (or pip install -e '.[gpu]')")
+
+
 @cli.command("live")
 @run_options
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -181,6 +190,7 @@ def live(device, dtype, threads, slots, weights, data_backend, shape_links, hang
         from runtime.worker import main as worker_main  # under torchrun: this rank is a worker
 
         sys.exit(worker_main())
+    _require_torch("live")
     from runtime.launch import LiveOptions, run_live, write_live
 
     from .metrics.report import format_summary
@@ -213,6 +223,7 @@ def validate_cmd(labels, device, threads, out, quiet, **kw):
     POLICY... default: random helix. Profiles this machine first unless --profiles is given. Use the
     options of `sim run` for the cluster (e.g. cpu2), model, trace, rate and window.
     """
+    _require_torch("validate")
     from .runs.execute import spec_from_options
     from .runs.validate import format_rows, validate
 

@@ -114,3 +114,19 @@ def test_clusters_commands(tmp_path):
 def test_costs_command_compares_measured_and_roofline():
     p = sim("costs", "A100", "llama2-70b", "--profiles", str(HELIX_PROFILES))
     assert "roofline" in p.stdout.lower() and "%" in p.stdout
+
+
+@pytest.mark.parametrize("command", ["live", "validate"])
+def test_runtime_commands_without_torch_say_so_in_one_line(command, monkeypatch, capsys):
+    """Without torch (the simulator's own install), `sim live` and `sim validate` name the fix, not a traceback."""
+    import importlib.util
+
+    from simulator.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--cluster", "cpu2", "--model", "llama-cpu-small", "--duration", "5"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 1 and len(err.splitlines()) == 1
+    assert err.startswith(f"error: sim {command} runs real workers and needs torch") and "make install-torch" in err
