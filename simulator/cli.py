@@ -63,6 +63,9 @@ def run_options(f):
         click.option("--host-copies", type=click.Choice(["none", "helix"]), default="none", show_default=True,
                      help="engine: a node step also copies its inputs on the host (helix: concatenation at "
                           "4 GB/s and host-to-device at 5 GB/s, as Helix's simulator and prototype)"),
+        click.option("--host-scheduling", type=click.Choice(["none", "helix"]), default="none", show_default=True,
+                     help="engine: host time per sequence per layer of a node step (helix: 25 us, Helix's "
+                          "prototype, which runs vLLM's scheduler once per layer; fitted to its measurements)"),
         click.option("--preemption", type=click.Choice(["recompute", "swap"]), default="recompute",
                      show_default=True, help="engine: a node whose KV is full frees a request everywhere for "
                                              "recompute (vLLM's default) or swaps its KV there to the host "

@@ -67,6 +67,30 @@ def test_one_node_request_matches_hand_computation(tiny):
     assert model.layers == 4
 
 
+@pytest.mark.parametrize("granularity", ["node", "layer"])
+def test_host_scheduling_adds_its_cost_per_sequence_per_layer(tiny, granularity):
+    """--host-scheduling: every step pays the per-sequence cost once per layer it runs (4 layers here)."""
+    I, O, per = 100, 3, 1e-3
+    plain = build(tiny, 1, {0: (0, 4)}, [Request(0, 0.0, I, O)], duration_s=10, warmup_s=0,
+                  granularity=granularity)
+    (a,) = plain.run()
+    sched = build(tiny, 1, {0: (0, 4)}, [Request(0, 0.0, I, O)], duration_s=10, warmup_s=0,
+                  granularity=granularity, schedule_s_per_seq_layer=per)
+    (b,) = sched.run()
+    assert b.first_token_s - a.first_token_s == pytest.approx(4 * per, rel=1e-6)
+    assert b.finish_s - a.finish_s == pytest.approx(O * 4 * per, rel=1e-6)
+    # N sequences moving as one batch through two stages of 2 layers: each decode round pays 2 * 2 * N times
+    N = 8
+    itl = []
+    for x in (0.0, per):
+        reqs = [Request(i, 0.0, I, 20) for i in range(2000)]
+        sim = build(tiny, 2, {0: (0, 2), 1: (2, 4)}, reqs, mode="offline", max_inflight=N, duration_s=60,
+                    warmup_s=5, granularity=granularity, schedule_s_per_seq_layer=x)
+        records = sim.run()
+        itl.append(summarize(records, sim.series, sim.node_stats(), warmup_s=5, duration_s=60)["itl_p50_s"])
+    assert itl[1] - itl[0] == pytest.approx(2 * 2 * N * per, rel=1e-3)
+
+
 def test_two_stage_pipeline_latency_matches_hand_computation(tiny):
     model = tiny[0]
     I, O = 100, 5

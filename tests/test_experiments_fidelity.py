@@ -42,9 +42,12 @@ def test_sp_subclusters_hold_one_gpu_type_each():
     assert [s.max_inflight for s in fid.sp_specs("helix-single24", "offline", "proto")] == [30, 40, 3]
 
 
-def test_swap_preemption_runs_on_prototype_points_only():
+def test_swap_preemption_and_host_scheduling_run_on_prototype_points_only():
     swap = [name for name, spec in fid.mechanism_specs() if spec.preemption == "swap"]
-    assert swap and all(name.startswith("both + swap|") and name.split("|")[4] == "proto" for name in swap)
+    assert swap and all(name.split("|")[0] in ("both + swap", "prototype") and name.split("|")[4] == "proto"
+                        for name in swap)
+    sched = [name for name, spec in fid.mechanism_specs() if spec.host_scheduling != "none"]
+    assert sched and all(name.startswith("prototype|") and name.split("|")[4] == "proto" for name in sched)
 
 
 def test_sp_decode_rates_add_up_and_an_error_wins():

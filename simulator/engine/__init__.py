@@ -5,6 +5,6 @@ metrics). Never the runtime, torch, the runs or the CLI.
 """
 
 from ..cluster.network import Network
-from .simulation import HOST_COPIES, EngineConfig, Simulation, kv_balanced
+from .simulation import HOST_COPIES, HOST_SCHEDULING, EngineConfig, Simulation, kv_balanced
 
-__all__ = ["HOST_COPIES", "EngineConfig", "Network", "Simulation", "kv_balanced"]
+__all__ = ["HOST_COPIES", "HOST_SCHEDULING", "EngineConfig", "Network", "Simulation", "kv_balanced"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import __version__
 from ..cluster.model import Cluster
 from ..costs import CostModel
-from ..engine import HOST_COPIES, EngineConfig, Simulation
+from ..engine import HOST_COPIES, HOST_SCHEDULING, EngineConfig, Simulation
 from ..metrics.records import SLO, jsonable, summarize
 from ..catalog.models import ModelSpec
 from ..placement.model import Placement
@@ -58,7 +58,7 @@ def engine_config(spec: RunSpec, limits, **changes) -> EngineConfig:
     fields = dict(mode=spec.mode, duration_s=spec.duration, warmup_s=spec.warmup, max_inflight=spec.max_inflight,
                   limits=limits, progress=spec.progress, feeder=spec.feeder, granularity=spec.granularity,
                   transfers=spec.transfers, host_copy_s_per_byte=HOST_COPIES[spec.host_copies],
-                  preemption=spec.preemption)
+                  schedule_s_per_seq_layer=HOST_SCHEDULING[spec.host_scheduling], preemption=spec.preemption)
     return EngineConfig(**{**fields, **changes})
 
 

@@ -29,7 +29,8 @@ def unmodelled(p: Prepared) -> str | None:
     if spec.mode == "offline" and (spec.max_inflight is not None or spec.feeder != "closed"):
         return "the serving model's offline loop admits by KV (no fixed in-flight count, no Helix feeder)"
     engine = {"granularity": ("node", spec.granularity), "transfers": ("batched", spec.transfers),
-              "host copies": ("none", spec.host_copies), "preemption": ("recompute", spec.preemption)}
+              "host copies": ("none", spec.host_copies), "host scheduling": ("none", spec.host_scheduling),
+              "preemption": ("recompute", spec.preemption)}
     off = [f"{k} {v}" for k, (default, v) in engine.items() if v != default]
     if off:
         return "engine options outside the serving model: " + ", ".join(off)

@@ -66,6 +66,7 @@ class RunSpec:
     granularity: str = "node"  # engine node step: "node" (all held layers) or "layer" (Helix's simulator)
     transfers: str = "batched"  # engine: one transfer per next hop ("batched") or per request (Helix's simulator)
     host_copies: str = "none"  # engine: host-side copies of a node's inputs: "none" or "helix" (4 + 5 GB/s)
+    host_scheduling: str = "none"  # engine: host time per sequence per layer: "none" or "helix" (its prototype)
     preemption: str = "recompute"  # engine, KV full: "recompute" (vLLM's default) or "swap" (Helix's prototype)
     verify_candidates: bool = False  # planner: serve every candidate and the baselines' placements briefly
     verify_top: int | None = None  # helix-milp: serve its serving model's top N briefly (None: VERIFY_TOP; 0: none);
