@@ -23,9 +23,11 @@ and 81.1 decode tokens/s, 180 and ~134 requests in flight, decode round trips of
 
 Helix's SP baseline is Helix's protocol too: one independent sub-cluster per GPU type, random routing,
 its own fixed in-flight count offline and its own load online (single-24: A100 18 / 240 tokens/s, L4
-40 / 120, T4 3 / 10), decode tokens/s summed. The artifact hand-wrote the per-type pipelines
-(``force_set`` beyond each GPU's layer limit); here our ``separate`` planner builds them per type.
-SP on 3-region and SP/SP+ on 42 nodes are not run (their sub-cluster protocols are not in our notes).
+40 / 120, T4 3 / 10; 3-region: A100 1 / 1, L4 60 / 120, T4 50 / 60), decode tokens/s summed. The
+artifact hand-wrote the per-type pipelines (``force_set`` beyond each GPU's layer limit); here our
+``separate`` planner builds them per type, on the preset's machines of that type and their links. SP
+and SP+ on 42 nodes are not run yet: their six sub-clusters (high_heterogeneity/layout_llama70b/separate/)
+and their loads are in the artifact's high_heterogeneity/step3_simulation.py.
 
 The **ablation** switches each piece of the protocol back to our engine's defaults, one at a time, on
 every offline point: the workload (the raw Azure conv trace in its own order), the feeder (our closed
@@ -89,9 +91,13 @@ LATENCY_MECHANISMS = ["", "both", "both + swap", "prototype"]  # online latency 
 # Helix's simulator has neither.
 PROTOTYPE_ONLY = {"both + swap", "prototype"}
 HELIX_NIC_BYTES_PER_S = 1e10  # Helix's machine_profiles.ini "10 * gbps", which its code reads as bytes/s
-# Helix's SP on single-24 / 70B: (machine, in flight offline, offered tokens/s online) per sub-cluster
+# Helix's SP on Llama-2-70B: (machine, in flight offline, offered tokens/s online) per sub-cluster. single-24:
+# artifact_evaluation/single_cluster/step3_simulation.py; 3-region: distributed_clusters/step3_simulation.py
+# (main, llama70b, separate: its A100 part gets 1 query offline and 1 token/s online, "it always exceeds KV
+# limit with larger throughput").
 SP_GPU_MEMORY_UTILISATION = RunSpec.gpu_memory_utilisation  # see sp_specs
-SP_SUBCLUSTERS = {"helix-single24": [("A100-40GB", 18, 240.0), ("L4", 40, 120.0), ("T4", 3, 10.0)]}
+SP_SUBCLUSTERS = {"helix-single24": [("A100-40GB", 18, 240.0), ("L4", 40, 120.0), ("T4", 3, 10.0)],
+                  "helix-3region": [("A100-40GB", 1, 1.0), ("L4", 60, 120.0), ("T4", 50, 60.0)]}
 # The prototype's own SP runs, where they differ from the script: its A100 log (separate_offline/a100/events.txt)
 # starts 30 queries 0.1 s apart (0.1 .. 3.0 s) and keeps 30 in flight, where step5_start_host.py now says 18 (its
 # L4 and T4 logs start the script's 40 and 3).

@@ -40,6 +40,11 @@ def test_sp_subclusters_hold_one_gpu_type_each():
     assert [s.max_inflight for s in fid.sp_specs("helix-single24", "offline", "sim")] == [18, 40, 3]
     # the prototype's own A100 log keeps 30 in flight (the script's 18 is the simulator's)
     assert [s.max_inflight for s in fid.sp_specs("helix-single24", "offline", "proto")] == [30, 40, 3]
+    # 3-region: the artifact's per-type protocol, each part on the preset's machines of its type across regions
+    parts = fid.sp_specs("helix-3region", "offline", "sim")
+    assert [s.max_inflight for s in parts] == [1, 60, 50]
+    assert [load_cluster(s.cluster).machine_types() for s in parts] == [{"A100-40GB": 4}, {"L4": 8}, {"T4": 12}]
+    assert [s.token_rate for s in fid.sp_specs("helix-3region", "online", "sim")] == [1.0, 120.0, 60.0]
 
 
 def test_swap_preemption_and_host_scheduling_run_on_prototype_points_only():
