@@ -25,9 +25,10 @@ Helix's SP baseline is Helix's protocol too: one independent sub-cluster per GPU
 its own fixed in-flight count offline and its own load online (single-24: A100 18 / 240 tokens/s, L4
 40 / 120, T4 3 / 10; 3-region: A100 1 / 1, L4 60 / 120, T4 50 / 60), decode tokens/s summed. The
 artifact hand-wrote the per-type pipelines (``force_set`` beyond each GPU's layer limit); here our
-``separate`` planner builds them per type, on the preset's machines of that type and their links. SP
-and SP+ on 42 nodes are not run yet: their six sub-clusters (high_heterogeneity/layout_llama70b/separate/)
-and their loads are in the artifact's high_heterogeneity/step3_simulation.py.
+``separate`` planner builds them per type, on the preset's machines of that type and their links (42-node:
+A100 1 / 1, L4 60 / 140, L4x2 35 / 160, T4x4 110 / 350). SP+ on 42 nodes is not run: its extra V100 + T4
+pipeline's cluster file (high_heterogeneity/layout_llama70b/separate/v100_t4/) holds 8 V100s, and the
+42-node cluster has 6.
 
 The **ablation** switches each piece of the protocol back to our engine's defaults, one at a time, on
 every offline point: the workload (the raw Azure conv trace in its own order), the feeder (our closed
@@ -94,10 +95,14 @@ HELIX_NIC_BYTES_PER_S = 1e10  # Helix's machine_profiles.ini "10 * gbps", which 
 # Helix's SP on Llama-2-70B: (machine, in flight offline, offered tokens/s online) per sub-cluster. single-24:
 # artifact_evaluation/single_cluster/step3_simulation.py; 3-region: distributed_clusters/step3_simulation.py
 # (main, llama70b, separate: its A100 part gets 1 query offline and 1 token/s online, "it always exceeds KV
-# limit with larger throughput").
+# limit with larger throughput"); 42-node: high_heterogeneity/step3_simulation.py (separate: the A100, L4, L4x2
+# and T4x4 machines; its SP+ adds a V100 + T4 pipeline whose cluster file holds 8 V100s, of the 6 in cluster42.ini,
+# so SP+ is not run).
 SP_GPU_MEMORY_UTILISATION = RunSpec.gpu_memory_utilisation  # see sp_specs
 SP_SUBCLUSTERS = {"helix-single24": [("A100-40GB", 18, 240.0), ("L4", 40, 120.0), ("T4", 3, 10.0)],
-                  "helix-3region": [("A100-40GB", 1, 1.0), ("L4", 60, 120.0), ("T4", 50, 60.0)]}
+                  "helix-3region": [("A100-40GB", 1, 1.0), ("L4", 60, 120.0), ("T4", 50, 60.0)],
+                  "helix-42node": [("A100-40GB", 1, 1.0), ("L4", 60, 140.0), ("L4x2", 35, 160.0),
+                                   ("T4x4", 110, 350.0)]}
 # The prototype's own SP runs, where they differ from the script: its A100 log (separate_offline/a100/events.txt)
 # starts 30 queries 0.1 s apart (0.1 .. 3.0 s) and keeps 30 in flight, where step5_start_host.py now says 18 (its
 # L4 and T4 logs start the script's 40 and 3).

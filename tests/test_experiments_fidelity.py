@@ -45,6 +45,11 @@ def test_sp_subclusters_hold_one_gpu_type_each():
     assert [s.max_inflight for s in parts] == [1, 60, 50]
     assert [load_cluster(s.cluster).machine_types() for s in parts] == [{"A100-40GB": 4}, {"L4": 8}, {"T4": 12}]
     assert [s.token_rate for s in fid.sp_specs("helix-3region", "online", "sim")] == [1.0, 120.0, 60.0]
+    # 42-node: the artifact's SP uses the A100, L4, L4x2 and T4x4 machines
+    parts = fid.sp_specs("helix-42node", "offline", "sim")
+    assert [s.max_inflight for s in parts] == [1, 60, 35, 110]
+    assert [load_cluster(s.cluster).machine_types() for s in parts] == [{"A100-40GB": 4}, {"L4": 8}, {"L4x2": 4},
+                                                                        {"T4x4": 4}]
 
 
 def test_swap_preemption_and_host_scheduling_run_on_prototype_points_only():
