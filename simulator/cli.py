@@ -152,6 +152,17 @@ def _fault_option(text):
         raise SimError(f"--inject-fault: expected KIND:NODE@SECONDS (kill:1@5), got '{text}'") from None
 
 
+def _runtime_runs(spec, command: str) -> None:
+    """Refuse engine-only options for a live run: the runtime has none of them (it batches transfers per next
+    hop, schedules once per step and recomputes on preemption), so a live run would silently differ."""
+    from .runs.spec import engine_options_set
+
+    off = engine_options_set(spec)
+    if off:
+        raise SimError(f"sim {command}: the runtime does not model {', '.join(off)} (engine-only options for "
+                       "`sim run`); leave them at their defaults")
+
+
 def _require_torch(command: str) -> None:
     """One line instead of a worker's traceback when the runtime's torch is not installed."""
     import importlib.util
@@ -201,6 +212,7 @@ def live(device, dtype, threads, slots, weights, data_backend, shape_links, hang
 
     spec = spec_from_options(kw)
     spec.progress = not quiet
+    _runtime_runs(spec, "live")
     opts = LiveOptions(device, dtype, threads, slots, weights, data_backend, shape_links, hang_timeout,
                        _fault_option(inject_fault))
     result = run_live(spec, opts)
@@ -232,6 +244,7 @@ def validate_cmd(labels, device, threads, out, quiet, **kw):
 
     spec = spec_from_options(kw)
     spec.progress = not quiet
+    _runtime_runs(spec, "validate")
     rows = validate(spec, list(labels) or ["random", "helix"], Path(out), device=device, threads=threads,
                     echo=lambda line: click.echo(line, err=True))
     click.echo(format_rows(rows))

@@ -130,3 +130,16 @@ def test_runtime_commands_without_torch_say_so_in_one_line(command, monkeypatch,
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 1 and len(err.splitlines()) == 1
     assert err.startswith(f"error: sim {command} runs real workers and needs torch") and "make install-torch" in err
+
+
+def test_live_refuses_engine_only_options_in_one_line(capsys):
+    """The runtime batches transfers, schedules once per step and recomputes: Helix's engine options would be
+    silently ignored by a live run, so they are refused (before any worker starts)."""
+    from simulator.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["live", "--cluster", "cpu2", "--model", "llama-cpu-small", "--duration", "5",
+              "--transfers", "per-request", "--preemption", "swap"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 1 and len(err.splitlines()) == 1
+    assert "transfers per-request" in err and "preemption swap" in err and "host copies" not in err

@@ -8,7 +8,7 @@ printed without it.
 
 from __future__ import annotations
 
-from .spec import Prepared
+from .spec import Prepared, engine_options_set
 
 # Measured by benchmarks/serving_model_accuracy.py --grid full (make bench): predicted against simulated decode
 # tokens/s on helix-single24 (Llama-2-70B, LLaMA-30B), helix-3region, helix-42node and hexgen2-het1 x separate,
@@ -28,10 +28,7 @@ def unmodelled(p: Prepared) -> str | None:
         return "disaggregated plans (prompt -> decode KV hand-off) are not in the serving model"
     if spec.mode == "offline" and (spec.max_inflight is not None or spec.feeder != "closed"):
         return "the serving model's offline loop admits by KV (no fixed in-flight count, no Helix feeder)"
-    engine = {"granularity": ("node", spec.granularity), "transfers": ("batched", spec.transfers),
-              "host copies": ("none", spec.host_copies), "host scheduling": ("none", spec.host_scheduling),
-              "preemption": ("recompute", spec.preemption)}
-    off = [f"{k} {v}" for k, (default, v) in engine.items() if v != default]
+    off = engine_options_set(spec)
     if off:
         return "engine options outside the serving model: " + ", ".join(off)
     return None

@@ -92,6 +92,15 @@ class RunSpec:
     progress: bool = True
 
 
+def engine_options_set(spec: RunSpec) -> list[str]:
+    """The engine-only options of ``spec`` away from their defaults, as ``name value`` (models of Helix's
+    simulator and prototype that neither the serving model nor the torch runtime has)."""
+    engine = {"granularity": ("node", spec.granularity), "transfers": ("batched", spec.transfers),
+              "host copies": ("none", spec.host_copies), "host scheduling": ("none", spec.host_scheduling),
+              "preemption": ("recompute", spec.preemption)}
+    return [f"{k} {v}" for k, (default, v) in engine.items() if v != default]
+
+
 def spec_from_options(kw: dict) -> RunSpec:
     """A RunSpec from the options of ``sim run`` (shared by run, plan and compare).
 
