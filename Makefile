@@ -12,7 +12,7 @@ PLACEMENTS_SRC ?= $(if $(wildcard $(SHARED)/milp/placements/*.ini),$(SHARED)/mil
 HELIX_PROFILES := profiles/helix_asplos25
 HELIX_PLACEMENTS := placements/helix_asplos25
 
-.PHONY: install install-dev install-torch demo test bench profile validate experiments traces helix-profiles helix-placements data lint clean
+.PHONY: install install-dev install-torch demo test bench profile validate experiments traces helix-profiles helix-placements helix-sp-placements data lint clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,7 +53,13 @@ helix-profiles: install
 helix-placements: install
 	$(PY) -m simulator.datasets helix-placements --dest $(HELIX_PLACEMENTS) $(if $(PLACEMENTS_SRC),--source $(PLACEMENTS_SRC))
 
+# The artifact's hand-written SP pipelines (3-region); SP_PLACEMENTS_SRC: a local folder instead of the download.
+SP_PLACEMENTS_SRC ?=
+helix-sp-placements: install
+	$(PY) -m simulator.datasets helix-sp-placements --dest $(HELIX_PLACEMENTS) $(if $(SP_PLACEMENTS_SRC),--source $(SP_PLACEMENTS_SRC))
+
 data: traces helix-profiles helix-placements
+	-@$(MAKE) --no-print-directory helix-sp-placements
 
 # The main job on an embedded default: Helix's 24-GPU cluster serving Llama-2-70B on the Azure conv trace.
 # Falls back to a synthetic Azure-like trace and the roofline cost model when the data cannot be fetched.

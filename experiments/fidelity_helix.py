@@ -154,9 +154,17 @@ def sp_specs(cluster: str, mode: str, ref: str) -> list[RunSpec]:
     (:data:`SP_GPU_MEMORY_UTILISATION`)."""
     return [dataclasses.replace(
         _protocol(RunSpec(cluster=type_subcluster(cluster, machine), model=MODEL, policy=None,
-                          placement="separate", scheduler="random"), mode, ref, inflight, load),
+                          placement=sp_placement(cluster, machine), scheduler="random"), mode, ref, inflight, load),
         kv_memory="vllm", gpu_memory_utilisation=SP_GPU_MEMORY_UTILISATION)
         for machine, inflight, load in _sp_parts(cluster, ref)]
+
+
+def sp_placement(cluster: str, machine: str) -> str:
+    """The artifact's hand-written pipeline of one SP sub-cluster where it is fetched (3-region: `make
+    helix-sp-placements`), else our ``separate`` planner. The two differ where regions do: the artifact's
+    3-region T4 pipeline crosses between its regions six times, ours once."""
+    stored = PLACEMENTS / f"{cluster}_separate_{machine}.ini"
+    return str(stored) if stored.is_file() else "separate"
 
 
 def _sp_parts(cluster: str, ref: str) -> list[tuple[str, int, float]]:

@@ -83,7 +83,11 @@ HELIX_PROTOTYPE_DECODE = {
 # and Helix's simulator's offline ones, from running its step3_simulation.py here (they add up to its 124.3).
 HELIX_PROTOTYPE_SP_PARTS = {("helix-single24", "offline"): (68.7, 37.9, 3.4),
                             ("helix-single24", "online"): (57.8, 18.9, 3.4)}
-HELIX_SIMULATOR_SP_PARTS = {("helix-single24", "offline"): (84.3, 35.2, 4.8)}
+HELIX_SIMULATOR_SP_PARTS = {("helix-single24", "offline"): (84.3, 35.2, 4.8),
+                            # not published: Helix's simulator (148b733) run here on its own 3-region SP inputs
+                            # (distributed_clusters/step3_simulation.py simulate_heuristic_offline, A100 / L4 / T4
+                            # with 1 / 60 / 50 queries); they sum to its published 61.9
+                            ("helix-3region", "offline"): (4.48, 39.36, 18.08)}
 # What the same prototype logs show beyond the published means (parsed here from separate_offline/<type>/
 # events.txt and query_route.txt of the artifact, commit 148b733):
 # - T4 offline is not in a steady state: query 7, sent at 182.35 s, never returns its prompt (query_route.txt has

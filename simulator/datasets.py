@@ -4,6 +4,7 @@
     python -m simulator.datasets helix-profiles --dest profiles/helix_asplos25 [--source DIR]
     python -m simulator.datasets helix-arrivals --dest traces/helix_lengths [--source DIR]
     python -m simulator.datasets helix-placements --dest placements/helix_asplos25 [--source DIR]
+    python -m simulator.datasets helix-sp-placements --dest placements/helix_asplos25 [--source DIR]
 
 * ``traces``: the Azure LLM inference traces 2023 (Patel et al., "Splitwise", ISCA
   2024), CC BY 4.0, from GitHub Azure/AzurePublicDataset ``data/``.
@@ -20,6 +21,11 @@
 * ``helix-placements``: Helix's stored layer placements of Llama-2-70B (Gurobi's, and the Swarm
   and Petals heuristics' where the artifact keeps them), the ``*_sol.ini`` files of its
   ``artifact_evaluation/`` at the same commit, named ``<our preset>_<planner>.ini``.
+
+* ``helix-sp-placements``: the artifact's hand-written per-GPU-type pipelines of its SP baseline on
+  the 3-region cluster (``distributed_clusters/layout_llama70b/separate/<type>_solution_file.ini``),
+  named ``helix-3region_separate_<machine>.ini``; each indexes its type's own cluster file, whose
+  nodes are the preset's machines of that type in order.
 
 With ``--source DIR`` files are copied from a local folder of the same layout,
 otherwise downloaded. Every file is checked against a pinned sha256; files already
@@ -121,10 +127,20 @@ HELIX_PLACEMENT_FILES = {
                                "51278b9eee1027c727f92a4d35b0984c95d0d3a248e400f81959b36a2588c44d"),
 }
 HELIX_PLACEMENTS = {name: sha for name, (_, sha) in HELIX_PLACEMENT_FILES.items()}
+_SP3 = _AE + "distributed_clusters/layout_llama70b/separate/"
+HELIX_SP_PLACEMENT_FILES = {
+    "helix-3region_separate_A100-40GB.ini": (_SP3 + "a100_solution_file.ini",
+                                             "068c04945897c9e844c5b8478e86685151ec2d13be5691b81522581f9cdcfc4b"),
+    "helix-3region_separate_L4.ini": (_SP3 + "l4_solution_file.ini",
+                                      "e2f3662dfe4bc85d3620b83a0ca16ab7f0746773f64b827f583f18ec3e4c1849"),
+    "helix-3region_separate_T4.ini": (_SP3 + "t4_solution_file.ini",
+                                      "f047efbf8b0f78d1fb4b37ce7e11b9bf12b2549253e649aa95251a1a043a07e9"),
+}
+HELIX_SP_PLACEMENTS = {name: sha for name, (_, sha) in HELIX_SP_PLACEMENT_FILES.items()}
 
 
 def _placement_url(name: str) -> str:
-    return HELIX_REPO_URL + HELIX_PLACEMENT_FILES[name][0]
+    return HELIX_REPO_URL + {**HELIX_PLACEMENT_FILES, **HELIX_SP_PLACEMENT_FILES}[name][0]
 
 
 DATASETS = {
@@ -132,6 +148,7 @@ DATASETS = {
     "helix-profiles": (HELIX_PROFILES, HELIX_URL),
     "helix-arrivals": (HELIX_ARRIVALS, HELIX_ARRIVALS_URL),
     "helix-placements": (HELIX_PLACEMENTS, _placement_url),
+    "helix-sp-placements": (HELIX_SP_PLACEMENTS, _placement_url),
 }
 DOWNLOAD_TIMEOUT_S = 60.0
 

@@ -86,3 +86,20 @@ def test_sp_latencies_pool_over_every_prompt_and_token():
     assert s["ttft_window_mean_s"] == pytest.approx(2.5) and s["itl_mean_s"] == pytest.approx(0.5)
     note = fid.latency_note(s, "helix-single24", "separate", "proto", "online")
     assert "prompt / decode mean 2.50 / 0.50 (prototype 1.12 / 0.40: +123 % / +25 %)" in note
+
+
+def test_sp_parts_use_the_artifacts_pipelines_where_fetched(tmp_path, monkeypatch):
+    monkeypatch.setattr(fid, "PLACEMENTS", tmp_path)
+    assert fid.sp_placement("helix-3region", "T4") == "separate"
+    stored = tmp_path / "helix-3region_separate_T4.ini"
+    stored.write_text("[Settings]\noffset=2\n")
+    assert fid.sp_placement("helix-3region", "T4") == str(stored)
+    assert [s.placement for s in fid.sp_specs("helix-3region", "offline", "sim")] == ["separate", "separate",
+                                                                                     str(stored)]
+
+
+def test_fetched_sp_pipelines_are_named_as_the_experiment_reads_them():
+    from simulator import datasets
+
+    wanted = {f"helix-3region_separate_{m}.ini" for m, _, _ in fid.SP_SUBCLUSTERS["helix-3region"]}
+    assert set(datasets.DATASETS["helix-sp-placements"][0]) == wanted
