@@ -287,9 +287,11 @@ def combined(parts: list[dict]) -> dict:
             "itl_mean_s": _pooled(parts, "itl_mean_s", "itl_tokens_in_window")}
 
 
-def point_result(results: dict, cluster: str, policy: str, mode: str, ref: str) -> dict:
+def point_result(results: dict, cluster: str, policy: str, mode: str, ref: str, label: str = "") -> dict:
+    """One point's combined result, under the protocol alone or with the mechanisms ``label`` names."""
+    prefix = f"{label}|" if label else ""
     n = len(point_specs(cluster, policy, mode, ref))
-    return combined([results[f"{cluster}|{policy}|{mode}|{ref}|{i}"] for i in range(n)])
+    return combined([results[f"{prefix}{cluster}|{policy}|{mode}|{ref}|{i}"] for i in range(n)])
 
 
 def _latency_pair(s: dict, stat: str, theirs: tuple[float, float] | None, whose: str) -> str:
@@ -369,9 +371,7 @@ def run(jobs: int | None = None) -> None:
             if label in PROTOTYPE_ONLY and ref != "proto":
                 cells.append("–")
                 continue
-            prefix = f"{label}|" if label else ""
-            n = len(point_specs(cluster, policy, mode, ref))
-            s = combined([results[f"{prefix}{cluster}|{policy}|{mode}|{ref}|{i}"] for i in range(n)])
+            s = point_result(results, cluster, policy, mode, ref, label)
             v = s.get("decode_tokens_per_s")
             parts = " [" + " + ".join(f"{x:.1f}" for x in s["parts"]) + "]" if "parts" in s else ""
             cells.append(f"{num(v)} ({_err(v, theirs)}){parts}")
@@ -383,9 +383,7 @@ def run(jobs: int | None = None) -> None:
         theirs = HELIX_PROTOTYPE_LATENCY.get((cluster, policy))
         cells = [cluster, policy, "-" if theirs is None else f"{theirs[0]:.2f} / {theirs[1]:.2f}"]
         for label in LATENCY_MECHANISMS:
-            prefix = f"{label}|" if label else ""
-            n = len(point_specs(cluster, policy, mode, ref))
-            s = combined([results[f"{prefix}{cluster}|{policy}|{mode}|{ref}|{i}"] for i in range(n)])
+            s = point_result(results, cluster, policy, mode, ref, label)
             ours = (s.get("ttft_window_mean_s"), s.get("itl_mean_s"))
             cells.append(f"{num(ours[0], '.2f')} / {num(ours[1], '.2f')}"
                          + (f" ({_err(ours[0], theirs[0])} / {_err(ours[1], theirs[1])})" if theirs else ""))

@@ -139,8 +139,11 @@ HELIX_SP_PLACEMENT_FILES = {
 HELIX_SP_PLACEMENTS = {name: sha for name, (_, sha) in HELIX_SP_PLACEMENT_FILES.items()}
 
 
+_PLACEMENT_PATHS = {name: path for name, (path, _) in {**HELIX_PLACEMENT_FILES, **HELIX_SP_PLACEMENT_FILES}.items()}
+
+
 def _placement_url(name: str) -> str:
-    return HELIX_REPO_URL + {**HELIX_PLACEMENT_FILES, **HELIX_SP_PLACEMENT_FILES}[name][0]
+    return HELIX_REPO_URL + _PLACEMENT_PATHS[name]
 
 
 DATASETS = {

@@ -92,13 +92,14 @@ class RunSpec:
     progress: bool = True
 
 
+ENGINE_ONLY_FIELDS = ("granularity", "transfers", "host_copies", "host_scheduling", "preemption")
+
+
 def engine_options_set(spec: RunSpec) -> list[str]:
     """The engine-only options of ``spec`` away from their defaults, as ``name value`` (models of Helix's
     simulator and prototype that neither the serving model nor the torch runtime has)."""
-    engine = {"granularity": ("node", spec.granularity), "transfers": ("batched", spec.transfers),
-              "host copies": ("none", spec.host_copies), "host scheduling": ("none", spec.host_scheduling),
-              "preemption": ("recompute", spec.preemption)}
-    return [f"{k} {v}" for k, (default, v) in engine.items() if v != default]
+    return [f"{name.replace('_', ' ')} {getattr(spec, name)}" for name in ENGINE_ONLY_FIELDS
+            if getattr(spec, name) != getattr(RunSpec, name)]  # the class attribute is the field's default
 
 
 def spec_from_options(kw: dict) -> RunSpec:
