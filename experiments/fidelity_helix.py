@@ -48,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 
 from simulator.cluster.model import load_cluster
-from simulator.runs.spec import RunSpec
+from simulator.runs.spec import ENGINE_PROFILES, RunSpec
 
 from .cache import CACHE, REPO, run_cached
 from .paper import (
@@ -85,8 +85,7 @@ ABLATIONS = ["workload", "feeder", "memory", "links", "nic", "layer", "transfers
 MECHANISMS = {"per-request transfers": {"transfers": "per-request"}, "host copies": {"host_copies": "helix"},
               "both": {"transfers": "per-request", "host_copies": "helix"},
               "both + swap": {"transfers": "per-request", "host_copies": "helix", "preemption": "swap"},
-              "prototype": {"transfers": "per-request", "host_copies": "helix", "preemption": "swap",
-                            "host_scheduling": "helix"}}
+              "prototype": ENGINE_PROFILES["helix-prototype"]}  # sim run --engine-profile helix-prototype
 LATENCY_MECHANISMS = ["", "both", "both + swap", "prototype"]  # online latency table columns ("": protocol alone)
 # Swap preemption and per-layer scheduling are the prototype's (vLLM 0.4 under its layer-wise scheduler);
 # Helix's simulator has neither.

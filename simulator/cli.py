@@ -9,6 +9,7 @@ import click
 
 from .errors import SimError
 from .planning.milp_stop import DEFAULT_NODE_LIMIT, DEFAULT_SAFETY_TIME_LIMIT_S
+from .runs.engine_profiles import ENGINE_PROFILES
 from .units import parse_time
 
 
@@ -54,20 +55,25 @@ def run_options(f):
         click.option("--roofline-only", is_flag=True, help="ignore measured tables"),
         click.option("--max-inflight", type=int, default=None,
                      help="offline: requests in flight (default: admit while KV allows)"),
-        click.option("--granularity", type=click.Choice(["node", "layer"]), default="node", show_default=True,
+        click.option("--engine-profile", type=click.Choice(list(ENGINE_PROFILES)), default="runtime",
+                     show_default=True,
+                     help="engine: the serving software modelled, as defaults for the five options below: our "
+                          "runtime's rules, or Helix's real prototype (per-request transfers, host copies helix, "
+                          "host scheduling helix, swap; within 5 %% of its six measured points)"),
+        click.option("--granularity", type=click.Choice(["node", "layer"]), default=None, show_default="node",
                      help="engine: a node step runs all its layers (node) or one layer, round robin over the "
                           "layers with work (layer, as Helix's simulator)"),
-        click.option("--transfers", type=click.Choice(["batched", "per-request"]), default="batched",
-                     show_default=True, help="engine: a node's outputs leave as one transfer per next hop, or one per "
+        click.option("--transfers", type=click.Choice(["batched", "per-request"]), default=None,
+                     show_default="batched", help="engine: a node's outputs leave as one transfer per next hop, or one per "
                                              "request (as Helix's simulator and prototype)"),
-        click.option("--host-copies", type=click.Choice(["none", "helix"]), default="none", show_default=True,
+        click.option("--host-copies", type=click.Choice(["none", "helix"]), default=None, show_default="none",
                      help="engine: a node step also copies its inputs on the host (helix: concatenation at "
                           "4 GB/s and host-to-device at 5 GB/s, as Helix's simulator and prototype)"),
-        click.option("--host-scheduling", type=click.Choice(["none", "helix"]), default="none", show_default=True,
+        click.option("--host-scheduling", type=click.Choice(["none", "helix"]), default=None, show_default="none",
                      help="engine: host time per sequence per layer of a node step (helix: 25 us, Helix's "
                           "prototype, which runs vLLM's scheduler once per layer; fitted to its measurements)"),
-        click.option("--preemption", type=click.Choice(["recompute", "swap"]), default="recompute",
-                     show_default=True, help="engine: a node whose KV is full frees a request everywhere for "
+        click.option("--preemption", type=click.Choice(["recompute", "swap"]), default=None,
+                     show_default="recompute", help="engine: a node whose KV is full frees a request everywhere for "
                                              "recompute (vLLM's default) or swaps its KV there to the host "
                                              "(swap, as Helix's prototype)"),
         click.option("--feeder", type=click.Choice(["closed", "helix"]), default="closed", show_default=True,

@@ -143,3 +143,33 @@ def test_live_refuses_engine_only_options_in_one_line(capsys):
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 1 and len(err.splitlines()) == 1
     assert "transfers per-request" in err and "preemption swap" in err and "host copies" not in err
+
+
+def test_engine_profile_sets_the_prototypes_mechanisms_and_explicit_options_win():
+    """--engine-profile helix-prototype is the four mechanisms of Helix's prototype; an option given alongside
+    it overrides the profile's value, and the default profile leaves every engine-only option at its default."""
+    from simulator.runs.spec import RunSpec, engine_options_set, spec_from_options
+
+    proto = spec_from_options({"engine_profile": "helix-prototype"})
+    assert (proto.transfers, proto.host_copies, proto.host_scheduling, proto.preemption, proto.granularity) == (
+        "per-request", "helix", "helix", "swap", "node")
+    mixed = spec_from_options({"engine_profile": "helix-prototype", "preemption": "recompute"})
+    assert mixed.preemption == "recompute" and mixed.transfers == "per-request"
+    plain = spec_from_options({"engine_profile": "runtime", "transfers": None})
+    assert engine_options_set(plain) == [] and plain.transfers == RunSpec.transfers
+
+
+def test_engine_profile_reaches_the_run_and_is_refused_live(tmp_path, capsys):
+    """The profile's options are written to the run's config, and a live run refuses them in one line."""
+    from simulator.cli import main
+
+    out = tmp_path / "out"
+    sim("run", *FAST, "--engine-profile", "helix-prototype", "--out", str(out), "--no-plots")
+    cfg = json.loads((out / "config.json").read_text())["run"]
+    assert (cfg["transfers"], cfg["host_copies"], cfg["host_scheduling"], cfg["preemption"]) == (
+        "per-request", "helix", "helix", "swap")
+    with pytest.raises(SystemExit) as exit_:
+        main(["live", "--cluster", "cpu2", "--model", "llama-cpu-small", "--duration", "5",
+              "--engine-profile", "helix-prototype"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 1 and len(err.splitlines()) == 1 and "host scheduling helix" in err

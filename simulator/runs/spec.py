@@ -22,6 +22,7 @@ from ..errors import SimError
 from ..planning.flow import max_flow, within_groups
 from ..planning.milp_stop import DEFAULT_NODE_LIMIT, DEFAULT_SAFETY_TIME_LIMIT_S
 from ..catalog.models import ModelSpec, load_model
+from .engine_profiles import ENGINE_PROFILES
 from ..placement.model import KV_MEMORY, MemoryModel, Placement, check_fits
 from ..policies import PlanContext, make_scheduler, plan, resolve_policy
 from ..scheduling.interface import Scheduler
@@ -94,6 +95,18 @@ class RunSpec:
 
 ENGINE_ONLY_FIELDS = ("granularity", "transfers", "host_copies", "host_scheduling", "preemption")
 
+def apply_engine_profile(kw: dict) -> dict:
+    """``kw`` with its ``engine_profile`` resolved: each engine-only field left unset (None) takes the profile's
+    value, or else its default; a field given explicitly wins over the profile."""
+    kw = dict(kw)
+    name = kw.pop("engine_profile", None) or "runtime"
+    if name not in ENGINE_PROFILES:
+        raise SimError(f"unknown engine profile '{name}'; known: {', '.join(ENGINE_PROFILES)}")
+    for f in ENGINE_ONLY_FIELDS:
+        if kw.get(f) is None:
+            kw[f] = ENGINE_PROFILES[name].get(f, getattr(RunSpec, f))
+    return kw
+
 
 def engine_options_set(spec: RunSpec) -> list[str]:
     """The engine-only options of ``spec`` away from their defaults, as ``name value`` (models of Helix's
@@ -108,7 +121,7 @@ def spec_from_options(kw: dict) -> RunSpec:
     Without ``--policy`` (and without both ``--placement`` and ``--scheduler``): a stored
     placement file is served by max-flow routing (``helix``), anything else by ``separate``.
     """
-    kw = dict(kw)
+    kw = apply_engine_profile(kw)
     kw["profiles"] = list(kw.get("profiles") or [])
     kw["slo_ttft"] = kw.get("slo_ttft") or math.inf
     kw["slo_tpot"] = kw.get("slo_tpot") or math.inf
