@@ -231,6 +231,34 @@ def test_helix_kv_memory_is_the_prototype_block_counts_and_layer_limits():
         mem.max_layers(het, model, next(n.id for n in het.nodes if n.machine.name.startswith("H100")))
 
 
+def test_helix_layer_limits_are_a_choice_not_what_memory_forces():
+    """Issue 18's cap decision, as facts of Helix's own vLLM block counts: at every listed k, weights plus KV
+    are 0.8 (the prototype's gpu_memory_utilization) x memory less a reserve (activations, CUDA context) of at
+    most 1.4 GB, and with that reserve one layer past Helix's limit still leaves KV room for thousands of
+    max-context tokens on every GPU type. So the default cap (weights plus one max-context request within the
+    memory share) is what memory allows, and it holds at least one layer more than Helix's on every GPU."""
+    from simulator.catalog.gpus import parse_machine
+    from simulator.catalog.helix_kv import HELIX_VLLM_BLOCKS, VLLM_BLOCK_TOKENS
+    from simulator.catalog.models import load_model
+    from simulator.cluster.model import load_cluster
+    from simulator.placement.model import MemoryModel
+
+    clusters, checked = [load_cluster("helix-single24"), load_cluster("helix-42node")], set()
+    for (name, machine), table in HELIX_VLLM_BLOCKS.items():
+        model, mem = load_model(name), parse_machine(machine).memory_bytes
+        reserves = [0.8 * mem - k * model.bytes_per_layer - b * VLLM_BLOCK_TOKENS * k * model.kv_bytes_per_token_per_layer
+                    for k, b in table.items()]
+        assert max(reserves) < 1.4e9, (name, machine)
+        cap = max(table)
+        kv_past_cap = 0.8 * mem - (cap + 1) * model.bytes_per_layer - max(0.0, max(reserves))
+        assert kv_past_cap / ((cap + 1) * model.kv_bytes_per_token_per_layer) > 2 * model.max_context, (name, machine)
+        for cluster in clusters:
+            for node in (n.id for n in cluster.nodes if n.machine.name == machine):
+                assert MemoryModel().max_layers(cluster, model, node) > cap, (name, machine)
+                checked.add(machine)
+    assert checked >= {"A100-40GB", "L4", "T4", "L4x2", "T4x4"}
+
+
 def test_helix_feeder_feeds_below_the_watermark_and_stops_above_it(tiny):
     sim = offline_sim(tiny, {0: (0, 4)}, [Request(i, 0.0, 10, 2) for i in range(5)], duration_s=5.0, warmup_s=0.0)
     fed = []
