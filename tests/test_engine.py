@@ -52,6 +52,27 @@ def test_nic_caps_rate_and_is_shared(tiny):
     assert net.reserve(0, 2, 1e6, now=0.0) == pytest.approx(2 * 1e6 / 0.5e9 + LAT)
 
 
+def test_a_transfer_held_back_by_its_link_leaves_the_nic_to_others():
+    """Three nodes behind one sender NIC of 1 GB/s; the link 0 -> 1 carries 10 MB/s, 0 -> 2 1 GB/s. A second
+    transfer on the slow link waits for it (1 s), but books the NIC only for its bytes at the NIC's rate from
+    when the NIC is free, so a transfer on the fast link right after is not held behind the slow one."""
+    import numpy as np
+
+    class _C:  # the fields of a Cluster that Network reads
+        nodes = [0, 1, 2]
+        bandwidth = np.array([[0, 1e7, 1e9, 1e9], [1e7, 0, 1e9, 1e9], [1e9, 1e9, 0, 1e9], [1e9, 1e9, 1e9, 0]])
+        latency = np.zeros((4, 4))
+        nic_of = [0, 1, 2, 3]
+        nic_in = np.full(4, 1e9)
+        nic_out = np.full(4, 1e9)
+
+    net = Network(_C())
+    assert net.reserve(0, 1, 1e7, now=0.0) == pytest.approx(1.0)  # 10 MB at the link's 10 MB/s
+    assert net.reserve(0, 1, 1e7, now=0.0) == pytest.approx(2.0)  # waits for the link
+    # the sender's NIC has carried 20 MB at 1 GB/s: free at 0.02 s, not at the second transfer's start (1 s)
+    assert net.reserve(0, 2, 1e7, now=0.0) == pytest.approx(0.02 + 1e7 / 1e9)
+
+
 def test_one_node_request_matches_hand_computation(tiny):
     model = tiny[0]
     I, O = 100, 3

@@ -2,10 +2,13 @@
 
 A transfer over link i -> j takes ``latency + bytes / rate`` where ``rate`` is the
 smallest of the link bandwidth and the two NICs it crosses (sender's out-NIC,
-receiver's in-NIC). Bandwidth is shared by reservation, as in Helix's simulator: each
-link and each NIC is a FIFO server that is busy for ``bytes / its bandwidth``; a
-transfer starts when the link and both NICs are free, so a NIC sending to several
-links interleaves them at its own rate while each link carries one transfer at a time.
+receiver's in-NIC). Bandwidth is shared by reservation: each link and each NIC is a FIFO
+server that is busy for ``bytes / its bandwidth``; a transfer starts when the link and
+both NICs are free, so a NIC sending to several links interleaves them at its own rate
+while each link carries one transfer at a time. A NIC's busy time is booked from when the
+NIC is free, not from a start its link or the other NIC delayed: a transfer waiting for a
+slow link does not hold the NIC idle for everyone else (as Helix's simulator, where
+concurrent transfers share a NIC's bandwidth).
 Transfers to the same next hop are batched by the engine into one transfer.
 
 Nodes that are parts of one machine (``Cluster.nic_of``, the stages of a disaggregated
@@ -56,12 +59,17 @@ class Network:
             self.bytes_sent[src][dst] += nbytes
             return start + nbytes / bw + self.lat[src][dst]
         nic_out, nic_in = self.nic_out[a], self.nic_in[b]
-        start = max(now, self.link_free[src][dst], self.out_free[a], self.in_free[b])
+        out_free, in_free = self.out_free[a], self.in_free[b]
+        start = max(now, self.link_free[src][dst], out_free, in_free)
         rate = min(bw, nic_out, nic_in)
         self.link_free[src][dst] = start + nbytes / bw
+        # A NIC's time is booked from when it is free, not from the transfer's start: a transfer held back by
+        # its link or by the other NIC (a slow cross-region link, a busy receiver) uses a NIC for only its bytes
+        # at the NIC's rate, and leaves the NIC to other transfers meanwhile, as a NIC shared by several links
+        # is (Helix's simulator shares NIC bandwidth between concurrent transfers the same way).
         if not math.isinf(nic_out):
-            self.out_free[a] = start + nbytes / nic_out
+            self.out_free[a] = max(now, out_free) + nbytes / nic_out
         if not math.isinf(nic_in):
-            self.in_free[b] = start + nbytes / nic_in
+            self.in_free[b] = max(now, in_free) + nbytes / nic_in
         self.bytes_sent[src][dst] += nbytes
         return start + nbytes / rate + self.lat[src][dst]
