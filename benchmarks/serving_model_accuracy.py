@@ -7,6 +7,7 @@ simulated decode tokens/s with the relative error, the median |error|, and the m
     .venv/bin/python -m benchmarks.serving_model_accuracy               # helix-single24 / Llama-2-70B, 9 cells
     .venv/bin/python -m benchmarks.serving_model_accuracy --grid full   # every preset of the issue (make bench)
     .venv/bin/python -m benchmarks.serving_model_accuracy --quick       # separate, offline only
+    .venv/bin/python -m benchmarks.serving_model_accuracy --grid disagg # hexgen2 and distserve on every preset
 
 The full grid serves each preset and policy offline first, then online at :data:`ONLINE_SHARES` of the
 requests/s it served offline (below and near its capacity, whatever the preset's size).
@@ -37,7 +38,9 @@ POLICIES = ("separate", "swarm", "helix")
 ONLINE_RATES = (1.5, 3.0)  # requests/s (Azure conv rescaled; its first minutes are sparse): below and near capacity
 FULL_SETUPS = [("helix-single24", "llama2-70b"), ("helix-single24", "llama1-30b"), ("helix-3region", "llama2-70b"),
                ("helix-42node", "llama2-70b"), ("hexgen2-het1", "llama2-70b")]
-FULL_POLICIES = ("separate", "swarm", "helix", "petals")
+FULL_POLICIES = ("separate", "swarm", "helix", "petals", "hexgen2", "distserve")
+DISAGG_POLICIES = ("hexgen2", "distserve")
+DISAGG_SETUPS = FULL_SETUPS + [("hexgen2-het1", "llama1-30b"), ("helix-3region", "llama1-30b")]
 ONLINE_SHARES = (0.5, 0.9)  # full grid: online at these shares of the requests/s served offline
 ONLINE_MIN_RATE = 0.05  # requests/s: below this offline (a collapsed closed loop) the online cells are skipped
 
@@ -97,14 +100,17 @@ def grid_cells(setups, policies, rates=None) -> list[dict]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="separate, offline only")
-    ap.add_argument("--grid", choices=("single24", "full"), default="single24",
-                    help="single24: helix-single24 x --model at fixed rates; full: every preset, rates from offline")
+    ap.add_argument("--grid", choices=("single24", "full", "disagg"), default="single24",
+                    help="single24: helix-single24 x --model at fixed rates; full: every preset and policy, rates "
+                         "from offline; disagg: every preset x hexgen2, distserve (and LLaMA-30B)")
     ap.add_argument("--cluster", default="helix-single24")
     ap.add_argument("--model", default="llama2-70b")
     args = ap.parse_args(argv)
     print(HEADER)
     if args.grid == "full":
         rows = grid_cells(FULL_SETUPS, FULL_POLICIES)
+    elif args.grid == "disagg":
+        rows = grid_cells(DISAGG_SETUPS, DISAGG_POLICIES)
     else:
         rows = grid_cells([(args.cluster, args.model)], ("separate",) if args.quick else POLICIES,
                           [] if args.quick else list(ONLINE_RATES))

@@ -53,6 +53,11 @@ from ..placement.problem import SINK, SOURCE, Endpoint, PlacementProblem, Proble
 # (simulator.engine.simulation) imports it from here.
 TOKEN_ID_BYTES = 4
 HEADER_BYTES = 64  # per request in a transfer: id, position, route hop (small control header)
+# Disaggregated KV hand-off in slices of whole layers up to this size (transfer engines move KV
+# layer-wise in chunks: Splitwise layer-wise transfer, Mooncake's transfer engine); 16 MB is 5 ms
+# at 25 Gb/s, the longest a token or activation message waits behind a KV slice on a NIC. The engine
+# slices by it and the disaggregated serving model counts the waits it causes.
+KV_SLICE_BYTES = 16e6
 # spread_max_flow: maximum flows averaged (helix-42node / Llama-2-70B, Helix's IWRR, offline, seed 1: 8 orders
 # 653.1, 32 orders 662.4, 64 orders 666.2 decode tokens/s, against 615.8 for one)
 SPREAD_ORDERS = 32

@@ -957,6 +957,8 @@ def predict_prepared(prepared, mode: str | None = None, rate: float | None = Non
                                                                               "output_tokens"))
     requests = pool
     booked = prepared.workload.mean_output() if prepared.workload.requests else None
+    if prepared.placement.serving is not None:  # disaggregated: prompts and decodes on separate groups
+        return _predict_disaggregated_prepared(prepared, mode, rate, span, pool, arrivals, booked)
     if mode == "offline" and window:  # the closed loop as a fluid (step 8) over the workload's first requests
         inp, out = (np.array([getattr(r, f) for r in pool]) for f in ("input_tokens", "output_tokens"))
         return predict_closed_loop(prepared.placement, prepared.costs, prepared.scheduler, inp, out,
@@ -970,6 +972,28 @@ def predict_prepared(prepared, mode: str | None = None, rate: float | None = Non
             break
         horizon = spec.warmup + spec.duration
         drawn = pred.requests_per_s * horizon + pred.details["burst_requests"]
+        requests = pool[: max(POOL_MIN_REQUESTS, int(round(drawn)))]
+    pred.details["pool_requests"] = len(requests)
+    return pred
+
+
+def _predict_disaggregated_prepared(prepared, mode, rate, span, pool, arrivals, booked) -> Prediction:
+    """:func:`predict_prepared` for a disaggregated plan (:mod:`simulator.planning.disagg.serving_model`):
+    offline over the workload's first requests (as many as the closed loop draws, :data:`POOL_PASSES`
+    passes), online over its arrivals."""
+    from .disagg.serving_model import predict_disaggregated
+
+    spec = prepared.spec
+    requests = pool
+    for _attempt in range(POOL_PASSES if mode == "offline" else 1):
+        stats = WorkloadStats.from_requests(requests)
+        pred = predict_disaggregated(prepared.placement, prepared.costs, prepared.scheduler, stats,
+                                     prepared.limits, mode=mode, window=span, arrivals=arrivals, rate=rate,
+                                     booked_output=booked if mode == "offline" else None)
+        if mode != "offline":
+            break
+        drawn = pred.requests_per_s * (spec.warmup + spec.duration) + sum(
+            g["admitted_max"] for g in pred.details["decode_groups"])
         requests = pool[: max(POOL_MIN_REQUESTS, int(round(drawn)))]
     pred.details["pool_requests"] = len(requests)
     return pred

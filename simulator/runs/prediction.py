@@ -24,8 +24,6 @@ def unmodelled(p: Prepared) -> str | None:
     spec = p.spec
     if not spec.predict:
         return "--no-predict"
-    if p.placement.serving is not None:
-        return "disaggregated plans (prompt -> decode KV hand-off) are not in the serving model"
     if spec.mode == "offline" and (spec.max_inflight is not None or spec.feeder != "closed"):
         return "the serving model's offline loop admits by KV (no fixed in-flight count, no Helix feeder)"
     off = engine_options_set(spec)

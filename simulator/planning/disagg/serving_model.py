@@ -1,0 +1,387 @@
+"""The serving model of a disaggregated plan (HexGen-2, DistServe): what the engine serves, without SimPy.
+
+A disaggregated request runs its prompt on a prefill group's pipeline; its KV cache then moves to a decode
+group's pipeline (each prompt stage sends the layers it holds to the decode stages holding them, all pairs at
+once, in slices over the links and NICs), and every later token is one round trip through the decode
+pipeline (:mod:`simulator.engine.simulation`: ``start_transfer``, ``_send_kv``). HexGen-2's max-flow
+(:mod:`.serving_flow`) counts a decode group's capacity ``c_D`` at its batch limit; the engine's decode groups
+are instead KV-limited, as colocated pipelines are (:mod:`simulator.planning.serving_model`), and on
+MHA models or slow links the hand-off is. This model follows the engine's rules, per (prefill group i,
+decode group j) pair carrying ``lambda_ij`` requests/s:
+
+1. **Bookings** (offline admission, engine ``_reservations``). A request is admitted when its expected KV fits
+   under :data:`KV_ADMIT_WATERMARK` of every node it will use: ``input x k x kv`` on its prompt stages until
+   its KV has moved, ``(input + booked_out) x k x kv`` on its decode stages until it finishes. So decode group
+   j holds at most ``N_j = min_s watermark cap_s / (k_s kv (in_res + booked_out)) - ADMISSION_SLACK``
+   requests and prefill group i at most ``M_i = min_s watermark cap_s / (k_s kv mean_in)`` (``in_res``: the
+   residence-weighted input, as in the colocated model). Online (no booking) a decode resident holds its
+   actual context against ``1 - ENGINE_KV_WATERMARK`` of the KV.
+2. **Little's law per booking**: ``sum_i lambda_ij T_ij <= N_j`` and ``sum_j lambda_ij P_ij <= M_i``, with
+   ``P_ij = W_i + TTFT_i + X_ij`` (the wait for the prefill group, the prompt through its stages, the hand-off)
+   and ``T_ij = P_ij + (mean_out - 1) RT_j`` (one decode round trip per later token).
+3. **Capacities**: a prefill group starts ``c_P,i = 1 / max_s tau_p,s`` prompts/s (``tau_p,s = k_s
+   prefill(in)`` + the LM head on the last stage; the stages work as a pipeline); every NIC and link a
+   hand-off crosses passes ``sum_ij lambda_ij bytes_ij(r) <= capacity_r``. Each row is held below
+   :data:`MAX_UTILISATION`.
+4. **Offline** the closed loop fills whatever has room (the schedulers route a waiting request to groups with
+   KV room, and the engine retries the queue's head on another route), so the served rate is the largest
+   ``sum lambda_ij`` the rows of 2-3 allow: a linear program (HiGHS), over the pairs the scheduler uses
+   (hexgen2: the max-flow's edges; distserve: every linked pair). The times in its rows depend on the load
+   (step 5), so program and times are iterated to a fixed point.
+5. **Times at a load.** Decode round trip ``RT_j`` at ``n_j = lambda_j (mean_out - 1) RT_j`` residents decoding
+   (a fixed point): a busy decode pipeline moves in lockstep, one batch at each stage and
+   :data:`DECODE_EXTRA_BATCHES` more forming at the first, so ``RT_j = max(sum_s tau_s(B) + links + slice
+   waits, batches x max_s tau_s(B))`` at ``B = n_j / batches``; a decode hop also waits behind the hand-off
+   slices on the links and NICs it shares with them (half a slice's time, at their busy share). Prefill
+   wait ``W_i``: M/D/1 at ``rho_i = lambda_i / c_P,i``. Hand-off: the slowest
+   of its streams (``latency + bytes / rate``, the tightest of link and NICs), stretched by ``1 / (1 - rho)``
+   of the busiest resource it crosses (the slices share it as a processor).
+6. **Online** at the workload's arrivals in the window (or a mean ``rate``): served up to the capacity of
+   step 4 under the online KV rule, split as the scheduler splits (hexgen2: the max-flow's edge flows;
+   distserve: prompts in proportion to prefill capacity, decodes to KV room); the tokens counted are those
+   each request emits inside the window (its first at ``W_i + TTFT_i``, the rest one per ``RT_j`` from
+   ``X_ij`` later).
+
+Not modelled: preemption, the FIFO of transfers waiting for decode KV (the offline booking has reserved it),
+prompt batches split by the 4096-token budget, decode activations sharing NICs with hand-offs.
+Core code: numpy and scipy only, no SimPy, no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linprog
+
+from ..capacity import BatchLimits
+from ..flow import HEADER_BYTES, KV_SLICE_BYTES, TOKEN_ID_BYTES
+from ..serving_model import (
+    ADMISSION_SLACK,
+    ENGINE_KV_WATERMARK,
+    FIXED_POINT_ITERATIONS,
+    KV_ADMIT_WATERMARK,
+    MAX_UTILISATION,
+    Prediction,
+    WorkloadStats,
+)
+from .parallel_plans import DECODE, PREFILL
+
+# Decode batches a decode group's residents circulate in, beyond one per stage: a busy decode pipeline moves in
+# lockstep with one batch at each stage, and one more forms at the first stage from the decodes that arrive there
+# while it works (the batch back from the coordinator and each request's first decode, sent alone when its KV
+# lands). Measured in the engine (offline, iterations per second at a decode group's first stage x its round
+# trip; Llama-2-70B and LLaMA-30B, Helix's tables) over 13 decode groups of hexgen2 and distserve on
+# hexgen2-het1, helix-single24 and helix-42node with 2 to 17 stages: batches - stages has median 0.9, range
+# -1.0 to +2.0, and the stages are 78-100 % busy.
+DECODE_EXTRA_BATCHES = 1.0
+LP_ITERATIONS = 30  # offline: linear program <-> times at its load, damped
+
+
+@dataclass
+class _Stages:
+    """One group's pipeline: its nodes (stages of the stage cluster) and the layer range each holds."""
+
+    index: int
+    nodes: tuple[int, ...]
+    layers: tuple[tuple[int, int], ...]
+
+    def counts(self) -> tuple[int, ...]:
+        return tuple(e - s for s, e in self.layers)
+
+
+class DisaggModel:
+    """Steps 1-5 for one disaggregated placement, its scheduler and a workload."""
+
+    def __init__(self, placement, costs, scheduler, stats: WorkloadStats, limits: BatchLimits,
+                 kv_rule: str = "offline", booked_output: float | None = None):
+        plan = placement.serving
+        self.placement, self.stats, self.limits = placement, stats, limits
+        self.cluster, model = placement.cluster, placement.model
+        self.coord = self.cluster.coordinator
+        self.kv_layer = model.kv_bytes_per_token_per_layer
+        self.act = model.activation_bytes_per_token
+        self.n_layers = model.layers
+        self.out_left = max(stats.mean_output - 1.0, 0.0)
+        self.scheduler_name = getattr(scheduler, "name", "")
+        routes = scheduler.routes  # group index -> Route over its stages
+        self.prefill = {i: _Stages(i, r.nodes, r.layers) for i, r in routes.items() if plan.roles[i] == PREFILL}
+        self.decode = {j: _Stages(j, r.nodes, r.layers) for j, r in routes.items() if plan.roles[j] == DECODE}
+        self.cost = {n: costs.layer_cost(self.cluster.nodes[n].machine)
+                     for g in [*self.prefill.values(), *self.decode.values()] for n in g.nodes}
+        # prompt side (step 3): the prompt through the stages in sequence, prompts/s as a pipeline
+        self.ttft0, self.c_p, self.tau_p_max = {}, {}, {}
+        for i, g in self.prefill.items():
+            taus = [k * float(np.mean(self.cost[n].prefill_array(stats.inputs))) +
+                    (self.cost[n].head(1) if e == self.n_layers else 0.0)
+                    for n, k, (_, e) in zip(g.nodes, g.counts(), g.layers)]
+            self.ttft0[i] = sum(taus) + self._prompt_links(g)
+            self.tau_p_max[i] = max(taus)
+            self.c_p[i] = 1.0 / max(taus) if max(taus) > 0 else math.inf
+        # bookings (step 1)
+        if kv_rule == "offline":
+            booked = stats.mean_output if booked_output is None else booked_output
+            per_resident, share = self.kv_layer * (stats.resident_input + booked), KV_ADMIT_WATERMARK
+        else:
+            per_resident, share = self.kv_layer * stats.resident_context, 1.0 - ENGINE_KV_WATERMARK
+        cap = placement.kv_capacity_bytes
+        self.n_max = {j: max(0.0, min(share * cap(n) / (k * per_resident) for n, k in zip(g.nodes, g.counts()))
+                             - ADMISSION_SLACK) for j, g in self.decode.items()}
+        prompt_kv = self.kv_layer * max(stats.mean_input, 1.0)
+        self.m_max = {i: min(KV_ADMIT_WATERMARK * cap(n) / (k * prompt_kv) for n, k in zip(g.nodes, g.counts()))
+                      for i, g in self.prefill.items()} if kv_rule == "offline" else {}
+        self.pairs = self._pairs(plan, scheduler)
+        self.streams = {p: self._streams(*p) for p in self.pairs}
+        self._rt_cache: dict[tuple[int, int], float] = {}
+
+    # ---- which pairs, in which proportions -----------------------------------------------------------------
+    def _pairs(self, plan, scheduler) -> dict[tuple[int, int], float]:
+        """(prefill group, decode group) -> the scheduler's share of the requests on it (step 6): the max-flow's
+        edge flows for hexgen2; for DistServe prompts in proportion to prefill capacity, then decode groups in
+        proportion to KV room among the linked ones."""
+        flow = plan.flow
+        if self.scheduler_name == "hexgen2" and flow is not None and flow.value > 0:
+            pairs = {p: f for p, f in flow.pairs.items() if f > 0 and p[0] in self.prefill and p[1] in self.decode}
+        else:
+            linked = getattr(scheduler, "linked", None) or {i: list(self.decode) for i in self.prefill}
+            pairs = {}
+            for i, js in linked.items():
+                if i not in self.prefill or not math.isfinite(self.c_p[i]):
+                    continue
+                room = sum(self.n_max[j] for j in js)
+                for j in js:
+                    pairs[(i, j)] = self.c_p[i] * (self.n_max[j] / room if room > 0 else 1.0 / len(js))
+        total = sum(pairs.values())
+        return {p: w / total for p, w in pairs.items()} if total > 0 else pairs
+
+    # ---- links ------------------------------------------------------------------------------------------
+    def _rate(self, a: int, b: int) -> float:
+        """Bytes/s of the hop a -> b (the tightest of link and NICs, as cluster/network.py)."""
+        c = self.cluster
+        bw = float(c.bandwidth[a, b])
+        if c.nic_of[a] != c.nic_of[b]:
+            bw = min(bw, float(c.nic_out[a]), float(c.nic_in[b]))
+        return bw
+
+    def _prompt_links(self, g: _Stages) -> float:
+        """A prompt's transfers: its token ids to the first stage, activations between stages, its token back."""
+        hops = [self.coord, *g.nodes, self.coord]
+        t = 0.0
+        for a, b in zip(hops, hops[1:]):
+            per_token = 0.0 if b == self.coord else (TOKEN_ID_BYTES if a == self.coord else self.act)
+            nbytes = HEADER_BYTES + (TOKEN_ID_BYTES if b == self.coord else self.stats.mean_input * per_token)
+            t += float(self.cluster.latency[a, b]) + nbytes / self._rate(a, b)
+        return t
+
+    def _streams(self, i: int, j: int) -> list[tuple[float, float, list]]:
+        """The pair's hand-off streams: (latency, seconds for a mean prompt's KV, resources it crosses as
+        (key, bytes, capacity)) per prompt stage and decode stage sharing layers."""
+        c = self.cluster
+        out = []
+        for a, (sa, ea) in zip(self.prefill[i].nodes, self.prefill[i].layers):
+            for b, (sb, eb) in zip(self.decode[j].nodes, self.decode[j].layers):
+                overlap = min(ea, eb) - max(sa, sb)
+                if overlap <= 0:
+                    continue
+                nbytes = self.stats.mean_input * self.kv_layer * overlap
+                res = [(("link", a, b), nbytes, float(c.bandwidth[a, b]))]
+                if c.nic_of[a] != c.nic_of[b]:
+                    res += [(("nic_out", int(c.nic_of[a])), nbytes, float(c.nic_out[a])),
+                            (("nic_in", int(c.nic_of[b])), nbytes, float(c.nic_in[b]))]
+                out.append((float(c.latency[a, b]), nbytes / self._rate(a, b), res))
+        return out
+
+    def resource_rows(self) -> dict[tuple, tuple[float, dict]]:
+        """Resource -> (capacity bytes/s, {pair: bytes per request}) over every hand-off stream."""
+        rows: dict[tuple, tuple[float, dict]] = {}
+        for p, streams in self.streams.items():
+            for _, _, res in streams:
+                for key, nbytes, capacity in res:
+                    if math.isinf(capacity):
+                        continue
+                    cap_, per = rows.setdefault(key, (capacity, {}))
+                    per[p] = per.get(p, 0.0) + nbytes
+        return rows
+
+    # ---- times at a load (step 5) -----------------------------------------------------------------------
+    def round_trip(self, g: _Stages, n: float, extra: float = 0.0) -> float:
+        """A decode round trip of group ``g`` with ``n`` residents decoding: its batches (one per stage and
+        :data:`DECODE_EXTRA_BATCHES` more, at most ``max_seqs`` each) pass the stages one after the other, so a
+        round trip is the stages' times plus the links (``extra``: the waits behind hand-off slices), and no
+        shorter than every batch's turn at the slowest stage."""
+        key = (g.index, int(round(n)), round(extra, 5))
+        v = self._rt_cache.get(key)
+        if v is not None:
+            return v
+        m = max(min(len(g.nodes) + DECODE_EXTRA_BATCHES, n), 1.0, n / self.limits.max_seqs)
+        b = int(round(max(n / m, 1.0)))
+        ctx = int(round(b * self.stats.resident_context))
+        taus = np.array([k * self.cost[s].decode(b, ctx) + (self.cost[s].head(b) if e == self.n_layers else 0.0)
+                         for s, k, (_, e) in zip(g.nodes, g.counts(), g.layers)])
+        hops = [self.coord, *g.nodes, self.coord]
+        links = 0.0
+        for a, z in zip(hops, hops[1:]):
+            item = HEADER_BYTES + (TOKEN_ID_BYTES if a == self.coord or z == self.coord else self.act)
+            links += float(self.cluster.latency[a, z]) + b * item / self._rate(a, z)
+        v = max(float(taus.sum()) + links + extra, m * float(taus.max()))
+        self._rt_cache[key] = v
+        return v
+
+    def decoding_at_rate(self, j: int, lam: float, extra: float = 0.0) -> tuple[float, float]:
+        """(round trip, residents decoding) of decode group j starting ``lam`` decodes per second:
+        ``n = lam (mean_out - 1) RT(n)``, a fixed point (``extra``: delay per round trip)."""
+        g = self.decode[j]
+        n = 0.0
+        rt = self.round_trip(g, n, extra)
+        for _ in range(FIXED_POINT_ITERATIONS):
+            rt = self.round_trip(g, n, extra)
+            new = lam * self.out_left * rt
+            if abs(new - n) < 1e-6 * max(1.0, n):
+                break
+            n = 0.5 * (n + new)
+        return rt, n
+
+    def _slice_wait(self, hops: list[int], rho: dict) -> float:
+        """Seconds a message along ``hops`` waits behind hand-off slices: per resource it crosses, the share of
+        time a slice holds it times half a slice's time there (the engine books each slice of whole layers,
+        up to :data:`KV_SLICE_BYTES`, on the link and NICs; other messages go between slices)."""
+        c = self.cluster
+        per_layer = self.stats.mean_input * self.kv_layer
+        slice_bytes = max(1, int(KV_SLICE_BYTES // per_layer)) * per_layer if per_layer > 0 else 0.0
+        total = 0.0
+        for a, b in zip(hops, hops[1:]):
+            keys = [(("link", a, b), float(c.bandwidth[a, b]))]
+            if c.nic_of[a] != c.nic_of[b]:
+                keys += [(("nic_out", int(c.nic_of[a])), float(c.nic_out[a])),
+                         (("nic_in", int(c.nic_of[b])), float(c.nic_in[b]))]
+            total += sum(rho.get(k, 0.0) * slice_bytes / cap / 2.0 for k, cap in keys if not math.isinf(cap))
+        return total
+
+    def times(self, lam: dict[tuple[int, int], float]) -> dict:
+        """Step 5 at the pair rates ``lam``: prefill waits, hand-offs, round trips, and the rows' times."""
+        rho_p = {i: min(sum(v for (a, _), v in lam.items() if a == i) / self.c_p[i], MAX_UTILISATION)
+                 for i in self.prefill}
+        wait = {i: r / (2.0 * (1.0 - r)) * self.tau_p_max[i] for i, r in rho_p.items()}
+        rho_r = {key: min(sum(lam.get(p, 0.0) * b for p, b in per.items()) / cap, MAX_UTILISATION)
+                 for key, (cap, per) in self.resource_rows().items()}
+        handoff = {}
+        for p, streams in self.streams.items():
+            handoff[p] = max((lat + s / (1.0 - max((rho_r.get(k, 0.0) for k, _, _ in res), default=0.0))
+                              for lat, s, res in streams), default=0.0)
+        rt, decoding, slice_wait = {}, {}, {}
+        for j, g in self.decode.items():
+            slice_wait[j] = self._slice_wait([self.coord, *g.nodes, self.coord], rho_r)
+            rt[j], decoding[j] = self.decoding_at_rate(j, sum(v for (_, b), v in lam.items() if b == j),
+                                                       slice_wait[j])
+        prompt_wait = {i: self._slice_wait([self.coord, *g.nodes], rho_r) for i, g in self.prefill.items()}
+        before = {(i, j): wait[i] + prompt_wait[i] + self.ttft0[i] + handoff[(i, j)] for (i, j) in self.pairs}
+        resid = {(i, j): before[(i, j)] + self.out_left * rt[j] for (i, j) in self.pairs}
+        wait = {i: wait[i] + prompt_wait[i] for i in wait}
+        return {"wait": wait, "handoff": handoff, "rt": rt, "decoding": decoding, "before": before,
+                "slice_wait": slice_wait,
+                "resid": resid, "rho_prefill": rho_p, "rho_links": rho_r}
+
+    # ---- capacity (step 4) ------------------------------------------------------------------------------
+    def _largest(self, t: dict) -> dict[tuple[int, int], float]:
+        """The linear program of step 4 with the times ``t``: the pair rates that serve the most."""
+        pairs = sorted(self.pairs)
+        if not pairs:
+            return {}
+        col = {p: n for n, p in enumerate(pairs)}
+        rows, caps = [], []
+
+        def row(coef: dict, cap: float):
+            r = np.zeros(len(pairs))
+            for p, c in coef.items():
+                if p in col:
+                    r[col[p]] += c
+            if r.any() and math.isfinite(cap):
+                rows.append(r)
+                caps.append(cap)
+
+        for j in self.decode:
+            row({p: t["resid"][p] for p in pairs if p[1] == j}, self.n_max[j])
+        for i in self.prefill:
+            row({p: 1.0 for p in pairs if p[0] == i}, MAX_UTILISATION * self.c_p[i])
+            if i in self.m_max:
+                row({p: t["before"][p] for p in pairs if p[0] == i}, self.m_max[i])
+        for cap, per in self.resource_rows().values():
+            row(per, MAX_UTILISATION * cap)
+        res = linprog(-np.ones(len(pairs)), A_ub=np.array(rows), b_ub=np.array(caps), bounds=(0, None),
+                      method="highs")
+        x = np.maximum(res.x, 0.0) if res.status == 0 else np.zeros(len(pairs))
+        return {p: float(v) for p, v in zip(pairs, x)}
+
+    def capacity(self) -> tuple[dict, dict]:
+        """Steps 4-5 to a fixed point: (pair rates, times at them)."""
+        lam = {p: 0.0 for p in self.pairs}
+        t = self.times(lam)
+        for it in range(LP_ITERATIONS):
+            new = self._largest(t)
+            if all(abs(new[p] - lam[p]) <= 1e-4 * max(1.0, lam[p]) for p in lam):
+                lam = new
+                break
+            lam = new if it == 0 else {p: 0.5 * (lam[p] + new[p]) for p in lam}
+            t = self.times(lam)
+        return lam, self.times(lam)
+
+
+def _tokens_until(age: np.ndarray, ttft: float, handoff: float, rt: float, outputs: np.ndarray) -> np.ndarray:
+    """Tokens a disaggregated request has emitted at ``age``: its first at ``ttft``, the rest one per ``rt``
+    from ``ttft + handoff`` on, up to its output length."""
+    later = np.maximum(age - ttft - handoff, 0.0) / rt if rt > 0 else np.inf
+    return np.where(age < ttft, 0.0, np.minimum(outputs, 1.0 + later))
+
+
+def predict_disaggregated(placement, costs, scheduler, stats: WorkloadStats, limits: BatchLimits, *,
+                          mode: str = "offline", window: tuple[float, float] | None = None,
+                          arrivals: tuple | None = None, rate: float | None = None,
+                          booked_output: float | None = None) -> Prediction:
+    """Decode and total tokens/s, mean TTFT and TPOT the engine serves with a disaggregated ``placement``.
+
+    Offline: the closed loop (steps 1-5). Online: ``arrivals = (arrival_s, input_tokens, output_tokens)`` with
+    ``window``, or a mean ``rate``; served up to the capacity (step 6)."""
+    m = DisaggModel(placement, costs, scheduler, stats, limits, kv_rule=mode, booked_output=booked_output)
+    lam, t = m.capacity()
+    capacity = float(sum(lam.values()))
+    offered = capacity
+    if mode == "online":
+        if arrivals is not None and window is not None:
+            inside = (arrivals[0] >= window[0]) & (arrivals[0] < window[1])
+            offered = float(np.sum(inside)) / (window[1] - window[0])
+        else:
+            offered = float(rate or 0.0)
+        if offered < capacity:  # below capacity the scheduler's own split
+            lam = {p: offered * w for p, w in m.pairs.items()}
+            t = m.times(lam)
+    served = float(sum(lam.values()))
+    share = {p: v / served for p, v in lam.items()} if served > 0 else dict(m.pairs)
+    ttft_p = {p: t["wait"][p[0]] + m.ttft0[p[0]] for p in lam}
+    ttft = sum(share[p] * ttft_p[p] for p in lam)
+    tpot = sum(share[p] * (t["rt"][p[1]] + (t["handoff"][p] / m.out_left if m.out_left > 0 else 0.0)) for p in lam)
+    if mode == "online" and arrivals is not None and window is not None:
+        arr, _, outs = (np.asarray(x, dtype=np.float64) for x in arrivals)
+        t0, t1 = window
+        tokens = sum(share[p] * float((_tokens_until(t1 - arr, ttft_p[p], t["handoff"][p], t["rt"][p[1]], outs)
+                                       - _tokens_until(t0 - arr, ttft_p[p], t["handoff"][p], t["rt"][p[1]], outs)
+                                       ).sum()) for p in lam if share[p] > 0)
+        decode_tps = tokens / (t1 - t0) * (served / offered if offered > 0 else 0.0)
+    else:
+        decode_tps = served * stats.mean_output
+    names = placement.cluster.nodes
+    details = {
+        "disaggregated": True, "capacity_requests_per_s": capacity, "admitted_requests_per_s": served,
+        "decode_groups": [{"group": j, "stages": [names[n].name for n in g.nodes], "admitted_max": m.n_max[j],
+                           "round_trip_s": t["rt"][j], "residents_decoding": t["decoding"][j],
+                           "requests_per_s": sum(v for (_, b), v in lam.items() if b == j)}
+                          for j, g in m.decode.items()],
+        "prefill_groups": [{"group": i, "stages": [names[n].name for n in g.nodes], "prompts_per_s": m.c_p[i],
+                            "busy_share": t["rho_prefill"][i], "wait_s": t["wait"][i], "prompt_s": m.ttft0[i]}
+                           for i, g in m.prefill.items()],
+        "pairs": [{"prefill": i, "decode": j, "requests_per_s": v, "handoff_s": t["handoff"][(i, j)]}
+                  for (i, j), v in lam.items()],
+        "busiest_link_share": max(t["rho_links"].values(), default=0.0),
+    }
+    prompts = decode_tps / stats.mean_output if stats.mean_output > 0 else 0.0
+    return Prediction(decode_tps, decode_tps + prompts * stats.mean_input, ttft, tpot, served, details)
