@@ -33,7 +33,10 @@ decode group j) pair carrying ``lambda_ij`` requests/s:
    :data:`DECODE_EXTRA_BATCHES` more forming at the first, so ``RT_j = max(sum_s tau_s(B) + links + slice
    waits, batches x max_s tau_s(B))`` at ``B = n_j / batches``; a decode hop also waits behind the hand-off
    slices on the links and NICs it shares with them (half a slice's time, at their busy share). Prefill
-   wait ``W_i``: M/D/1 at ``rho_i = lambda_i / c_P,i``. Hand-off: the slowest
+   wait ``W_i``: M/D/1 at ``rho_i = lambda_i / c_P,i``, plus the prompt's ride in batches: a stage takes every
+   prompt waiting when it starts, so a batch holds ``1 / (1 - rho_i)`` prompts and a prompt's stages take that
+   many times its own prefill (helix-single24 / distserve: the T4 prefill pipeline's iterations hold 1.6
+   prompts at 27 % busy in the engine). Hand-off: the slowest
    of its streams (``latency + bytes / rate``, the tightest of link and NICs), stretched by ``1 / (1 - rho)``
    of the busiest resource it crosses (the slices share it as a processor).
 6. **Online** at the workload's arrivals in the window (or a mean ``rate``): served up to the capacity of
@@ -111,11 +114,12 @@ class DisaggModel:
         self.cost = {n: costs.layer_cost(self.cluster.nodes[n].machine)
                      for g in [*self.prefill.values(), *self.decode.values()] for n in g.nodes}
         # prompt side (step 3): the prompt through the stages in sequence, prompts/s as a pipeline
-        self.ttft0, self.c_p, self.tau_p_max = {}, {}, {}
+        self.ttft0, self.prompt_compute, self.c_p, self.tau_p_max = {}, {}, {}, {}
         for i, g in self.prefill.items():
             taus = [k * float(np.mean(self.cost[n].prefill_array(stats.inputs))) +
                     (self.cost[n].head(1) if e == self.n_layers else 0.0)
                     for n, k, (_, e) in zip(g.nodes, g.counts(), g.layers)]
+            self.prompt_compute[i] = sum(taus)
             self.ttft0[i] = sum(taus) + self._prompt_links(g)
             self.tau_p_max[i] = max(taus)
             self.c_p[i] = 1.0 / max(taus) if max(taus) > 0 else math.inf
@@ -263,6 +267,10 @@ class DisaggModel:
         rho_p = {i: min(sum(v for (a, _), v in lam.items() if a == i) / self.c_p[i], MAX_UTILISATION)
                  for i in self.prefill}
         wait = {i: r / (2.0 * (1.0 - r)) * self.tau_p_max[i] for i, r in rho_p.items()}
+        # a stage takes every prompt waiting when it starts, so its batches hold those that arrived during the
+        # last one: 1 / (1 - rho) prompts on average, and each prompt rides a batch that long at every stage
+        batched = {i: self.prompt_compute[i] * (1.0 / (1.0 - r) - 1.0) for i, r in rho_p.items()}
+        wait = {i: wait[i] + batched[i] for i in wait}
         rho_r = {key: min(sum(lam.get(p, 0.0) * b for p, b in per.items()) / cap, MAX_UTILISATION)
                  for key, (cap, per) in self.resource_rows().items()}
         handoff = {}
