@@ -421,9 +421,10 @@ def run(jobs: int | None = None) -> None:
               "with the prototype's swap preemption (`--preemption swap`: vLLM 0.4 under Helix's layer-wise "
               "scheduler admits prompts layer by layer, swaps the sleeping request that left the node last to the "
               "host, and starts no prompt while a swapped request waits for its KV), and with all of the "
-              "prototype's mechanisms (`prototype`: those three and `--host-scheduling helix`, 25 us of host time "
-              "per sequence per layer, as the prototype runs vLLM's scheduler once per layer; fitted on these six "
-              "points, each within 4.7 % when fitted on the other five, simulator/engine/simulation.py).\n\n"
+              "prototype's mechanisms (`prototype`, `--engine-profile helix-prototype`: those three and "
+              "`--host-scheduling helix`, 25 us of host time per sequence per layer, as the prototype runs vLLM's "
+              "scheduler once per layer; fitted on these six points with the engine before its NIC booking fix, "
+              "each within 4.7 % then when fitted on the other five, simulator/engine/simulation.py).\n\n"
             + markdown_table(["setup", "policy", "mode", "reference", "theirs", "protocol"] + list(MECHANISMS),
                              mech_rows)
             + "\n\nOnline prompt and decode latency against the prototype (mean, s; Helix's definitions: the TTFT of "

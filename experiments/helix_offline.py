@@ -33,7 +33,7 @@ EXPLAIN = {
         "(project notes placement_lesson.md), so a token's round trip is shorter.",
     ("helix-single24", "llama2-70b", "swarm@180"):
         "Same 180 in flight as the artifact but our engine's lengths (raw Azure conv) and feeder; under Helix's "
-        "protocol our Swarm serves 139.3 (fidelity_helix), still above Helix's simulator: per-layer node steps, "
+        "protocol our Swarm serves 142.5 (fidelity_helix), still above Helix's simulator: per-layer node steps, "
         "the mechanism this note used to name, change it by 0 %, so the cause is still open.",
     ("helix-single24", "llama2-70b", "separate"):
         "Helix's SP ran each GPU type's pipelines with random routing at hand-set loads; ours splits by capacity "
@@ -52,12 +52,13 @@ EXPLAIN = {
         "(its stored Swarm placement 4892 vs Gurobi's 4137 tokens/s, shared milp/README.md), so Helix's published "
         "gain on 42 nodes rests on its simulator's scheduling; our Swarm scheduler is not hurt by many hops. "
         "On the same placement Helix's own scheduler (`--scheduler helix-paper`: one max flow, no KV spill-over) "
-        "serves 23 % less (508.7 against 662.4 decode tokens/s, seed 1) and Swarm's scheduler 677.4.",
+        "serves 20 % less (530.6 against 663.7 decode tokens/s, seed 1) and Swarm's scheduler 677.4.",
     ("helix-3region", "llama2-70b", "helix"):
-        "The planner serves its serving model's top three candidates briefly and keeps the MILP per GPU type "
-        "(TPOT p50 0.25 s, as separate's): in the 60 s + 300 s run (seed 1) it serves 168.8 decode tokens/s, the "
-        "MILP over the whole cluster, whose tokens cross the 12.5 MB/s region links, 150.9 (the model ranks "
-        "that one first, 217.0 predicted) and the MILP per region 156.8.",
+        "The planner serves its serving model's top three candidates briefly and keeps the MILP over the whole "
+        "cluster, the model's pick: in the 60 s + 300 s run (seed 1) it serves 223.9 decode tokens/s (217.0 "
+        "predicted), the MILP per GPU type 168.8 and the MILP per region 156.8. Before the network's NIC booking "
+        "fix its tokens also waited behind transfers queued on the 12.5 MB/s region links (150.9 served), and the "
+        "per-type MILP won.",
     ("helix-42node", "llama2-70b", "helix/separate", "offline"):
         "Helix's SP/SP+ are hand-written per-type pipelines with random routing at hand-set loads; ours split "
         "each type by capacity and admit by KV, much stronger than the artifact's (single-24 / 70B SP row).",

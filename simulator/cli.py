@@ -59,7 +59,7 @@ def run_options(f):
                      show_default=True,
                      help="engine: the serving software modelled, as defaults for the five options below: our "
                           "runtime's rules, or Helix's real prototype (per-request transfers, host copies helix, "
-                          "host scheduling helix, swap; within 5 %% of its six measured points)"),
+                          "host scheduling helix, swap; within 7 %% of its six measured points)"),
         click.option("--granularity", type=click.Choice(["node", "layer"]), default=None, show_default="node",
                      help="engine: a node step runs all its layers (node) or one layer, round robin over the "
                           "layers with work (layer, as Helix's simulator)"),

@@ -12,7 +12,7 @@ CLI can list the names without loading the simulator.
 # inputs on the host (4 + 5 GB/s), vLLM's scheduler runs once per held layer (25 us per sequence per layer,
 # fitted), and a full node swaps KV to the host. Measured (experiments/fidelity_helix.py, decode tokens/s against
 # the prototype's six single-24 / Llama-2-70B points, offline / online): defaults Helix -9 / +15 %, Swarm +25 /
-# +10 %, SP +54 / +11 %; this profile -5 / +3 %, +3 / -4 %, +5 / +3 % (median 3.8 %); the host time is the one
+# +10 %, SP +54 / +11 %; this profile -6 / +2 %, +7 / -3 %, +5 / +3 % (median 4.0 %); the host time is the one
 # fitted term and its leave-one-out check is in the README. It is not the default: it models that prototype's
 # software, not the GPUs, and splitting transfers per request makes the engine 2.0x slower.
 ENGINE_PROFILES: dict[str, dict[str, str]] = {
