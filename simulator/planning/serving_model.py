@@ -196,6 +196,21 @@ class Prediction:
 
 # ---- routes ---------------------------------------------------------------------------------------
 
+def hop_resources(cluster, a: int, b: int) -> list[tuple[tuple, float]]:
+    """The resources a message a -> b holds, as (key, bytes/s): the link, and both NICs when it leaves its
+    NIC (as :mod:`simulator.cluster.network` books them)."""
+    res = [(("link", a, b), float(cluster.bandwidth[a, b]))]
+    if cluster.nic_of[a] != cluster.nic_of[b]:
+        res += [(("nic_out", int(cluster.nic_of[a])), float(cluster.nic_out[a])),
+                (("nic_in", int(cluster.nic_of[b])), float(cluster.nic_in[b]))]
+    return res
+
+
+def hop_rate(cluster, a: int, b: int) -> float:
+    """Bytes/s of the hop a -> b: the tightest of its link and NICs."""
+    return min(cap for _, cap in hop_resources(cluster, a, b))
+
+
 def route_shares(scheduler, placement, costs=None, stats: WorkloadStats | None = None) -> list[RouteShare]:
     """The routes a scheduler uses and the share of requests on each (see the module docstring)."""
     rr = getattr(scheduler, "rr", None)
@@ -413,13 +428,6 @@ class _Model:
         self.burst = self.w * (z if burst and math.isfinite(z) else 0.0)
 
     # one hop's transfer time: latency + bytes over the tightest of link and NICs (cluster/network.py)
-    def _hop(self, a: int, b: int, nbytes: float) -> tuple[float, float]:
-        """(latency, seconds per byte) of the hop a -> b."""
-        c = self.cluster
-        bw = float(c.bandwidth[a, b])
-        if c.nic_of[a] != c.nic_of[b]:
-            bw = min(bw, float(c.nic_out[a]), float(c.nic_in[b]))
-        return float(c.latency[a, b]), 1.0 / bw
 
     def _precompute_routes(self) -> None:
         """What does not depend on the load, as arrays: prompt iteration times ``tau_p[r, j]``, the links of a
@@ -435,7 +443,7 @@ class _Model:
         for ri, r in enumerate(self.routes):
             hops = [self.coord, *r.nodes, self.coord]
             for h, (a, b) in enumerate(zip(hops, hops[1:])):
-                lat, spb = self._hop(a, b, 0.0)
+                lat, spb = float(self.cluster.latency[a, b]), 1.0 / hop_rate(self.cluster, a, b)
                 at = self.idx[r.nodes[min(h, len(r.nodes) - 1)]]
                 to_coord = b == self.coord  # the engine sends token ids to the coordinator, activations between
                 item = HEADER_BYTES + (TOKEN_ID_BYTES if a == self.coord or to_coord else self.act)
@@ -955,7 +963,6 @@ def predict_prepared(prepared, mode: str | None = None, rate: float | None = Non
         if window:  # the workload's own arrivals (it is bursty and sparse in its first minutes)
             arrivals = tuple(np.array([getattr(r, f) for r in pool]) for f in ("arrival_s", "input_tokens",
                                                                               "output_tokens"))
-    requests = pool
     booked = prepared.workload.mean_output() if prepared.workload.requests else None
     if prepared.placement.serving is not None:  # disaggregated: prompts and decodes on separate groups
         return _predict_disaggregated_prepared(prepared, mode, rate, span, pool, arrivals, booked)
@@ -963,15 +970,26 @@ def predict_prepared(prepared, mode: str | None = None, rate: float | None = Non
         inp, out = (np.array([getattr(r, f) for r in pool]) for f in ("input_tokens", "output_tokens"))
         return predict_closed_loop(prepared.placement, prepared.costs, prepared.scheduler, inp, out,
                                    prepared.limits, span, booked)
-    for _attempt in range(POOL_PASSES if mode == "offline" else 1):
-        stats = WorkloadStats.from_requests(requests)
+
+    def predict_on(stats):
         routes = route_shares(prepared.scheduler, prepared.placement, prepared.costs, stats)
-        pred = predict(prepared.placement, prepared.costs, routes, stats, mode=mode, rate=rate,
+        return predict(prepared.placement, prepared.costs, routes, stats, mode=mode, rate=rate,
                        limits=prepared.limits, window=span, arrivals=arrivals, booked_output=booked)
+
+    return _over_drawn_pool(pool, mode, spec.warmup + spec.duration, predict_on,
+                            lambda pred: pred.details["burst_requests"])
+
+
+def _over_drawn_pool(pool, mode, horizon, predict_on, residents) -> Prediction:
+    """``predict_on`` the workload's statistics over the requests the engine draws: offline the first ``n``
+    of ``pool`` (served by ``horizon`` plus ``residents(prediction)``), found in :data:`POOL_PASSES` passes
+    from the whole pool; online the whole pool."""
+    requests = pool
+    for _attempt in range(POOL_PASSES if mode == "offline" else 1):
+        pred = predict_on(WorkloadStats.from_requests(requests))
         if mode != "offline":
             break
-        horizon = spec.warmup + spec.duration
-        drawn = pred.requests_per_s * horizon + pred.details["burst_requests"]
+        drawn = pred.requests_per_s * horizon + residents(pred)
         requests = pool[: max(POOL_MIN_REQUESTS, int(round(drawn)))]
     pred.details["pool_requests"] = len(requests)
     return pred
@@ -979,21 +997,16 @@ def predict_prepared(prepared, mode: str | None = None, rate: float | None = Non
 
 def _predict_disaggregated_prepared(prepared, mode, rate, span, pool, arrivals, booked) -> Prediction:
     """:func:`predict_prepared` for a disaggregated plan (:mod:`simulator.planning.disagg.serving_model`):
-    offline over the workload's first requests (as many as the closed loop draws, :data:`POOL_PASSES`
-    passes), online over its arrivals."""
+    offline over the workload's first requests (as many as the closed loop draws), online over its
+    arrivals."""
     from .disagg.serving_model import predict_disaggregated
 
     spec = prepared.spec
-    requests = pool
-    for _attempt in range(POOL_PASSES if mode == "offline" else 1):
-        stats = WorkloadStats.from_requests(requests)
-        pred = predict_disaggregated(prepared.placement, prepared.costs, prepared.scheduler, stats,
+
+    def predict_on(stats):
+        return predict_disaggregated(prepared.placement, prepared.costs, prepared.scheduler, stats,
                                      prepared.limits, mode=mode, window=span, arrivals=arrivals, rate=rate,
                                      booked_output=booked if mode == "offline" else None)
-        if mode != "offline":
-            break
-        drawn = pred.requests_per_s * (spec.warmup + spec.duration) + sum(
-            g["admitted_max"] for g in pred.details["decode_groups"])
-        requests = pool[: max(POOL_MIN_REQUESTS, int(round(drawn)))]
-    pred.details["pool_requests"] = len(requests)
-    return pred
+
+    return _over_drawn_pool(pool, mode, spec.warmup + spec.duration, predict_on,
+                            lambda pred: sum(g["admitted_max"] for g in pred.details["decode_groups"]))

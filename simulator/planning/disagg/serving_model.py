@@ -68,6 +68,8 @@ from ..serving_model import (
     MAX_UTILISATION,
     Prediction,
     WorkloadStats,
+    hop_rate,
+    hop_resources,
 )
 from .parallel_plans import DECODE, PREFILL
 
@@ -137,6 +139,7 @@ class DisaggModel:
                       for i, g in self.prefill.items()} if kv_rule == "offline" else {}
         self.pairs = self._pairs(plan, scheduler)
         self.streams = {p: self._streams(*p) for p in self.pairs}
+        self.resource_rows = self._resource_rows()
         self._rt_cache: dict[tuple[int, int], float] = {}
 
     # ---- which pairs, in which proportions -----------------------------------------------------------------
@@ -160,14 +163,6 @@ class DisaggModel:
         return {p: w / total for p, w in pairs.items()} if total > 0 else pairs
 
     # ---- links ------------------------------------------------------------------------------------------
-    def _rate(self, a: int, b: int) -> float:
-        """Bytes/s of the hop a -> b (the tightest of link and NICs, as cluster/network.py)."""
-        c = self.cluster
-        bw = float(c.bandwidth[a, b])
-        if c.nic_of[a] != c.nic_of[b]:
-            bw = min(bw, float(c.nic_out[a]), float(c.nic_in[b]))
-        return bw
-
     def _prompt_links(self, g: _Stages) -> float:
         """A prompt's transfers: its token ids to the first stage, activations between stages, its token back."""
         hops = [self.coord, *g.nodes, self.coord]
@@ -175,7 +170,7 @@ class DisaggModel:
         for a, b in zip(hops, hops[1:]):
             per_token = 0.0 if b == self.coord else (TOKEN_ID_BYTES if a == self.coord else self.act)
             nbytes = HEADER_BYTES + (TOKEN_ID_BYTES if b == self.coord else self.stats.mean_input * per_token)
-            t += float(self.cluster.latency[a, b]) + nbytes / self._rate(a, b)
+            t += float(self.cluster.latency[a, b]) + nbytes / hop_rate(self.cluster, a, b)
         return t
 
     def _streams(self, i: int, j: int) -> list[tuple[float, float, list]]:
@@ -189,14 +184,11 @@ class DisaggModel:
                 if overlap <= 0:
                     continue
                 nbytes = self.stats.mean_input * self.kv_layer * overlap
-                res = [(("link", a, b), nbytes, float(c.bandwidth[a, b]))]
-                if c.nic_of[a] != c.nic_of[b]:
-                    res += [(("nic_out", int(c.nic_of[a])), nbytes, float(c.nic_out[a])),
-                            (("nic_in", int(c.nic_of[b])), nbytes, float(c.nic_in[b]))]
-                out.append((float(c.latency[a, b]), nbytes / self._rate(a, b), res))
+                res = [(key, nbytes, cap) for key, cap in hop_resources(c, a, b)]
+                out.append((float(c.latency[a, b]), nbytes / hop_rate(c, a, b), res))
         return out
 
-    def resource_rows(self) -> dict[tuple, tuple[float, dict]]:
+    def _resource_rows(self) -> dict[tuple, tuple[float, dict]]:
         """Resource -> (capacity bytes/s, {pair: bytes per request}) over every hand-off stream."""
         rows: dict[tuple, tuple[float, dict]] = {}
         for p, streams in self.streams.items():
@@ -204,7 +196,7 @@ class DisaggModel:
                 for key, nbytes, capacity in res:
                     if math.isinf(capacity):
                         continue
-                    cap_, per = rows.setdefault(key, (capacity, {}))
+                    _, per = rows.setdefault(key, (capacity, {}))
                     per[p] = per.get(p, 0.0) + nbytes
         return rows
 
@@ -227,7 +219,7 @@ class DisaggModel:
         links = 0.0
         for a, z in zip(hops, hops[1:]):
             item = HEADER_BYTES + (TOKEN_ID_BYTES if a == self.coord or z == self.coord else self.act)
-            links += float(self.cluster.latency[a, z]) + b * item / self._rate(a, z)
+            links += float(self.cluster.latency[a, z]) + b * item / hop_rate(self.cluster, a, z)
         v = max(float(taus.sum()) + links + extra, m * float(taus.max()))
         self._rt_cache[key] = v
         return v
@@ -250,44 +242,34 @@ class DisaggModel:
         """Seconds a message along ``hops`` waits behind hand-off slices: per resource it crosses, the share of
         time a slice holds it times half a slice's time there (the engine books each slice of whole layers,
         up to :data:`KV_SLICE_BYTES`, on the link and NICs; other messages go between slices)."""
-        c = self.cluster
         per_layer = self.stats.mean_input * self.kv_layer
         slice_bytes = max(1, int(KV_SLICE_BYTES // per_layer)) * per_layer if per_layer > 0 else 0.0
-        total = 0.0
-        for a, b in zip(hops, hops[1:]):
-            keys = [(("link", a, b), float(c.bandwidth[a, b]))]
-            if c.nic_of[a] != c.nic_of[b]:
-                keys += [(("nic_out", int(c.nic_of[a])), float(c.nic_out[a])),
-                         (("nic_in", int(c.nic_of[b])), float(c.nic_in[b]))]
-            total += sum(rho.get(k, 0.0) * slice_bytes / cap / 2.0 for k, cap in keys if not math.isinf(cap))
-        return total
+        return sum(sum(rho.get(key, 0.0) * slice_bytes / cap / 2.0
+                       for key, cap in hop_resources(self.cluster, a, b) if not math.isinf(cap))
+                   for a, b in zip(hops, hops[1:]))
 
     def times(self, lam: dict[tuple[int, int], float]) -> dict:
         """Step 5 at the pair rates ``lam``: prefill waits, hand-offs, round trips, and the rows' times."""
         rho_p = {i: min(sum(v for (a, _), v in lam.items() if a == i) / self.c_p[i], MAX_UTILISATION)
                  for i in self.prefill}
-        wait = {i: r / (2.0 * (1.0 - r)) * self.tau_p_max[i] for i, r in rho_p.items()}
-        # a stage takes every prompt waiting when it starts, so its batches hold those that arrived during the
-        # last one: 1 / (1 - rho) prompts on average, and each prompt rides a batch that long at every stage
-        batched = {i: self.prompt_compute[i] * (1.0 / (1.0 - r) - 1.0) for i, r in rho_p.items()}
-        wait = {i: wait[i] + batched[i] for i in wait}
         rho_r = {key: min(sum(lam.get(p, 0.0) * b for p, b in per.items()) / cap, MAX_UTILISATION)
-                 for key, (cap, per) in self.resource_rows().items()}
+                 for key, (cap, per) in self.resource_rows.items()}
+        # a prompt waits for the busy stage (M/D/1) and behind hand-off slices on its links; a stage takes
+        # every prompt waiting when it starts, so its batches hold those that arrived during the last one:
+        # 1 / (1 - rho) prompts on average, and each prompt rides a batch that long at every stage
+        wait = {i: r / (2.0 * (1.0 - r)) * self.tau_p_max[i] + self.prompt_compute[i] * (1.0 / (1.0 - r) - 1.0)
+                + self._slice_wait([self.coord, *self.prefill[i].nodes], rho_r) for i, r in rho_p.items()}
         handoff = {}
         for p, streams in self.streams.items():
             handoff[p] = max((lat + s / (1.0 - max((rho_r.get(k, 0.0) for k, _, _ in res), default=0.0))
                               for lat, s, res in streams), default=0.0)
-        rt, decoding, slice_wait = {}, {}, {}
+        rt, decoding = {}, {}
         for j, g in self.decode.items():
-            slice_wait[j] = self._slice_wait([self.coord, *g.nodes, self.coord], rho_r)
             rt[j], decoding[j] = self.decoding_at_rate(j, sum(v for (_, b), v in lam.items() if b == j),
-                                                       slice_wait[j])
-        prompt_wait = {i: self._slice_wait([self.coord, *g.nodes], rho_r) for i, g in self.prefill.items()}
-        before = {(i, j): wait[i] + prompt_wait[i] + self.ttft0[i] + handoff[(i, j)] for (i, j) in self.pairs}
+                                                       self._slice_wait([self.coord, *g.nodes, self.coord], rho_r))
+        before = {(i, j): wait[i] + self.ttft0[i] + handoff[(i, j)] for (i, j) in self.pairs}
         resid = {(i, j): before[(i, j)] + self.out_left * rt[j] for (i, j) in self.pairs}
-        wait = {i: wait[i] + prompt_wait[i] for i in wait}
         return {"wait": wait, "handoff": handoff, "rt": rt, "decoding": decoding, "before": before,
-                "slice_wait": slice_wait,
                 "resid": resid, "rho_prefill": rho_p, "rho_links": rho_r}
 
     # ---- capacity (step 4) ------------------------------------------------------------------------------
@@ -314,7 +296,7 @@ class DisaggModel:
             row({p: 1.0 for p in pairs if p[0] == i}, MAX_UTILISATION * self.c_p[i])
             if i in self.m_max:
                 row({p: t["before"][p] for p in pairs if p[0] == i}, self.m_max[i])
-        for cap, per in self.resource_rows().values():
+        for cap, per in self.resource_rows.values():
             row(per, MAX_UTILISATION * cap)
         res = linprog(-np.ones(len(pairs)), A_ub=np.array(rows), b_ub=np.array(caps), bounds=(0, None),
                       method="highs")
