@@ -280,8 +280,10 @@ class HexGen2Scheduler(DisaggregatedScheduler):
     def route(self, request, view) -> Route:
         prompt = request.input_tokens
         whole = request.input_tokens + self.mean_output
-        room = {i for i in self.prefill.weights if self._room(view, i, prompt)}
-        i = self.prefill.pick(room or None)
+        room = {i for i in self.prefill.weights if self._room(view, i, prompt)} or set(self.prefill.weights)
+        backlog = {i: sum(view.queue_length(n) for n in self.routes[i].nodes) / self.prefill.weights[i] for i in room}
+        least = min(backlog.values())
+        i = self.prefill.pick({i for i, b in backlog.items() if b <= least})
         sw = self.decode[i]
         room = {j for j in sw.weights if self._room(view, j, whole)}
         j = sw.pick(room or None)
