@@ -28,16 +28,11 @@ Assumptions (ours)
    pipeline's rate is set by its slowest stage or boundary transfer:
    ``c_P = (B / s_in) / max_j(l_j prefill_j(B), boundary_j(B))``. Its **latency** (the
    prefill objective) is the time of one mean prompt through every stage and boundary.
-5. **Decode capacity** ``c_D`` (requests/s), by the serving model's rules
-   (:mod:`simulator.planning.disagg.serving_model`, steps 1 and 5) rather than at the batch limit: the
-   engine admits a request when ``input + mean_out`` tokens of KV fit under :data:`KV_ADMIT_WATERMARK` of every
-   stage, so ``D = min_j watermark kv_j / (l_j kv (s_in + s_out)) - ADMISSION_SLACK`` residents; they circulate
-   as :func:`lockstep_round_trip` batches (one per stage and :data:`DECODE_EXTRA_BATCHES` more, at most
-   ``max_seqs`` each), so one round trip is ``max(sum_j tau_j + links, batches x max_j tau_j)`` with ``tau_j =
-   l_j decode_j(B)`` (plus the LM head on the last stage) at the mean lifetime context ``s_in + s_out / 2``,
-   and every later token is one round trip: ``c_D = D / ((s_out - 1) round)`` (Little's law; the KV a
-   resident also holds through its prompt and hand-off, a few hundred ms against ``(s_out - 1) round``, is
-   left out: it depends on the prefill group).
+5. **Decode capacity** ``c_D`` (requests/s). ``D`` resident requests, the most that the
+   tightest stage's KV holds at the mean lifetime context ``s_in + s_out / 2`` (capped by
+   the iteration limits); they move through the ``S`` stages as ``S`` waves of ``D / S``
+   (the pipeline kept full), so one round is ``max(S max_j tau_j, sum_j tau_j + links)``
+   with ``tau_j = l_j decode_j(D / S)``: ``c_D = D / (s_out x round)``.
 6. **KV transfer** (:func:`transfer_capacity`): after the prompt every prefill stage sends
    the layers it holds to the decode stages holding the same layers, all at once (as the
    engine does). A request's bytes on each link and NIC divided by its bandwidth; the
@@ -53,8 +48,6 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ...cluster.model import Cluster
 from ...costs import CostModel, LayerCost
 from ...errors import SimError
@@ -63,18 +56,8 @@ from ...catalog.gpus import MachineType
 from ...catalog.models import ModelSpec
 from ...placement.model import MemoryModel, proportional_layers
 from ..capacity import BatchLimits
-from ..flow import HEADER_BYTES, TOKEN_ID_BYTES
-from ..serving_model import ADMISSION_SLACK, KV_ADMIT_WATERMARK
 
 PREFILL, DECODE = "prefill", "decode"
-# Decode batches a decode group's residents circulate in, beyond one per stage: a busy decode pipeline moves in
-# lockstep with one batch at each stage, and one more forms at the first stage from the decodes that arrive there
-# while it works (the batch back from the coordinator and each request's first decode, sent alone when its KV
-# lands). Measured in the engine (offline, iterations per second at a decode group's first stage x its round
-# trip; Llama-2-70B and LLaMA-30B, Helix's tables) over 13 decode groups of hexgen2 and distserve on
-# hexgen2-het1, helix-single24 and helix-42node with 2 to 17 stages: batches - stages has median 0.9, range
-# -1.0 to +2.0, and the stages are 78-100 % busy.
-DECODE_EXTRA_BATCHES = 1.0
 ROLES = (PREFILL, DECODE)
 INTRA_MACHINE_LATENCY_S = 5e-6  # assumption: one NVLink/PCIe transfer between two stages of one machine
 DECODE_SPEED_BATCH = 64  # batch at which stage decode speeds are compared for the speed split
@@ -271,38 +254,19 @@ def evaluate(inputs: PlanInputs, stages: tuple[Stage, ...], role: str) -> GroupP
             + sum(lat + one * inputs.act / bw for bw, lat in links)
         return GroupPlan(role, stages, tokens / s_in / busiest, latency, tokens / s_in)
     ctx = s_in + s_out / 2.0
-    booking = inputs.kv_layer * (s_in + s_out)
-    resident = min(KV_ADMIT_WATERMARK * k / (s.count * booking) for k, s in zip(kv, stages)) - ADMISSION_SLACK
+    resident = min(k / (s.count * inputs.kv_layer * ctx) for k, s in zip(kv, stages))
+    limits = inputs.limits
+    resident = min(resident, limits.max_seqs, limits.max_tokens)
     if resident < 1:
         return None
+    waves = len(stages)
+    wave = max(1, int(round(resident / waves)))
+    tau = [s.count * c.decode(wave, int(round(wave * ctx))) for s, c in zip(stages, costs)]
+    hops = sum(lat + wave * inputs.act / bw for bw, lat in links)
     c = inputs.cluster
-    hops = [c.coordinator, *(s.node for s in stages), c.coordinator]
-    last = inputs.model.layers
-
-    def times(b: int) -> tuple[np.ndarray, float]:
-        taus = np.array([s.count * cost.decode(b, int(round(b * ctx))) + (cost.head(b) if s.layers[1] == last else 0.0)
-                         for s, cost in zip(stages, costs)])
-        links = 0.0
-        for h, (a, z) in enumerate(zip(hops, hops[1:])):
-            item = HEADER_BYTES + (inputs.act if 0 < h < len(hops) - 2 else TOKEN_ID_BYTES)
-            bw, lat = inputs.link(a, z)
-            links += lat + b * item / bw
-        return taus, links
-
-    round_s = lockstep_round_trip(resident, len(stages), inputs.limits.max_seqs, times)
-    return GroupPlan(role, stages, resident / (max(s_out - 1.0, 1.0) * round_s), round_s, resident)
-
-
-def lockstep_round_trip(n: float, stages: int, max_seqs: int, times, extra: float = 0.0) -> float:
-    """Seconds of one decode round trip of a pipeline of ``stages`` with ``n`` residents decoding (the serving
-    model's step 5, :mod:`simulator.planning.disagg.serving_model`): a busy decode pipeline moves in lockstep,
-    its residents as ``m = max(min(stages + DECODE_EXTRA_BATCHES, n), 1, n / max_seqs)`` batches of ``B = n /
-    m``, one at each stage and the extra ones forming at the first; so a round trip is the stages' times plus
-    the links and ``extra``, and no shorter than every batch's turn at the slowest stage. ``times(B)``: (stage
-    times, links per round trip) at batch ``B``."""
-    m = max(min(stages + DECODE_EXTRA_BATCHES, n), 1.0, n / max_seqs)
-    taus, links = times(int(round(max(n / m, 1.0))))
-    return max(float(taus.sum()) + links + extra, m * float(taus.max()))
+    coord = float(c.latency[c.coordinator, stages[0].node] + c.latency[stages[-1].node, c.coordinator])
+    round_s = max(waves * max(tau), sum(tau) + hops + coord)
+    return GroupPlan(role, stages, resident / (s_out * round_s), round_s, resident)
 
 
 # ---- KV transfer ---------------------------------------------------------------------------------
