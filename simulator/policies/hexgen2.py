@@ -39,7 +39,7 @@ group is the one with the fewest queued requests per unit of its planned out-flo
 round-robin (nginx's SWRR) over the out-flows among ties: where queues are equal (light load) that is the
 flow's proportions, and a group that falls behind them gets no more until it catches up (assumption, ours:
 static proportions let one group's queue grow while another idles; hexgen2-het1 / Llama-2-70B / conv,
-DistServe's plan, 30 s + 300 s offline: 3603 decode tokens/s by SWRR alone, 3852 this way). Then the decode
+DistServe's plan, 30 s + 300 s offline: 16850 total tokens/s by SWRR alone, 17540 this way). Then the decode
 group by SWRR over that prefill group's P->D flows. Groups whose stages lack KV room for the request (prompt
 KV on the prefill side; prompt plus mean output on the decode side) are skipped while some group has room.
 """
