@@ -482,13 +482,9 @@ class _Model:
         return v
 
     def _batch(self, n_j: np.ndarray) -> np.ndarray:
-        """Decode batch per node with ``n_j`` residents: ``n_j / cohorts_j``, at least 1; where that exceeds
-        vLLM's ``max_seqs`` the residents move in ``ceil(n_j / max_seqs)`` batches of equal size (an iteration
-        takes at most ``max_seqs``; the rest wait for the next, so the batches share the residents and every
-        one leaves seats for prompts, which a batch at exactly ``max_seqs`` would not)."""
-        cap = float(self.limits.max_seqs)
-        b = np.maximum(n_j / self.cohorts, 1.0)
-        return np.where(b > cap, n_j / np.ceil(np.maximum(n_j, cap) / cap), b)
+        """Decode batch per node with ``n_j`` residents: ``n_j / cohorts_j``, at least 1, at most vLLM's
+        ``max_seqs`` (then the residents move in more batches)."""
+        return np.clip(n_j / self.cohorts, 1.0, float(self.limits.max_seqs))
 
     def latencies(self, n_r: np.ndarray, lam_r: np.ndarray) -> dict:
         """Round trips and TTFT per route with ``n_r`` residents and prompts starting at ``lam_r`` per second."""
