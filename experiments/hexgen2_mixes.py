@@ -67,22 +67,22 @@ EXPLAIN = {
         "other four, het1 / Llama-2-70B): on OPT-30B (MHA, 1.31 MB of KV per token) every prompt's KV crosses a 25 "
         'Gb/s link (mean hand-off 0.1-1.6 s in the table) and HexGen-2 stays well below the best, while the colocated'
         ' policies pass only activations between stages; on Llama-2-70B (GQA, 320 KiB per token) the gap is smaller: '
-        'on het1 HexGen-2 is within 0.91-1.01x of DistServe and 1.17-1.38x Helix.',
+        'on het1 HexGen-2 is within 1.00-1.02x of DistServe and 1.24-1.38x Helix.',
     ('same-mix', 'max'):
-        "The best cells are het1 / Llama-2-70B / LPHD and HPHD (1.01x, over DistServe); the paper's 2.0x is over "
+        "The best cell is het1 / Llama-2-70B / HPLD (1.02x over DistServe; its other classes 1.00-1.01x); the paper's 2.0x is over "
         'DistServe and HexGen, not over the colocated Helix and Swarm (row above).',
     ('same-mix distserve', 'mean'):
         "Our DistServe-style planner keeps each instance to one GPU type and, like DistServe's Algorithm 1, ignores "
         "link bandwidth when it assigns roles, so its KV hand-offs queue on the 25 Gb/s NICs, worst on OPT-30B's 1.31"
         " MB per token; HexGen-2's max-flow routes around them.",
     ('same-mix distserve', 'max'):
-        "The 4.5x cell (het2 / OPT-30B / HPLD): long prompts, so DistServe's hand-offs of OPT-30B's KV over 25 Gb/s "
+        "The 4.4x cell (het2 / OPT-30B / HPLD): long prompts, so DistServe's hand-offs of OPT-30B's KV over 25 Gb/s "
         'bound it to 2.4 k tokens/s (row above).',
     ('per-dollar', 'mean'):
         'het1 and het2 cost 67-68 % of h100x8 at catalog prices, but pipeline stages and KV hand-offs over 25 Gb/s '
         'cost HexGen-2 more throughput on them than the cheaper GPUs save, most on OPT-30B.',
     ('per-dollar', 'max'):
-        'het1 / Llama-2-70B beats the H100 machine per dollar in all four classes (1.06-1.42x, HPHD the most); no '
+        'het1 / Llama-2-70B beats the H100 machine per dollar in all four classes (1.06-1.43x, HPHD the most); no '
         'het2 cell and no OPT-30B cell does, for the reason in the row above.',
     ('budget', 'opt-30b', 'hexgen2'):
         "Under HexGen-2 the 130 % mix is the cheapest to reach DistServe's baseline and none reaches HexGen-2's own: "
@@ -94,7 +94,7 @@ EXPLAIN = {
         "Llama-2-70B's 140 GB spans several of the mixes' 1- to 4-GPU machines, so replicas pipeline over 25 Gb/s; "
         'under HexGen-2 the family reaches the H100 machine (under either policy) at 130 %.',
     ('budget', 'llama2-70b', 'best of hexgen2, helix'):
-        'The best of the two also first reaches both baselines at 130 %, where HexGen-2 serves 27410 and Helix 24278 '
+        'The best of the two also first reaches both baselines at 130 %, where HexGen-2 serves 28845 and Helix 24278 '
         "tokens/s: with Llama-2-70B's GQA KV (320 KiB per token) HexGen-2's hand-offs cost less than on OPT-30B (row "
         'above).',
 }
