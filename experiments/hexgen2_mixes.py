@@ -69,8 +69,8 @@ EXPLAIN = {
         ' policies pass only activations between stages; on Llama-2-70B (GQA, 320 KiB per token) the gap is smaller: '
         'on het1 HexGen-2 is within 1.00-1.02x of DistServe and 1.24-1.38x Helix.',
     ('same-mix', 'max'):
-        "The best cell is het1 / Llama-2-70B / HPLD (1.02x over DistServe; its other classes 1.00-1.01x); the paper's 2.0x is over "
-        'DistServe and HexGen, not over the colocated Helix and Swarm (row above).',
+        "The best cell is het1 / Llama-2-70B / HPLD (1.02x over DistServe; its other classes 1.00-1.01x); the "
+        "paper's 2.0x is over DistServe and HexGen, not over the colocated Helix and Swarm (row above).",
     ('same-mix distserve', 'mean'):
         "Our DistServe-style planner keeps each instance to one GPU type and, like DistServe's Algorithm 1, ignores "
         "link bandwidth when it assigns roles, so its KV hand-offs queue on the 25 Gb/s NICs, worst on OPT-30B's 1.31"
