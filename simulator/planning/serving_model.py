@@ -427,8 +427,6 @@ class _Model:
                                   np.maximum(kv_per_unit, 1e-300), np.inf))) if self.nodes else 0.0
         self.burst = self.w * (z if burst and math.isfinite(z) else 0.0)
 
-    # one hop's transfer time: latency + bytes over the tightest of link and NICs (cluster/network.py)
-
     def _precompute_routes(self) -> None:
         """What does not depend on the load, as arrays: prompt iteration times ``tau_p[r, j]``, the links of a
         decode round trip ``link0_r + link_coef[r, :] @ batch`` (each hop carries one item per sequence of the

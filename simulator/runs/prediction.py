@@ -16,9 +16,10 @@ from .spec import Prepared, engine_options_set
 # Update with it.
 MODEL_ERROR = ("measured against the engine on 5 presets x 6 policies (make bench): median |error| 4.3 %, 68 of 86 "
                "cells within 15 %; offline 10.8 %, 17 of 30 (Petals +41 to +43 % on Llama-2-70B; Swarm -23 to -26 % "
-               "on helix-42node and hexgen2-het1, Helix -16 % on helix-42node; distserve +18 to +29 % and hexgen2 "
-               "+18 % on helix-single24 and helix-42node; disaggregated plans +69 to +82 % over helix-3region's slow "
-               "links; far above a collapsed closed loop); online 3.3 %, 51 of 56")
+               "on helix-42node and hexgen2-het1, Helix -16 % on helix-42node; distserve +18 to +29 % on "
+               "helix-single24 and helix-42node, hexgen2 +18 % on helix-single24 / LLaMA-30B; disaggregated plans "
+               "+69 to +82 % over helix-3region's slow links; far above a collapsed closed loop); online 3.3 %, 51 of "
+               "56")
 
 
 def unmodelled(p: Prepared) -> str | None:
