@@ -480,9 +480,13 @@ class _Model:
         return v
 
     def _batch(self, n_j: np.ndarray) -> np.ndarray:
-        """Decode batch per node with ``n_j`` residents: ``n_j / cohorts_j``, at least 1, at most vLLM's
-        ``max_seqs`` (then the residents move in more batches)."""
-        return np.clip(n_j / self.cohorts, 1.0, float(self.limits.max_seqs))
+        """Decode batch per node with ``n_j`` residents: ``n_j / cohorts_j``, at least 1; where that exceeds
+        vLLM's ``max_seqs`` the residents move in ``ceil(n_j / max_seqs)`` batches of equal size (an iteration
+        takes at most ``max_seqs``; the rest wait for the next, so the batches share the residents and every
+        one leaves seats for prompts, which a batch at exactly ``max_seqs`` would not)."""
+        cap = float(self.limits.max_seqs)
+        b = np.maximum(n_j / self.cohorts, 1.0)
+        return np.where(b > cap, n_j / np.ceil(np.maximum(n_j, cap) / cap), b)
 
     def latencies(self, n_r: np.ndarray, lam_r: np.ndarray) -> dict:
         """Round trips and TTFT per route with ``n_r`` residents and prompts starting at ``lam_r`` per second."""
@@ -556,7 +560,7 @@ class _Model:
             n_r = 0.5 * (n_r + new) if it > 5 else new
         ok = bool(np.all(lt["stall"] < 1.0)) and bool(np.all(lt["link_rho"] < 1.0))
         n_j = n_r @ self.on_f
-        batch = self._batch(n_j)
+        batch = lt["batch"]  # the batches tau_d was costed at (the last iterate's; _batch is not monotone)
         x_r = np.where(rt > 0, n_r / np.maximum(rt, 1e-300), 0.0)  # decode passes/s through each route
         x_j = x_r @ self.on_f
         util = (lam_r[:, None] * self.on_f * self.tau_p).sum(axis=0) + x_j / batch * lt["tau_d"]
