@@ -30,7 +30,8 @@ Derivation (per route r, chosen with share ``w_r`` of the requests; per node j o
    ``T_r = TTFT_r + (mean_out - 1) RT_r``, decode tokens/s ``= sum_r lambda_r mean_out``, total adds
    ``lambda_r mean_in``. ``N_r`` feeds back into ``B_j``: a fixed point, solved by iteration.
 5. **Saturated nodes queue.** Node j runs its residents' ``N_j / B_j`` batches one after the other (about
-   ``cohorts_j``; more where ``max_seqs`` caps a batch), in the time prompts leave it (``1 - rho_j``, at
+   ``cohorts_j``; where that batch would exceed ``max_seqs``, ``ceil(N_j / max_seqs)`` equal ones, so each
+   leaves seats for prompts), in the time prompts leave it (``1 - rho_j``, at
    least ``1 -`` :data:`MAX_UTILISATION`), so a round trip through it lasts at least
    ``D_j = (N_j / B_j) tau_d,j / (1 - rho_j)``: ``RT_r = max(RT_r, max_{j in r} D_j)`` (``cohorts_j`` =
    :data:`COHORTS`, at most the stages of the longest route through j). So the busy share
