@@ -186,3 +186,22 @@ def test_kv_spill_takes_an_edge_without_flow_only_when_flow_edges_are_full():
     # Helix's own scheduler sends it to the full node 1
     assert spill.route(Request(fits, 0.0, 3000, 100), NoView()).nodes == (2, 0)
     assert paper.route(Request(fits, 0.0, 3000, 100), NoView()).nodes == (1, 0)
+
+
+def test_kv_pressure_diverts_from_a_filling_flow_edge_before_its_mask():
+    # flows 100 : 50 into nodes 1 and 2 (same GPU, same KV room). With node 1's KV 60 % booked, its IWRR
+    # score t/100 over the 40 % it leaves free is t/40 > node 2's t/50: helix takes node 2, while Helix's
+    # scheduler (flow weights alone) still takes node 1, well under the 90 % mask
+    caps, ranges = {1: 100.0, 2: 50.0, 0: 1000.0}, {1: (0, 16), 2: (0, 16), 0: (16, 32)}
+    ours = scheduler(caps, ranges)
+    paper = make_scheduler("helix-paper", ours.placement, np.random.default_rng(0), problem=ours.problem)
+    assert ours.capacity[1] == ours.capacity[2]
+    for s in (ours, paper):
+        s.reserved[1] = 0.6 * s.capacity[1]
+    req = Request(0, 0.0, 100, 10)
+    assert ours.route(req, NoView()).nodes == (2, 0)
+    assert paper.route(req, NoView()).nodes == (1, 0)
+    # and at 40 % booked node 1 still wins (t/60 < t/50)
+    fresh = scheduler(caps, ranges)
+    fresh.reserved[1] = 0.4 * fresh.capacity[1]
+    assert fresh.route(Request(1, 0.0, 100, 10), NoView()).nodes == (1, 0)
