@@ -52,11 +52,13 @@ EXPLAIN = {
         "(its stored Swarm placement 4892 vs Gurobi's 4137 tokens/s, shared milp/README.md), so Helix's published "
         "gain on 42 nodes rests on its simulator's scheduling; our Swarm scheduler is not hurt by many hops. "
         "On the same placement Helix's own scheduler (`--scheduler helix-paper`: one max flow, no KV spill-over) "
-        "serves 20 % less (530.6 against 663.7 decode tokens/s, seed 1) and Swarm's scheduler 677.4.",
+        "serves 22 % less (530.6 against 676.6 decode tokens/s, seed 1) and Swarm's scheduler 677.4; without "
+        "its KV pressure (HelixScheduler._kv_pressured) ours served 663.7.",
     ("helix-3region", "llama2-70b", "helix"):
         "The planner serves its serving model's top three candidates briefly and keeps the MILP over the whole "
-        "cluster, the model's pick: in the 60 s + 300 s run (seed 1) it serves 223.9 decode tokens/s (217.0 "
-        "predicted), the MILP per GPU type 168.8 and the MILP per region 156.8. Before the network's NIC booking "
+        "cluster, the model's pick: in a 60 s + 300 s run (seed 1) it serves 221.1 decode tokens/s (217.0 "
+        "predicted); in the planner's short runs the whole cluster 147.2, the MILP per GPU type 115.0 and the MILP "
+        "per region 115.1 (sim plan lists them). Before the network's NIC booking "
         "fix its tokens also waited behind transfers queued on the 12.5 MB/s region links (150.9 served), and the "
         "per-type MILP won.",
     ("helix-42node", "llama2-70b", "helix/separate", "offline"):

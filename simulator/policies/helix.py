@@ -390,10 +390,13 @@ class HelixScheduler(Scheduler):
         (KV_RESERVE_HIGH_WATERMARK) shuts it. Helix's IWRR follows the flow weights alone, and a max flow
         does not balance KV room, so on helix-42node its fullest nodes stall admission while others idle.
         Measured (``benchmarks/helix_vs_baselines``: offline, seed 1, 60 + 600 s, Helix's tables), decode
-        tokens/s without -> with: helix-42node / Llama-2-70B 663.7 -> 676.6 (1.10x Swarm's 613.1); elsewhere
-        within 2 %: helix-single24 / 70B 416.8 -> 411.2, / LLaMA-30B 467.0 -> 463.9, helix-3region / 70B
-        201.6 -> 199.2, / 30B 291.7 -> 292.5. Multiplying by (1 + queue length) instead served 660.3 on
-        helix-42node. ``helix-paper`` turns it off."""
+        tokens/s without -> with: helix-42node / Llama-2-70B 663.7 -> 676.6 (1.10x Swarm's 613.1);
+        helix-single24 / 70B 416.8 -> 411.2, / LLaMA-30B 467.0 -> 463.9, helix-3region / 70B 201.6 -> 199.2,
+        / 30B 291.7 -> 292.5. Where KV binds less it moves results either way: ``experiments/hexgen2_mixes``
+        (hexgen2-het1 / Llama-2-70B, 80-GB GPUs) total tokens/s LPHD 11672 -> 10992, LPLD 17319 -> 16741, HPLD
+        15349 -> 16158; helix's scheduler on Petals' helix-single24 placement 341.8 -> 320.6 (``helix_ablation``).
+        Online highest sustained loads are unchanged (``helix_online``). Multiplying by (1 + queue length)
+        instead served 660.3 on helix-42node. ``helix-paper`` turns it off."""
         cap = self.capacity[j]
         used = (self.reserved[j] + need) / cap if cap > 0 else math.inf
         return score / max(1.0 - used, KV_PRESSURE_FLOOR)
