@@ -78,11 +78,16 @@ Derivation (per route r, chosen with share ``w_r`` of the requests; per node j o
    predicted against 6270 simulated decode tokens/s.
 10. **Links queue** (the engine's network is a FIFO server per link). Per link, decode batches and prompts
    load it (``rho_l``) and each transfer waits the M/G/1 mean ``sum_k f_k S_k^2 / (2 (1 - rho_l))`` (f_k
-   transfers/s of S_k seconds), added to the round trips and TTFTs through it; the fluid starts prompts no
-   faster than the links leave room for them after decode. Prompt activations over slow links dominate:
-   helix-3region / Helix offline +45 -> +38 %; Swarm there +19000 % -> +2200 % (the engine's closed loop
-   queues hundreds of 16 MB prompts on a 12.5 MB/s link and the decode tokens wait behind them: 0.8 decode
-   tokens/s served; the model's queue of prompts waits before the link instead).
+   transfers/s of S_k seconds), added to the round trips and TTFTs through it. Prompt activations over slow
+   links dominate (helix-3region / Helix offline +45 -> +38 %), and a burst of them overloads a link for
+   longer than a mean wait says: the fluid (steps 7-8) keeps each link's **backlog** of prompt transfers
+   (:meth:`_Model._move_prompts`: a prompt joins the first link of its route when its turn comes, each link
+   moves what decode leaves of its time, in proportion to what waits, on to the route's next link), and a
+   decode or prompt transfer through it waits that backlog as well. So the engine's collapse on
+   helix-3region, where the closed loop queues hundreds of 16 MB prompts on a 12.5 MB/s link and decode
+   tokens wait behind them, is predicted: Swarm offline 17.3 -> 1.5 decode tokens/s (engine 0.8), Petals
+   11.9 -> 3.0 (engine 0.9). Before, the fluid started prompts only as fast as the links had room, so they
+   waited before the link instead.
 Routes and weights come from the scheduler (:func:`route_shares`): ``separate``'s pipelines with their
 SWRR weights; Helix's max-flow successors (each hop chosen in proportion to edge flow, a Markov walk);
 Petals' load-blind shortest chains (a penalty on a node without KV room) by routing the workload's requests
@@ -466,6 +471,11 @@ class _Model:
             self.link_prompt_token[ri, li] += per_token
             self.link_at[ri, li] = at
             self.link_on[ri, li] += 1.0
+        # per route, the links its prompt crosses, in hop order (the fluid's prompt backlog moves along them)
+        self.prompt_path: list[list[int]] = [[] for _ in range(n_r)]
+        for ri, li, _at, _item, per_token, _spb in hop_rows:
+            if per_token > 0 and li not in self.prompt_path[ri]:
+                self.prompt_path[ri].append(li)
         self._decode_cache: dict[tuple[int, int], float] = {}
         self._prompt_rate_cache: dict[tuple[int, int], float] = {}
 
@@ -620,6 +630,9 @@ class _Model:
         samples = []  # (residents per route, round trips) inside the window
         preempted = 0.0
         lo = frontier = 0  # rows before lo are done; rows from frontier on have never been admitted
+        backlog = np.zeros(self.link_spb.size)  # seconds of prompt transfers queued on each link
+        prompt_s = self.link_prompt_token * self.link_spb[None, :]  # link seconds per prompt token, per route
+        q = np.zeros((nr, self.link_spb.size))  # prompt tokens of route r queued at link l
         for m in range(steps):
             t = m * dt
             if at_t0 is None and t >= t0 - 1e-9:
@@ -635,6 +648,8 @@ class _Model:
             n_r = ((resident[lo:frontier] & served[lo:frontier]) * W[lo:frontier]).sum(axis=0)  # in the pipeline
             lt = self.latencies(n_r, lam_r)
             rt, ttft = lt["rt"], lt["ttft"]
+            if backlog.size:  # a transfer waits behind the prompts queued on its links (FIFO, step 10)
+                rt, ttft = rt + self.link_on @ backlog, ttft + self.link_on @ backlog
             while True:
                 S = slice(lo, hi)
                 if offline:  # booked KV of the residents; the queue's head starts on the routes it fits
@@ -673,6 +688,9 @@ class _Model:
             serve = self._serve_prompts(resident[S] & ~served[S], inp[S, None] + tokens[S], W[S], lt, credit, dt)
             served[S] |= serve
             age[S][serve] = 0.0
+            if backlog.size:
+                backlog = self._move_prompts(q, (np.where(serve, inp[S, None] + tokens[S], 0.0) * W[S]).sum(axis=0),
+                                             prompt_s, dt * (1.0 - np.minimum(lt["link_rho_dec"], MAX_UTILISATION)))
             # tokens: the first (or the recompute's) one TTFT after the prompt's turn, then one per round trip
             res, srv, age_s = resident[S], served[S], age[S]
             age_s[res & srv] += dt
@@ -721,6 +739,29 @@ class _Model:
                 "tpot_s": float(n_mean.sum() / (n_mean / rt_mean).sum()) if n_mean.sum() > 0 else float(rt_mean @ self.w),
                 "residents_r": n_mean, "rt": rt_mean, "preempted": preempted, "ttft_r": ttft,
                 "queued_at_end": float(queued[:, 0].sum()) if n else 0.0}
+
+    def _move_prompts(self, q: np.ndarray, started: np.ndarray, prompt_s: np.ndarray, room: np.ndarray):
+        """One fluid step of the prompt transfers queued at the links (FIFO servers): ``started`` prompt tokens
+        per route join the queue of the first link on their path; each link moves ``room`` seconds of them, shared
+        in proportion to what waits, on to the next link of the route. ``q`` (tokens per route and link) is
+        updated in place; returns each link's backlog in seconds."""
+        for r, path in enumerate(self.prompt_path):
+            if path:
+                q[r, path[0]] += started[r]
+        room = room.copy()
+        for depth in range(max((len(p) for p in self.prompt_path), default=0)):
+            tot = (q * prompt_s).sum(axis=0)
+            frac = np.where(tot > 0, np.minimum(1.0, room / np.maximum(tot, 1e-300)), 1.0)
+            for r, path in enumerate(self.prompt_path):
+                if depth < len(path):
+                    li = path[depth]
+                    moved = q[r, li] * frac[li]
+                    q[r, li] -= moved
+                    room[li] -= moved * prompt_s[r, li]
+                    if depth + 1 < len(path):
+                        q[r, path[depth + 1]] += moved
+            np.maximum(room, 0.0, out=room)
+        return (q * prompt_s).sum(axis=0)
 
     def _admit_rerouted(self, wait: np.ndarray, booked: np.ndarray, free: np.ndarray, w: np.ndarray):
         """Offline admission with re-routing (engine ``_admit_pending``), as a fluid: the queue's head (rows
@@ -774,14 +815,6 @@ class _Model:
         supply = dt * self._prompt_tokens_per_s(lt["batch"])
         phi_j = np.where(demand > 0, np.minimum(1.0, supply / np.maximum(demand, 1e-300)), 1.0)
         phi_r = np.where(self.on, phi_j[None, :], 1.0).min(axis=1)
-        if self.link_spb.size:  # a link moves prompt tokens in the time decode leaves it
-            carries = self.link_prompt_token > 0
-            rho_dec = lt["link_rho_dec"]
-            per_token_s = (self.link_prompt_token * self.link_spb[None, :]).max(axis=0)  # seconds per prompt token
-            demand_l = (per_route @ carries) * per_token_s  # seconds of prompts waiting for each link
-            room = dt * (1.0 - np.minimum(rho_dec, MAX_UTILISATION))
-            phi_l = np.where(demand_l > 0, np.minimum(1.0, room / np.maximum(demand_l, 1e-300)), 1.0)
-            phi_r = np.minimum(phi_r, np.where(carries, phi_l[None, :], 1.0).min(axis=1))
         credit += phi_r * per_route
         credit[per_route <= 0] = 0.0
         cum = np.cumsum(need, axis=0)
