@@ -56,7 +56,7 @@ EXPLAIN = {
         "its KV pressure (HelixScheduler._kv_pressured) ours served 663.7.",
     ("helix-3region", "llama2-70b", "helix"):
         "The planner serves its serving model's top three candidates briefly and keeps the MILP over the whole "
-        "cluster, the model's pick: in a 60 s + 300 s run (seed 1) it serves 221.1 decode tokens/s (217.0 "
+        "cluster, the model's pick: in a 60 s + 300 s run (seed 1) it serves 221.1 decode tokens/s (217.3 "
         "predicted); in the planner's short runs the whole cluster 147.2, the MILP per GPU type 115.0 and the MILP "
         "per region 115.1 (sim plan lists them). Before the network's NIC booking "
         "fix its tokens also waited behind transfers queued on the 12.5 MB/s region links (150.9 served), and the "
