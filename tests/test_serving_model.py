@@ -240,14 +240,16 @@ def test_offline_queue_head_takes_a_route_with_room_when_its_own_is_full(tiny):
 
 def test_prompt_backlog_moves_along_a_route_as_each_link_allows():
     # one route over links 0 then 1, 0.1 and 0.2 link-seconds per prompt token; 10 prompt tokens start
-    from types import SimpleNamespace
-
-    model = SimpleNamespace(prompt_path=[[0, 1]])
-    move = sm._Model._move_prompts
-    q, prompt_s = np.zeros((1, 2)), np.array([[0.1, 0.2]])
+    path, path_s = np.array([[0, 1]]), np.array([[0.1, 0.2]])
+    q = np.zeros((1, 2))
     # link 0 moves 0.5 s of its 1.0 s (5 tokens) on to link 1, which moves all 5 (1.0 s of room)
-    assert move(model, q, np.array([10.0]), prompt_s, np.array([0.5, 1.0])) == pytest.approx([0.5, 0.0])
+    assert sm._move_prompts(path, q, np.array([10.0]), path_s, np.array([0.5, 1.0])) == pytest.approx([0.5, 0.0])
     assert q == pytest.approx(np.array([[5.0, 0.0]]))
     # next step link 1 has 0.4 s: of the 5 tokens link 0 hands on it moves 2, 3 wait there (0.6 s)
-    assert move(model, q, np.array([0.0]), prompt_s, np.array([0.5, 0.4])) == pytest.approx([0.0, 0.6])
+    assert sm._move_prompts(path, q, np.array([0.0]), path_s, np.array([0.5, 0.4])) == pytest.approx([0.0, 0.6])
     assert q == pytest.approx(np.array([[0.0, 3.0]]))
+    # a second route sharing link 1 (its only link) splits link 1's room in proportion to what waits
+    path2, s2 = np.array([[0, 1], [1, -1]]), np.array([[0.1, 0.2], [0.2, 0.0]])
+    q2 = np.array([[0.0, 3.0], [0.0, 0.0]])
+    assert sm._move_prompts(path2, q2, np.array([0.0, 3.0]), s2, np.array([1.0, 0.6])) == pytest.approx([0.0, 0.6])
+    assert q2 == pytest.approx(np.array([[0.0, 1.5], [1.5, 0.0]]))

@@ -81,7 +81,7 @@ Derivation (per route r, chosen with share ``w_r`` of the requests; per node j o
    transfers/s of S_k seconds), added to the round trips and TTFTs through it. Prompt activations over slow
    links dominate (helix-3region / Helix offline +45 -> +38 %), and a burst of them overloads a link for
    longer than a mean wait says: the fluid (steps 7-8) keeps each link's **backlog** of prompt transfers
-   (:meth:`_Model._move_prompts`: a prompt joins the first link of its route when its turn comes, each link
+   (:func:`_move_prompts`: a prompt joins the first link of its route when its turn comes, each link
    moves what decode leaves of its time, in proportion to what waits, on to the route's next link), and a
    decode or prompt transfer through it waits that backlog as well. So the engine's collapse on
    helix-3region, where the closed loop queues hundreds of 16 MB prompts on a 12.5 MB/s link and decode
@@ -313,6 +313,43 @@ def _routed_until_full(scheduler, placement, stats: WorkloadStats) -> list[Route
     return sorted((RouteShare(n, layers_of[n], c / total) for n, c in counts.items()), key=lambda r: -r.weight)
 
 
+def _padded_paths(paths: list[list[int]]) -> np.ndarray:
+    """Routes' link paths as one int array, row r the links of route r in order, padded with -1."""
+    out = np.full((len(paths), max((len(p) for p in paths), default=0)), -1, dtype=int)
+    for r, p in enumerate(paths):
+        out[r, :len(p)] = p
+    return out
+
+
+def _move_prompts(path: np.ndarray, q: np.ndarray, started: np.ndarray, path_s: np.ndarray,
+                  room: np.ndarray) -> np.ndarray:
+    """One fluid step of the prompt transfers queued at the links (FIFO servers, the serving model's step 10).
+    ``path[r, d]``: the d-th link of route r's prompt (-1 past its end); ``q[r, d]``: prompt tokens of route r
+    queued there (updated in place), ``path_s[r, d]`` the link seconds each takes. ``started`` prompt tokens
+    per route join the queue of their first link; link by link along the paths, each link moves ``room``
+    seconds of what waits there, shared in proportion, on to the route's next link. Returns each link's
+    backlog in seconds."""
+    n_links = room.size
+    on = path >= 0
+    idx = np.maximum(path, 0)
+    if on.shape[1]:
+        q[:, 0] += np.where(on[:, 0], started, 0.0)
+    if not q.any():
+        return np.zeros(n_links)
+    room = room.copy()
+    depth = np.arange(path.shape[1])[None, :]
+    for d in range(path.shape[1]):
+        ahead = on & (depth >= d)  # what still waits for this step's room: here and further along the paths
+        tot = np.bincount(idx[ahead], weights=(q * path_s)[ahead], minlength=n_links)
+        frac = np.where(tot > 0, np.minimum(1.0, room / np.maximum(tot, 1e-300)), 1.0)
+        moved = np.where(on[:, d], q[:, d] * frac[idx[:, d]], 0.0)
+        q[:, d] -= moved
+        room = np.maximum(room - np.bincount(idx[:, d], weights=moved * path_s[:, d], minlength=n_links), 0.0)
+        if d + 1 < path.shape[1]:
+            q[:, d + 1] += np.where(on[:, d + 1], moved, 0.0)
+    return np.bincount(idx[on], weights=(q * path_s)[on], minlength=n_links)
+
+
 def _walk_routes(graph, options) -> list[RouteShare]:
     """Enumerate the routes of a Markov walk over the layer graph (``options(at) -> [(next, weight)]``)."""
     out: list[RouteShare] = []
@@ -472,10 +509,11 @@ class _Model:
             self.link_at[ri, li] = at
             self.link_on[ri, li] += 1.0
         # per route, the links its prompt crosses, in hop order (the fluid's prompt backlog moves along them)
-        self.prompt_path: list[list[int]] = [[] for _ in range(n_r)]
+        paths: list[list[int]] = [[] for _ in range(n_r)]
         for ri, li, _at, _item, per_token, _spb in hop_rows:
-            if per_token > 0 and li not in self.prompt_path[ri]:
-                self.prompt_path[ri].append(li)
+            if per_token > 0 and li not in paths[ri]:
+                paths[ri].append(li)
+        self.prompt_path = _padded_paths(paths)
         self._decode_cache: dict[tuple[int, int], float] = {}
         self._prompt_rate_cache: dict[tuple[int, int], float] = {}
 
@@ -632,7 +670,9 @@ class _Model:
         lo = frontier = 0  # rows before lo are done; rows from frontier on have never been admitted
         backlog = np.zeros(self.link_spb.size)  # seconds of prompt transfers queued on each link
         prompt_s = self.link_prompt_token * self.link_spb[None, :]  # link seconds per prompt token, per route
-        q = np.zeros((nr, self.link_spb.size))  # prompt tokens of route r queued at link l
+        q = np.zeros(self.prompt_path.shape)  # prompt tokens of route r queued at the d-th link of its path
+        path_s = np.where(self.prompt_path >= 0, np.take_along_axis(prompt_s, np.maximum(self.prompt_path, 0),
+                                                                    axis=1), 0.0)  # their link seconds per token
         for m in range(steps):
             t = m * dt
             if at_t0 is None and t >= t0 - 1e-9:
@@ -689,8 +729,9 @@ class _Model:
             served[S] |= serve
             age[S][serve] = 0.0
             if backlog.size:
-                backlog = self._move_prompts(q, (np.where(serve, inp[S, None] + tokens[S], 0.0) * W[S]).sum(axis=0),
-                                             prompt_s, dt * (1.0 - np.minimum(lt["link_rho_dec"], MAX_UTILISATION)))
+                backlog = _move_prompts(self.prompt_path, q, (np.where(serve, inp[S, None] + tokens[S], 0.0)
+                                                               * W[S]).sum(axis=0), path_s,
+                                        dt * (1.0 - np.minimum(lt["link_rho_dec"], MAX_UTILISATION)))
             # tokens: the first (or the recompute's) one TTFT after the prompt's turn, then one per round trip
             res, srv, age_s = resident[S], served[S], age[S]
             age_s[res & srv] += dt
@@ -739,29 +780,6 @@ class _Model:
                 "tpot_s": float(n_mean.sum() / (n_mean / rt_mean).sum()) if n_mean.sum() > 0 else float(rt_mean @ self.w),
                 "residents_r": n_mean, "rt": rt_mean, "preempted": preempted, "ttft_r": ttft,
                 "queued_at_end": float(queued[:, 0].sum()) if n else 0.0}
-
-    def _move_prompts(self, q: np.ndarray, started: np.ndarray, prompt_s: np.ndarray, room: np.ndarray):
-        """One fluid step of the prompt transfers queued at the links (FIFO servers): ``started`` prompt tokens
-        per route join the queue of the first link on their path; each link moves ``room`` seconds of them, shared
-        in proportion to what waits, on to the next link of the route. ``q`` (tokens per route and link) is
-        updated in place; returns each link's backlog in seconds."""
-        for r, path in enumerate(self.prompt_path):
-            if path:
-                q[r, path[0]] += started[r]
-        room = room.copy()
-        for depth in range(max((len(p) for p in self.prompt_path), default=0)):
-            tot = (q * prompt_s).sum(axis=0)
-            frac = np.where(tot > 0, np.minimum(1.0, room / np.maximum(tot, 1e-300)), 1.0)
-            for r, path in enumerate(self.prompt_path):
-                if depth < len(path):
-                    li = path[depth]
-                    moved = q[r, li] * frac[li]
-                    q[r, li] -= moved
-                    room[li] -= moved * prompt_s[r, li]
-                    if depth + 1 < len(path):
-                        q[r, path[depth + 1]] += moved
-            np.maximum(room, 0.0, out=room)
-        return (q * prompt_s).sum(axis=0)
 
     def _admit_rerouted(self, wait: np.ndarray, booked: np.ndarray, free: np.ndarray, w: np.ndarray):
         """Offline admission with re-routing (engine ``_admit_pending``), as a fluid: the queue's head (rows
