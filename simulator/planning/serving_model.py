@@ -514,6 +514,9 @@ class _Model:
             if per_token > 0 and li not in paths[ri]:
                 paths[ri].append(li)
         self.prompt_path = _padded_paths(paths)
+        self.prompt_path_s = np.where(  # link seconds per prompt token at each link of the path
+            self.prompt_path >= 0, np.take_along_axis(self.link_prompt_token * self.link_spb[None, :],
+                                                      np.maximum(self.prompt_path, 0), axis=1), 0.0)
         self._decode_cache: dict[tuple[int, int], float] = {}
         self._prompt_rate_cache: dict[tuple[int, int], float] = {}
 
@@ -669,10 +672,7 @@ class _Model:
         preempted = 0.0
         lo = frontier = 0  # rows before lo are done; rows from frontier on have never been admitted
         backlog = np.zeros(self.link_spb.size)  # seconds of prompt transfers queued on each link
-        prompt_s = self.link_prompt_token * self.link_spb[None, :]  # link seconds per prompt token, per route
         q = np.zeros(self.prompt_path.shape)  # prompt tokens of route r queued at the d-th link of its path
-        path_s = np.where(self.prompt_path >= 0, np.take_along_axis(prompt_s, np.maximum(self.prompt_path, 0),
-                                                                    axis=1), 0.0)  # their link seconds per token
         for m in range(steps):
             t = m * dt
             if at_t0 is None and t >= t0 - 1e-9:
@@ -689,7 +689,8 @@ class _Model:
             lt = self.latencies(n_r, lam_r)
             rt, ttft = lt["rt"], lt["ttft"]
             if backlog.size:  # a transfer waits behind the prompts queued on its links (FIFO, step 10)
-                rt, ttft = rt + self.link_on @ backlog, ttft + self.link_on @ backlog
+                behind = self.link_on @ backlog
+                rt, ttft = rt + behind, ttft + behind
             while True:
                 S = slice(lo, hi)
                 if offline:  # booked KV of the residents; the queue's head starts on the routes it fits
@@ -730,7 +731,7 @@ class _Model:
             age[S][serve] = 0.0
             if backlog.size:
                 backlog = _move_prompts(self.prompt_path, q, (np.where(serve, inp[S, None] + tokens[S], 0.0)
-                                                               * W[S]).sum(axis=0), path_s,
+                                                               * W[S]).sum(axis=0), self.prompt_path_s,
                                         dt * (1.0 - np.minimum(lt["link_rho_dec"], MAX_UTILISATION)))
             # tokens: the first (or the recompute's) one TTFT after the prompt's turn, then one per round trip
             res, srv, age_s = resident[S], served[S], age[S]

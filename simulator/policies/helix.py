@@ -397,9 +397,12 @@ class HelixScheduler(Scheduler):
         15349 -> 16158; helix's scheduler on Petals' helix-single24 placement 341.8 -> 320.6 (``helix_ablation``).
         Online highest sustained loads are unchanged (``helix_online``). Multiplying by (1 + queue length)
         instead served 660.3 on helix-42node. ``helix-paper`` turns it off."""
+        return score / max(1.0 - self._booked_share(j, need), KV_PRESSURE_FLOOR)
+
+    def _booked_share(self, j, need: float) -> float:
+        """The share of ``j``'s KV capacity booked once ``need`` more bytes are (inf where it has none)."""
         cap = self.capacity[j]
-        used = (self.reserved[j] + need) / cap if cap > 0 else math.inf
-        return score / max(1.0 - used, KV_PRESSURE_FLOOR)
+        return (self.reserved[j] + need) / cap if cap > 0 else math.inf
 
     def _spill(self, at, done: int, need_per_layer: float):
         """KV spill-over (ours, not Helix's): every flow edge out of ``at`` leads to a node without KV
@@ -416,7 +419,7 @@ class HelixScheduler(Scheduler):
             k = e - s
             if k <= 0:
                 continue
-            used = (self.reserved[j] + need_per_layer * k) / self.capacity[j] if self.capacity[j] > 0 else math.inf
+            used = self._booked_share(j, need_per_layer * k)
             if used <= KV_RESERVE_HIGH_WATERMARK and (best is None or used < best[0]):
                 best = (used, [j, 0.0, 0.0], k)
         return best
