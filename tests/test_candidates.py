@@ -5,9 +5,11 @@ served by the policy's scheduler in a short offline run, the model's top few by 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
+from simulator import forked
 from simulator.runs import candidates
 from simulator.runs.execute import execute
 from simulator.runs.plan import plan_from_spec
@@ -72,3 +74,17 @@ def test_with_verify_top_0_the_planner_keeps_its_own_placement():
     rep, placement = plan_from_spec(dataclasses.replace(SPEC, verify_candidates=False, verify_top=0))
     assert rep.candidates == [] and "verified_choice" not in placement.notes
 
+
+
+def test_candidates_served_in_parallel_match_one_after_another(planned, monkeypatch):
+    """The short runs go to one forked process per CPU; the table (every served and predicted figure) is the
+    same as serving them one by one in this process."""
+    rep, _ = planned
+    monkeypatch.setenv(forked.JOBS_ENV, "1")
+    assert forked.jobs_for(5) == 1
+    one_by_one, _ = plan_from_spec(SPEC)
+    assert one_by_one.candidates == rep.candidates
+    # the prediction for the run's window, made beside the short runs for the planner's own pick
+    assert one_by_one.prediction == rep.prediction
+    monkeypatch.setenv(forked.JOBS_ENV, "2")
+    assert forked.jobs_for(1) == 1 and forked.jobs_for(5) == min(2, os.cpu_count())

@@ -725,45 +725,43 @@ class _Model:
             served[S][admit], started[S][admit] = False, False
             at_s = admitted_at[S]
             at_s[admit] = np.minimum(at_s[admit], t)
+            # the rest of the step touches the residents only: rows L (the others, done or queued, are inert;
+            # dropping their all-zero rows leaves every sum over rows, taken row by row, unchanged)
+            L = lo + np.nonzero(resident[S].any(axis=1))[0]
+            res, srv, st, age_l, w_l = resident[L], served[L], started[L], age[L], W[L]
+            held = inp[L, None] + tokens[L]  # context tokens (a prompt's length to recompute)
             # prompts take their turn, FIFO per route, as the nodes' token budgets allow (step 9)
-            serve = self._serve_prompts(resident[S] & ~served[S], inp[S, None] + tokens[S], W[S], lt, credit, dt)
-            served[S] |= serve
-            age[S][serve] = 0.0
+            serve = self._serve_prompts(res & ~srv, held, w_l, lt, credit, dt)
+            srv |= serve
+            age_l[serve] = 0.0
             if backlog.size:
-                backlog = _move_prompts(self.prompt_path, q, (np.where(serve, inp[S, None] + tokens[S], 0.0)
-                                                               * W[S]).sum(axis=0), self.prompt_path_s,
+                backlog = _move_prompts(self.prompt_path, q, (np.where(serve, held, 0.0) * w_l).sum(axis=0),
+                                        self.prompt_path_s,
                                         dt * (1.0 - np.minimum(lt["link_rho_dec"], MAX_UTILISATION)))
             # tokens: the first (or the recompute's) one TTFT after the prompt's turn, then one per round trip
-            res, srv, age_s = resident[S], served[S], age[S]
-            age_s[res & srv] += dt
-            first = res & srv & ~started[S] & (age_s >= ttft[None, :])
-            gain = np.where(first, 1.0 + (age_s - ttft[None, :]) / rt[None, :],
-                            np.where(res & started[S], dt / rt[None, :], 0.0))
-            started[S] |= first
-            fa = first_at[S]
+            age_l[res & srv] += dt
+            first = res & srv & ~st & (age_l >= ttft[None, :])
+            gain = np.where(first, 1.0 + (age_l - ttft[None, :]) / rt[None, :],
+                            np.where(res & st, dt / rt[None, :], 0.0))
+            st |= first
+            fa = first_at[L]
             fa[first & np.isnan(fa)] = t + dt
-            tokens[S] = np.minimum(tokens[S] + gain, out[S, None])
-            done = res & (tokens[S] >= out[S, None] - 1e-9)
-            res &= ~done
+            tok = np.minimum(tokens[L] + gain, out[L, None])
+            res &= ~(tok >= out[L, None] - 1e-9)  # done
+            served[L], started[L], age[L], first_at[L], tokens[L], resident[L] = srv, st, age_l, fa, tok, res
             # a decode step that finds the KV full preempts the newest residents (recompute later); offline the
             # booking keeps the KV below it
-            ctx = np.where(res, inp[S, None] + tokens[S], 0.0) * W[S]
-            over = (ctx.sum(axis=0) @ kvk) - full if not offline else np.zeros(len(self.nodes))
-            for i_node in np.nonzero(over > 0)[0]:
-                cand = res & self.on[None, :, i_node]
-                order = np.argsort(-np.where(cand, at_s, -np.inf), axis=None)
-                freed = 0.0
-                for flat in order:
-                    i, r = divmod(int(flat), nr)
-                    if not cand[i, r] or freed >= over[i_node]:
-                        break
-                    freed += ctx[i, r] * kvk[r, i_node]
-                    res[i, r], queued[lo + i, r] = False, True
-                    preempted += W[lo + i, r]
+            if not offline:
+                over = ((np.where(res, inp[L, None] + tok, 0.0) * w_l).sum(axis=0) @ kvk) - full
+                if np.any(over > 0):
+                    preempted += self._preempt(over, resident[S], queued[S], admitted_at[S],
+                                               np.where(resident[S], inp[S, None] + tokens[S], 0.0) * W[S], W[S],
+                                               kvk)
+                    res = resident[L]
             # prompt starts per second (smoothed over FLUID_RATE_WINDOW_S) feed the prompt stalls
-            lam_r += ((serve * W[S]).sum(axis=0) / dt - lam_r) * min(1.0, dt / FLUID_RATE_WINDOW_S)
+            lam_r += ((serve * w_l).sum(axis=0) / dt - lam_r) * min(1.0, dt / FLUID_RATE_WINDOW_S)
             if t >= t0:
-                samples.append(((res * W[S]).sum(axis=0), rt, ttft))
+                samples.append(((res * w_l).sum(axis=0), rt, ttft))
         at_t1 = float((tokens * W).sum())
         in_win = (first_at >= t0) & (first_at <= t1)
         firsts = float((in_win * W).sum())
@@ -781,6 +779,26 @@ class _Model:
                 "tpot_s": float(n_mean.sum() / (n_mean / rt_mean).sum()) if n_mean.sum() > 0 else float(rt_mean @ self.w),
                 "residents_r": n_mean, "rt": rt_mean, "preempted": preempted, "ttft_r": ttft,
                 "queued_at_end": float(queued[:, 0].sum()) if n else 0.0}
+
+    def _preempt(self, over: np.ndarray, res: np.ndarray, queued: np.ndarray, admitted_at: np.ndarray,
+                 ctx: np.ndarray, w: np.ndarray, kvk: np.ndarray) -> float:
+        """Online, a node whose KV is ``over`` full by that many bytes preempts its newest residents (elements
+        of ``res``, views of the live rows, re-queued in ``queued``) until the overflow is freed; returns the
+        requests preempted (their shares)."""
+        nr = res.shape[1]
+        preempted = 0.0
+        for i_node in np.nonzero(over > 0)[0]:
+            cand = res & self.on[None, :, i_node]
+            order = np.argsort(-np.where(cand, admitted_at, -np.inf), axis=None)
+            freed = 0.0
+            for flat in order:
+                i, r = divmod(int(flat), nr)
+                if not cand[i, r] or freed >= over[i_node]:
+                    break
+                freed += ctx[i, r] * kvk[r, i_node]
+                res[i, r], queued[i, r] = False, True
+                preempted += w[i, r]
+        return preempted
 
     def _admit_rerouted(self, wait: np.ndarray, booked: np.ndarray, free: np.ndarray, w: np.ndarray):
         """Offline admission with re-routing (engine ``_admit_pending``), as a fluid: the queue's head (rows
@@ -825,9 +843,14 @@ class _Model:
         its nodes, carried over while prompts wait) covers them. ``w``: the elements' shares (as ``waiting``);
         ``lt``: this step's :meth:`latencies`.
         ``credit`` is updated in place."""
-        if not waiting.any():
+        rows = np.nonzero(waiting.any(axis=1))[0]
+        if not rows.size:
             credit[:] = 0.0
             return waiting
+        if rows.size < len(waiting):  # the rows with nothing waiting add nothing to any sum below
+            serve = np.zeros_like(waiting)
+            serve[rows] = self._serve_prompts(waiting[rows], prompt_len[rows], w[rows], lt, credit, dt)
+            return serve
         need = np.where(waiting, prompt_len, 0.0) * w  # prompt tokens per element
         per_route = need.sum(axis=0)
         demand = per_route @ self.on_f

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 
+from .. import forked
 from ..errors import SimError
 from ..placement.model import Placement
 from ..placement.problem import SINK, SOURCE, PlacementProblem
@@ -247,27 +248,48 @@ def _best_variant(ctx: PlanContext, whole: Placement, overhead: float, notes: di
     so that ``sim run`` can serve the best few (:mod:`simulator.runs.candidates`) without solving again.
     Measured (seed 0, Helix's tables, the 60 + 300 s check): helix-42node / Llama-2-70B Petals' ranges
     served by Helix's scheduler 529.7 decode tokens/s against the MILP's 427.9 (predicted 494.9 and 421.2)."""
-    variants = [("whole cluster", whole, [])]
-    for label, key in GROUPINGS.items():
+    def predicted(placement):
+        try:
+            return closed_loop_prediction(ctx, placement)
+        except SimError as e:  # e.g. a baseline's ranges that carry no flow under Helix's scheduler
+            return e
+
+    def grouped(key):  # the grouped solves, their placement and its prediction
         ranges, skipped, solves = grouped_ranges(ctx, overhead, key)
-        if skipped:
-            notes.setdefault("milp_variants_left_out", {})[label] = skipped
-        if not ranges or any(ranges == v[1].ranges for v in variants):
-            continue
+        if not ranges:
+            return ranges, skipped, solves, None, None
         groups: dict[str, list[int]] = {}
         for n in sorted(ranges):
             groups.setdefault(str(key(ctx.cluster.nodes[n])), []).append(n)
-        variants.append((label, Placement(ctx.cluster, ctx.model, ranges, "helix-milp", memory=ctx.memory,
-                                          groups=list(groups.values())), solves))
-    for label, placement in _baseline_placements(ctx, notes):
-        if not any(placement.ranges == v[1].ranges for v in variants):
-            variants.append((label, placement, []))
+        placement = Placement(ctx.cluster, ctx.model, ranges, "helix-milp", memory=ctx.memory,
+                              groups=list(groups.values()))
+        return ranges, skipped, solves, placement, predicted(placement)
+
+    # every variant solved and predicted side by side (simulator.forked: the same figures as one after
+    # another), the whole cluster's prediction (the longest) first; a variant whose ranges an earlier one has
+    # is dropped afterwards
+    left_out: dict = {}  # the baselines' (noted after the groupings', as they are listed)
+    baselines = _baseline_placements(ctx, left_out)
+    got = forked.run_all([lambda: predicted(whole)] + [lambda key=key: grouped(key) for key in GROUPINGS.values()]
+                         + [lambda p=p: predicted(p) for _, p in baselines])
+    variants = [("whole cluster", whole, [], got[0])]
+    for label, (ranges, skipped, solves, placement, v) in zip(GROUPINGS, got[1:1 + len(GROUPINGS)]):
+        if skipped:
+            notes.setdefault("milp_variants_left_out", {})[label] = skipped
+        if ranges and not any(ranges == x[1].ranges for x in variants):
+            variants.append((label, placement, solves, v))
+    notes.setdefault("milp_variants_left_out", {}).update(left_out.get("milp_variants_left_out", {}))
+    if not notes["milp_variants_left_out"]:
+        del notes["milp_variants_left_out"]
+    for (label, placement), v in zip(baselines, got[1 + len(GROUPINGS):]):
+        if not any(placement.ranges == x[1].ranges for x in variants):
+            variants.append((label, placement, [], v))
     scored = []
-    for label, placement, solves in variants:
-        try:
-            scored.append((closed_loop_prediction(ctx, placement), label, placement, solves))
-        except SimError as e:  # e.g. a baseline's ranges that carry no flow under Helix's scheduler
-            notes.setdefault("milp_variants_left_out", {})[label] = str(e)
+    for label, placement, solves, v in variants:
+        if isinstance(v, SimError):
+            notes.setdefault("milp_variants_left_out", {})[label] = str(v)
+        else:
+            scored.append((v, label, placement, solves))
     best = max(scored, key=lambda t: t[0])  # max keeps the first on ties
     names = ctx.cluster.nodes
     notes["milp_variants"] = [

@@ -20,7 +20,9 @@ planner's own):
 Every candidate is listed with its max-flow bound, the serving model's predicted decode tokens/s
 (:mod:`simulator.runs.prediction`, for the same short run) and its simulated ones (``sim plan`` prints
 the list; ``placement.notes["candidates"]`` carries it into ``summary.json``). The choice is as
-deterministic as the engine: it depends on the inputs and the seed, never on the machine's speed.
+deterministic as the engine: it depends on the inputs and the seed, never on the machine's speed. The short
+runs are independent, so they run in one process per CPU (:mod:`simulator.forked`) with the same outcome as
+one after another.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .. import forked
 from ..engine import Simulation
 from ..errors import SimError
 from ..metrics.records import summarize
@@ -82,6 +85,22 @@ def _served(spec, ctx: PlanContext, placement: Placement, scheduler: str, worklo
     return p.bound, s["decode_tokens_per_s"], predicted
 
 
+def _serve_all(spec, ctx: PlanContext, placements: list[Placement], scheduler: str, workload,
+               also: list = ()) -> tuple[list, list]:
+    """``_served`` of each placement (or the SimError it raised), in order, and the results of the thunks
+    ``also``, side by side in forked processes (:func:`simulator.forked.run_all`)."""
+    def short_run(placement):
+        def thunk():
+            try:
+                return _served(spec, ctx, placement, scheduler, workload)
+            except SimError as e:
+                return e
+        return thunk
+
+    got = forked.run_all([short_run(p) for p in placements] + list(also))
+    return got[:len(placements)], got[len(placements):]
+
+
 def _same(a: Placement, b: Placement) -> bool:
     """The same layers on the same nodes (and, for disaggregated plans, the same groups in the same roles)."""
     def key(p):
@@ -100,12 +119,13 @@ def _variant_placement(ctx: PlanContext, own: Placement, v: dict) -> Placement:
 
 
 def verified_placement(spec, ctx: PlanContext, planner: str, own: Placement, scheduler: str,
-                       workload, top: int | None = None) -> tuple[Placement, list[dict]]:
+                       workload, top: int | None = None, also: list = ()) -> tuple[Placement, list[dict], list]:
     """The best served of ``own`` and the other candidates (module docstring), each served by ``scheduler``:
     the ``top`` the planner's serving model ranks highest (of those it listed), or with ``top=None`` every
     listed one and the baselines' placements. ``workload`` is an offline workload of the run (its requests
     are drawn in order). Candidates not served are listed with the planner's prediction alone (the same
-    closed loop, over the planner's copy of the workload)."""
+    closed loop, over the planner's copy of the workload). Returns (the choice, the table, the results of the
+    thunks ``also``, run beside the short runs)."""
     listed = own.notes.get("milp_variants", [])
     candidates = [Candidate(planner, own, None, None)]
     named = list(own.notes.get("candidate_planners", []))  # served by default: the serving model cannot rank them
@@ -136,14 +156,13 @@ def verified_placement(spec, ctx: PlanContext, planner: str, own: Placement, sch
         serve = candidates
     else:  # the planner's own pick ranks first by construction; sorted() keeps the listed order on ties
         serve = ([c for _, c in sorted(ranked, key=lambda t: -t[0])[:top]] or candidates[:1]) + extra
-    for c in serve:
-        if c.placement is None:
-            continue
-        try:
-            c.bound_tokens_per_s, c.decode_tokens_per_s, c.predicted_decode_tokens_per_s = _served(
-                spec, ctx, c.placement, scheduler, workload)
-        except SimError as e:
-            c.error = str(e)
+    serve = [c for c in serve if c.placement is not None]
+    runs, also_got = _serve_all(spec, ctx, [c.placement for c in serve], scheduler, workload, also)
+    for c, got in zip(serve, runs):
+        if isinstance(got, SimError):
+            c.error = str(got)
+        else:
+            c.bound_tokens_per_s, c.decode_tokens_per_s, c.predicted_decode_tokens_per_s = got
     served = [c for c in candidates if c.decode_tokens_per_s is not None]
     if not served:
         raise SimError("no placement candidate could be served: " + "; ".join(
@@ -155,4 +174,4 @@ def verified_placement(spec, ctx: PlanContext, planner: str, own: Placement, sch
         chosen.notes = {**own.notes, **chosen.notes}
     chosen.notes["candidates"] = table
     chosen.notes["verified_choice"] = best.planner
-    return chosen, table
+    return chosen, table, also_got

@@ -256,7 +256,7 @@ def prepare(spec: RunSpec) -> Prepared:
                       planner_options(spec), workload_lengths(planned))
     placement = plan(planner, ctx)
     if verifies(spec, placement):
-        placement = verify(spec, ctx, planner, placement, sched, model)
+        placement, _ = verify(spec, ctx, planner, placement, sched, model)
     placement.partial_inference |= spec.partial_inference
     bound, scheduler = serving_parts(ctx, placement, sched, rng_sched, placement.partial_inference)
     return Prepared(spec, cluster, model, memory, costs, workload, placement, scheduler, limits, planner, sched, bound)
@@ -322,15 +322,17 @@ def _verify_top(spec: RunSpec) -> int:
 
 
 def verify(spec: RunSpec, ctx: PlanContext, planner: str, placement: Placement, sched: str,
-           model: ModelSpec) -> Placement:
+           model: ModelSpec, also: list = ()) -> tuple[Placement, list]:
     """The best served of the planner's candidates in a short offline run (:mod:`simulator.runs.candidates`:
     the ``verify_top`` ranked highest, or with ``--verify-candidates`` every one and the baselines'
-    placements), on an offline workload of the run's own trace and seed."""
+    placements), on an offline workload of the run's own trace and seed; and the results of the thunks
+    ``also``, run beside the short runs (:func:`simulator.forked.run_all`)."""
     from .candidates import VERIFY_WARMUP_S, VERIFY_WINDOW_S, verified_placement
 
     workload = planning_workload(spec, model, warmup=VERIFY_WARMUP_S, duration=VERIFY_WINDOW_S)
     top = None if spec.verify_candidates else _verify_top(spec)
-    return verified_placement(spec, ctx, planner, placement, sched, workload, top)[0]
+    chosen, _, also_got = verified_placement(spec, ctx, planner, placement, sched, workload, top, also)
+    return chosen, also_got
 
 
 def planner_options(spec: RunSpec) -> dict:
