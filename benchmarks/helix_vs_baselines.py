@@ -66,10 +66,12 @@ def runs_of(cluster: str, model: str, kind: str) -> list[Run]:
 
 
 def plan_seconds(s: RunSpec, verify: bool) -> float:
+    """Seconds of ``sim plan`` (all but the process start): the plan, its verification and the prediction it
+    prints (``predict``; the grid's runs leave it off)."""
     from simulator.runs.plan import plan_from_spec
 
     t0 = time.perf_counter()
-    plan_from_spec(replace(s, verify_candidates=verify))
+    plan_from_spec(replace(s, verify_candidates=verify, predict=True))
     return time.perf_counter() - t0
 
 
