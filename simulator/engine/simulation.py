@@ -302,24 +302,25 @@ class NodeSim:
         parked, swapped_out = [], False  # swap: decodes whose KV here is on the host; a victim this step
         if swap and len(self.decodes) > 1:  # vLLM serves its running requests oldest first
             self.decodes = deque(sorted(self.decodes, key=lambda item: _arrival(item[0])))
-        while self.decodes and seqs > 0 and budget > 0:
+        if not swap:
+            seqs, budget = self._take_decodes(batch, seqs, budget)
+        while swap and self.decodes and seqs > 0 and budget > 0:
             f, ep = self.decodes.popleft()
             if f.epoch != ep:
                 continue
-            if swap and f in self.swapped:
+            if f in self.swapped:
                 parked.append((f, ep))
                 continue
             need = per_token * f.counts[f.hop]
-            if swap:
-                while self.free_kv() < need:
-                    victim = self._swap_victim(f, batch)
-                    self.swap_out(victim)
-                    swapped_out = True
-                    if victim is f:
-                        break
-                if f in self.swapped:
-                    parked.append((f, ep))
-                    continue
+            while self.free_kv() < need:
+                victim = self._swap_victim(f, batch)
+                self.swap_out(victim)
+                swapped_out = True
+                if victim is f:
+                    break
+            if f in self.swapped:
+                parked.append((f, ep))
+                continue
             while self.free_kv() < need and self.resident:
                 victim = next(reversed(self.resident))
                 self.sim.preempt(victim)
@@ -359,6 +360,41 @@ class NodeSim:
             budget -= n
         # a preemption above may have made earlier items stale
         return [(f, ep) for f, ep in batch if f.epoch == ep]
+
+    def _take_decodes(self, batch: list, seqs: int, budget: int) -> tuple[int, int]:
+        """The decode part of :meth:`take_batch` under recompute preemption (the hot path: one pass per
+        iteration over the decodes queued here): FIFO, each takes one token's KV, preempting the newest
+        residents while it does not fit; the seats and token budget left."""
+        decodes, resident, nid, stats = self.decodes, self.resident, self.id, self.stats
+        per_token, cap = self.kv_per_token_layer, self.kv_capacity
+        while decodes and seqs > 0 and budget > 0:
+            item = decodes.popleft()
+            f, ep = item
+            if f.epoch != ep:
+                continue
+            need = per_token * f.counts[f.hop]
+            if cap - self.kv_used < need:
+                stats.kv_peak_bytes = max(stats.kv_peak_bytes, self.kv_used)
+                while cap - self.kv_used < need and resident:
+                    victim = next(reversed(resident))
+                    self.sim.preempt(victim)
+                    if victim is f:
+                        break
+                if f.epoch != ep:
+                    continue
+                if cap - self.kv_used < need:  # nothing left to preempt; cannot happen after the fit check
+                    self.sim.preempt(f)
+                    continue
+            if f not in resident:  # alloc(), inline
+                resident[f] = None
+            kv = f.kv
+            kv[nid] = kv.get(nid, 0.0) + need
+            self.kv_used += need
+            batch.append(item)
+            seqs -= 1
+            budget -= 1
+        stats.kv_peak_bytes = max(stats.kv_peak_bytes, self.kv_used)
+        return seqs, budget
 
     # ---- swap preemption (EngineConfig.preemption == "swap") --------------------------------
     def _latest_resident(self, excluded) -> Flight | None:
