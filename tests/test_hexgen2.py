@@ -491,42 +491,6 @@ def test_swrr_allowed_and_zero_weights():
     assert SWRR({}).pick() is None
 
 
-def _hexgen2_scheduler(flow, prefill, decode, no_room=()):
-    """HexGen2Scheduler over one-node groups (node id = group id) without a placement; ``no_room``: groups
-    whose node has no KV room."""
-    from types import SimpleNamespace
-
-    from simulator.policies.hexgen2 import HexGen2Scheduler
-    from simulator.scheduling.interface import Route
-
-    s = HexGen2Scheduler.__new__(HexGen2Scheduler)
-    s.plan, s.kv_layer, s.mean_output = SimpleNamespace(flow=flow), 1.0, 0.0
-    s.routes = {g: Route((g,), ((0, 1),)) for g in (*prefill, *decode)}
-    s.prefill_groups, s.decode_groups = list(prefill), list(decode)
-    HexGen2Scheduler._shares(s)
-    view = SimpleNamespace(queue_length=lambda n: 0, kv_room_bytes=lambda n: 0.0 if n in no_room else 1e9)
-    return s, view, SimpleNamespace(input_tokens=10)
-
-
-def test_hexgen2_decode_keeps_the_flows_in_shares_when_prefill_departs_from_them():
-    """Decode groups are picked by SWRR over their planned in-flows (2 : 1 here), whichever prefill group took
-    the prompt, among the groups linked to it: with prefill group 1 out of KV room every prompt goes to 0, and
-    decodes still split 2 : 1 (SWRR over 0's own P->D flows would split them 1 : 1), never to an unlinked
-    group."""
-    from types import SimpleNamespace
-
-    flow = SimpleNamespace(prefill={0: 2.0, 1: 1.0}, pairs={(0, 2): 1.0, (0, 3): 1.0, (1, 2): 1.0},
-                           transfer_caps={(0, 2): 5.0, (0, 3): 5.0, (1, 2): 5.0, (1, 3): 5.0, (0, 4): 0.0})
-    s, view, req = _hexgen2_scheduler(flow, (0, 1), (2, 3, 4), no_room={1})
-    assert s.decode.weights == {2: 2.0, 3: 1.0} and s.linked == {0: {2, 3}, 1: {2, 3}}
-    routes = [s.route(req, view) for _ in range(6)]
-    assert [r.nodes for r in routes] == [(0,)] * 6
-    assert [r.decode.nodes[0] for r in routes] == [2, 3, 2, 2, 3, 2]
-    flow.transfer_caps[(0, 3)] = 0.0  # no link 0 -> 3: its decodes all go to 2
-    s, view, req = _hexgen2_scheduler(flow, (0, 1), (2, 3, 4), no_room={1})
-    assert {s.route(req, view).decode.nodes[0] for _ in range(6)} == {2}
-
-
 # ---- 6. end to end on hexgen2-het1 -----------------------------------------------------------------
 def run(mode: str, verify_top: int | None = 0):
     """The paper's plan (``verify_top=0``: not served against DistServe's), or by default the better served."""

@@ -40,12 +40,8 @@ round-robin (nginx's SWRR) over the out-flows among ties: where queues are equal
 flow's proportions, and a group that falls behind them gets no more until it catches up (assumption, ours:
 static proportions let one group's queue grow while another idles; hexgen2-het1 / Llama-2-70B / conv,
 DistServe's plan, 30 s + 300 s offline: 16850 total tokens/s by SWRR alone, 17540 this way). Then the decode
-group by SWRR over the decode groups' planned in-flows (each one's sum over the prefill groups), among those linked
-to the chosen prefill group (assumption, ours: per-prefill-group SWRR over its own P->D flows lets the decode split
-drift whenever the prefill choice departs from the flow's proportions, and it never uses a link the LP's vertex
-solution left at zero; same run: 17540 -> 17700 total tokens/s, DistServe's scheduler 17657). Groups whose stages
-lack KV room for the request (prompt KV on the prefill side; prompt plus mean output on the decode side) are
-skipped while some group has room.
+group by SWRR over that prefill group's P->D flows. Groups whose stages lack KV room for the request (prompt
+KV on the prefill side; prompt plus mean output on the decode side) are skipped while some group has room.
 """
 
 from __future__ import annotations
@@ -275,22 +271,15 @@ class DisaggregatedScheduler(Scheduler):
 
 @register_scheduler("hexgen2")
 class HexGen2Scheduler(DisaggregatedScheduler):
-    """The least-backlogged prefill group per unit of planned flow (SWRR among ties), then SWRR over the decode
-    groups' planned in-flows among those linked to it (module docstring)."""
+    """The least-backlogged prefill group per unit of planned flow (SWRR among ties), then SWRR over the chosen
+    prefill group's P->D flows."""
 
     def __init__(self, placement, rng, **opts):
         super().__init__(placement, rng, **opts)
-        self._shares()
-
-    def _shares(self) -> None:
-        """SWRR over the prefill groups' planned out-flows and over the decode groups' planned in-flows; the
-        decode groups linked to each prefill group (a transfer capacity above zero)."""
         flow = self.plan.flow
         self.prefill = SWRR({i: flow.prefill.get(i, 0.0) for i in self.prefill_groups})
-        inflow = {j: sum(flow.pairs.get((i, j), 0.0) for i in self.prefill_groups) for j in self.decode_groups}
-        self.decode = SWRR(inflow)
-        self.linked = {i: {j for j in self.decode.weights if flow.transfer_caps.get((i, j), 0.0) > 0}
-                       for i in self.prefill.weights}
+        self.decode = {i: SWRR({j: flow.pairs.get((i, j), 0.0) for j in self.decode_groups})
+                       for i in self.prefill_groups}
 
     def route(self, request, view) -> Route:
         prompt = request.input_tokens
@@ -299,8 +288,9 @@ class HexGen2Scheduler(DisaggregatedScheduler):
         backlog = {i: sum(view.queue_length(n) for n in self.routes[i].nodes) / self.prefill.weights[i] for i in room}
         least = min(backlog.values())
         i = self.prefill.pick({i for i, b in backlog.items() if b <= least})
-        linked = self.linked[i]
-        j = self.decode.pick({j for j in linked if self._room(view, j, whole)} or linked)
+        sw = self.decode[i]
+        room = {j for j in sw.weights if self._room(view, j, whole)}
+        j = sw.pick(room or None)
         return self._route(i, j)
 
 

@@ -26,7 +26,7 @@ decode group j) pair carrying ``lambda_ij`` requests/s:
 4. **Offline** the closed loop fills whatever has room (the schedulers route a waiting request to groups with
    KV room, and the engine retries the queue's head on another route), so the served rate is the largest
    ``sum lambda_ij`` the rows of 2-3 allow: a linear program (HiGHS), over the pairs the scheduler uses
-   (both schedulers: every linked pair). The times in its rows depend on the load
+   (hexgen2: the max-flow's edges; distserve: every linked pair). The times in its rows depend on the load
    (step 5), so program and times are iterated to a fixed point.
 5. **Times at a load.** Decode round trip ``RT_j`` at ``n_j = lambda_j (mean_out - 1) RT_j`` residents decoding
    (a fixed point): a busy decode pipeline moves in lockstep, one batch at each stage and
@@ -39,11 +39,11 @@ decode group j) pair carrying ``lambda_ij`` requests/s:
    prompts at 27 % busy in the engine). Hand-off: the slowest
    of its streams (``latency + bytes / rate``, the tightest of link and NICs), stretched by ``1 / (1 - rho)``
    of the busiest resource it crosses (the slices share it as a processor).
-6. **Online** at the workload's arrivals in the window (or a mean ``rate``): served up to the capacity of step
-   4 under the online KV rule, split as the scheduler splits (hexgen2: prompts in the max-flow's prefill
-   out-flows, decodes in its decode in-flows among the linked groups; distserve: prompts in proportion to
-   prefill capacity, decodes to KV room); the tokens counted are those each request emits inside the window
-   (its first at ``W_i + TTFT_i``, the rest one per ``RT_j`` from ``X_ij`` later).
+6. **Online** at the workload's arrivals in the window (or a mean ``rate``): served up to the capacity of
+   step 4 under the online KV rule, split as the scheduler splits (hexgen2: the max-flow's edge flows;
+   distserve: prompts in proportion to prefill capacity, decodes to KV room); the tokens counted are those
+   each request emits inside the window (its first at ``W_i + TTFT_i``, the rest one per ``RT_j`` from
+   ``X_ij`` later).
 
 Not modelled: preemption, the FIFO of transfers waiting for decode KV (the offline booking has reserved it),
 prompt batches split by the 4096-token budget, decode activations sharing NICs with hand-offs.
@@ -144,21 +144,12 @@ class DisaggModel:
 
     # ---- which pairs, in which proportions -----------------------------------------------------------------
     def _pairs(self, plan, scheduler) -> dict[tuple[int, int], float]:
-        """(prefill group, decode group) -> the scheduler's share of the requests on it (step 6): for hexgen2 the
-        max-flow's prefill out-flows times the decode groups' in-flows over the linked ones; for DistServe
-        prompts in proportion to prefill capacity, then decode groups in proportion to KV room among the linked
-        ones."""
+        """(prefill group, decode group) -> the scheduler's share of the requests on it (step 6): the max-flow's
+        edge flows for hexgen2; for DistServe prompts in proportion to prefill capacity, then decode groups in
+        proportion to KV room among the linked ones."""
         flow = plan.flow
         if self.scheduler_name == "hexgen2" and flow is not None and flow.value > 0:
-            # prompts in the flow's prefill proportions, decodes in the decode groups' planned in-flows among
-            # those linked to the prompt's group (HexGen2Scheduler)
-            out, inflow = scheduler.prefill.weights, scheduler.decode.weights
-            pairs = {}
-            for i in sorted(scheduler.linked):
-                js = sorted(j for j in scheduler.linked[i] if j in self.decode)
-                if i in self.prefill and js:
-                    for j in js:
-                        pairs[(i, j)] = out[i] * inflow[j] / sum(inflow[k] for k in js)
+            pairs = {p: f for p, f in flow.pairs.items() if f > 0 and p[0] in self.prefill and p[1] in self.decode}
         else:
             linked = getattr(scheduler, "linked", None) or {i: list(self.decode) for i in self.prefill}
             pairs = {}
