@@ -41,9 +41,11 @@ decode group j) pair carrying ``lambda_ij`` requests/s:
    of the busiest resource it crosses (the slices share it as a processor).
 6. **Online** at the workload's arrivals in the window (or a mean ``rate``): served up to the capacity of
    step 4 under the online KV rule, split as the scheduler splits (hexgen2: the max-flow's edge flows;
-   distserve: prompts in proportion to prefill capacity, decodes to KV room); the tokens counted are those
-   each request emits inside the window (its first at ``W_i + TTFT_i``, the rest one per ``RT_j`` from
-   ``X_ij`` later).
+   distserve: prompts in proportion to prefill capacity, decodes so that the decode groups are left with
+   equal room, ``n_j = max(n_max_j - c, 0)`` residents at ``lambda_j = n_j / ((mean_out - 1) RT_j)``, since
+   its scheduler picks the group with room for the most such requests; hexgen2-het1 / Llama-2-70B at 0.9 of
+   its offline rate: -55 % split by KV size, -0.7 % this way); the tokens counted are those each request
+   emits inside the window (its first at ``W_i + TTFT_i``, the rest one per ``RT_j`` from ``X_ij`` later).
 
 Not modelled: preemption, the FIFO of transfers waiting for decode KV (the offline booking has reserved it),
 prompt batches split by the 4096-token budget, decode activations sharing NICs with hand-offs.
@@ -82,6 +84,7 @@ from .parallel_plans import DECODE, PREFILL
 # -1.0 to +2.0, and the stages are 78-100 % busy.
 DECODE_EXTRA_BATCHES = 1.0
 LP_ITERATIONS = 30  # offline: linear program <-> times at its load, damped
+FILL_BISECTION_STEPS = 40  # online, distserve: the decode groups' common room left at the offered load
 
 
 @dataclass
@@ -144,9 +147,9 @@ class DisaggModel:
 
     # ---- which pairs, in which proportions -----------------------------------------------------------------
     def _pairs(self, plan, scheduler) -> dict[tuple[int, int], float]:
-        """(prefill group, decode group) -> the scheduler's share of the requests on it (step 6): the max-flow's
-        edge flows for hexgen2; for DistServe prompts in proportion to prefill capacity, then decode groups in
-        proportion to KV room among the linked ones."""
+        """(prefill group, decode group) -> the scheduler's share of the requests on it: the max-flow's edge flows
+        for hexgen2; for DistServe prompts in proportion to prefill capacity, then decode groups in proportion
+        to KV room among the linked ones (the pairs the offline program uses; online, :meth:`online_rates`)."""
         flow = plan.flow
         if self.scheduler_name == "hexgen2" and flow is not None and flow.value > 0:
             pairs = {p: f for p, f in flow.pairs.items() if f > 0 and p[0] in self.prefill and p[1] in self.decode}
@@ -303,6 +306,38 @@ class DisaggModel:
         x = np.maximum(res.x, 0.0) if res.status == 0 else np.zeros(len(pairs))
         return {p: float(v) for p, v in zip(pairs, x)}
 
+    def online_rates(self, offered: float) -> dict[tuple[int, int], float]:
+        """Pair rates at ``offered`` requests/s below capacity (step 6). hexgen2: the max-flow's shares.
+        distserve: prompts in proportion to prefill capacity; its scheduler sends each decode to the linked group
+        with room for the most such requests, so the decode groups are left with equal room: with ``c``
+        requests' room left, group j holds ``n_j = max(n_max_j - c, 0)`` residents and starts
+        ``n_j / ((mean_out - 1) RT_j)`` decodes per second, and ``c`` is where they sum to ``offered``
+        (bisection; no room left if they never do)."""
+        if self.scheduler_name == "hexgen2" or self.out_left <= 0 or not self.pairs:
+            return {p: offered * w for p, w in self.pairs.items()}
+
+        def starts(room: float) -> dict[int, float]:
+            out = {}
+            for j, g in self.decode.items():
+                n = max(self.n_max[j] - room, 0.0)
+                out[j] = n / (self.out_left * self.round_trip(g, n)) if n > 0 else 0.0
+            return out
+
+        lo, hi = 0.0, max(self.n_max.values(), default=0.0)  # room left: starts fall as it grows
+        if sum(starts(lo).values()) > offered:
+            for _ in range(FILL_BISECTION_STEPS):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if sum(starts(mid).values()) > offered else (lo, mid)
+        mu = starts(lo)
+        prefill: dict[int, float] = {}
+        for (i, _), w in self.pairs.items():
+            prefill[i] = prefill.get(i, 0.0) + w
+        rates = {}
+        for (i, j) in self.pairs:
+            linked = sum(mu[b] for (a, b) in self.pairs if a == i)
+            rates[(i, j)] = offered * prefill[i] * (mu[j] / linked if linked > 0 else 0.0)
+        return rates
+
     def capacity(self) -> tuple[dict, dict]:
         """Steps 4-5 to a fixed point: (pair rates, times at them)."""
         lam = {p: 0.0 for p in self.pairs}
@@ -343,7 +378,7 @@ def predict_disaggregated(placement, costs, scheduler, stats: WorkloadStats, lim
         else:
             offered = float(rate or 0.0)
         if offered < capacity:  # below capacity the scheduler's own split
-            lam = {p: offered * w for p, w in m.pairs.items()}
+            lam = m.online_rates(offered)
             t = m.times(lam)
     served = float(sum(lam.values()))
     share = {p: v / served for p, v in lam.items()} if served > 0 else dict(m.pairs)
