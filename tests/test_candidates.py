@@ -88,3 +88,13 @@ def test_candidates_served_in_parallel_match_one_after_another(planned, monkeypa
     assert one_by_one.prediction == rep.prediction
     monkeypatch.setenv(forked.JOBS_ENV, "2")
     assert forked.jobs_for(1) == 1 and forked.jobs_for(5) == min(2, os.cpu_count())
+
+
+def test_the_planners_predictions_reused_for_its_candidates_equal_fresh_ones(planned, monkeypatch):
+    """helix-milp's listed candidates carry its serving model's prediction for the short run's closed loop, which
+    the verification reuses; made afresh for the same run, every figure of the table is the same."""
+    rep, _ = planned
+    assert any(r["predicted_decode_tokens_per_s"] for r in rep.candidates)
+    monkeypatch.setattr(candidates, "workload_lengths", lambda workload: ([], []))  # never the planner's
+    fresh, _ = plan_from_spec(SPEC)
+    assert fresh.candidates == rep.candidates

@@ -39,6 +39,7 @@ from ..placement.model import Placement
 from ..planning.serving_model import PLANNING_WINDOW_S
 from ..policies import PlanContext, plan
 from ..policies.helix import BASELINE_CANDIDATES as CANDIDATE_PLANNERS  # the baselines' planners
+from .spec import workload_lengths
 
 # by default, the candidates the serving model ranks highest that are served: 3, since its ranking has been
 # off by two places (helix-42node / Llama-2-70B, conv, seed 1, before the spread flows: the whole-cluster
@@ -67,16 +68,19 @@ class Candidate:
                 **({"error": self.error} if self.error else {})}
 
 
-def _served(spec, ctx: PlanContext, placement: Placement, scheduler: str, workload) -> tuple[float, float, float]:
+def _served(spec, ctx: PlanContext, placement: Placement, scheduler: str, workload,
+            predicted: float | None = None) -> tuple[float, float, float]:
     """(max-flow bound, decode tokens/s, predicted decode tokens/s or None) of ``placement`` served by
-    ``scheduler`` in a short offline run; the prediction is the serving model's for the same run."""
+    ``scheduler`` in a short offline run; the prediction is the serving model's for the same run (``predicted``:
+    already made, by the planner over the same closed loop)."""
     from .execute import engine_config
     from .prediction import prediction_labels
     from .spec import prepared_from
 
     short = replace(spec, mode="offline", warmup=VERIFY_WARMUP_S, duration=VERIFY_WINDOW_S)
     p = prepared_from(short, ctx, workload, placement, scheduler, np.random.default_rng(spec.seed))
-    predicted = prediction_labels(p)["predicted_decode_tokens_per_s"]  # before the run: schedulers keep state
+    if predicted is None and spec.predict:  # before the run: schedulers keep state
+        predicted = prediction_labels(p)["predicted_decode_tokens_per_s"]
     config = engine_config(spec, ctx.limits, mode="offline", duration_s=VERIFY_WINDOW_S, warmup_s=VERIFY_WARMUP_S,
                            progress=False)
     sim = Simulation(placement, p.scheduler, ctx.costs, workload, config)
@@ -86,18 +90,20 @@ def _served(spec, ctx: PlanContext, placement: Placement, scheduler: str, worklo
 
 
 def _serve_all(spec, ctx: PlanContext, placements: list[Placement], scheduler: str, workload,
-               also: list = ()) -> tuple[list, list]:
+               also: list = (), predicted: list | None = None) -> tuple[list, list]:
     """``_served`` of each placement (or the SimError it raised), in order, and the results of the thunks
-    ``also``, side by side in forked processes (:func:`simulator.forked.run_all`)."""
-    def short_run(placement):
+    ``also``, side by side in forked processes (:func:`simulator.forked.run_all`); ``predicted``: per placement,
+    its prediction for the short run where already made (else None)."""
+    def short_run(placement, known):
         def thunk():
             try:
-                return _served(spec, ctx, placement, scheduler, workload)
+                return _served(spec, ctx, placement, scheduler, workload, known)
             except SimError as e:
                 return e
         return thunk
 
-    got = forked.run_all([short_run(p) for p in placements] + list(also))
+    known = predicted or [None] * len(placements)
+    got = forked.run_all([short_run(p, k) for p, k in zip(placements, known)] + list(also))
     return got[:len(placements)], got[len(placements):]
 
 
@@ -157,7 +163,12 @@ def verified_placement(spec, ctx: PlanContext, planner: str, own: Placement, sch
     else:  # the planner's own pick ranks first by construction; sorted() keeps the listed order on ties
         serve = ([c for _, c in sorted(ranked, key=lambda t: -t[0])[:top]] or candidates[:1]) + extra
     serve = [c for c in serve if c.placement is not None]
-    runs, also_got = _serve_all(spec, ctx, [c.placement for c in serve], scheduler, workload, also)
+    # helix-milp's listed candidates carry its serving model's prediction for this very closed loop (Helix's
+    # scheduler, the same requests, the short run's window: closed_loop_prediction), so it is not made again
+    same_loop = scheduler == "helix" and ctx.lengths is not None and \
+        [list(x) for x in ctx.lengths] == [list(x) for x in workload_lengths(workload)]
+    known = [c.predicted_decode_tokens_per_s if same_loop and any(c is r for _, r in ranked) else None for c in serve]
+    runs, also_got = _serve_all(spec, ctx, [c.placement for c in serve], scheduler, workload, also, known)
     for c, got in zip(serve, runs):
         if isinstance(got, SimError):
             c.error = str(got)
