@@ -321,15 +321,7 @@ class NodeSim:
             if f in self.swapped:
                 parked.append((f, ep))
                 continue
-            while self.free_kv() < need and self.resident:
-                victim = next(reversed(self.resident))
-                self.sim.preempt(victim)
-                if victim is f:
-                    break
-            if f.epoch != ep:
-                continue
-            if self.free_kv() < need:  # nothing left to preempt; cannot happen after the fit check
-                self.sim.preempt(f)
+            if not self._preempt_for(f, ep, need):
                 continue
             self.alloc(f, need)
             batch.append((f, ep))
@@ -375,15 +367,7 @@ class NodeSim:
             need = per_token * f.counts[f.hop]
             if cap - self.kv_used < need:
                 stats.kv_peak_bytes = max(stats.kv_peak_bytes, self.kv_used)
-                while cap - self.kv_used < need and resident:
-                    victim = next(reversed(resident))
-                    self.sim.preempt(victim)
-                    if victim is f:
-                        break
-                if f.epoch != ep:
-                    continue
-                if cap - self.kv_used < need:  # nothing left to preempt; cannot happen after the fit check
-                    self.sim.preempt(f)
+                if not self._preempt_for(f, ep, need):
                     continue
             if f not in resident:  # alloc(), inline
                 resident[f] = None
@@ -395,6 +379,21 @@ class NodeSim:
             budget -= 1
         stats.kv_peak_bytes = max(stats.kv_peak_bytes, self.kv_used)
         return seqs, budget
+
+    def _preempt_for(self, f: Flight, ep: int, need: float) -> bool:
+        """Recompute preemption for ``f``'s decode step here: the newest residents are preempted until
+        ``need`` bytes are free (``f`` itself if it is the newest); whether ``f`` still takes its step."""
+        while self.free_kv() < need and self.resident:
+            victim = next(reversed(self.resident))
+            self.sim.preempt(victim)
+            if victim is f:
+                break
+        if f.epoch != ep:
+            return False
+        if self.free_kv() < need:  # nothing left to preempt; cannot happen after the fit check
+            self.sim.preempt(f)
+            return False
+        return True
 
     # ---- swap preemption (EngineConfig.preemption == "swap") --------------------------------
     def _latest_resident(self, excluded) -> Flight | None:

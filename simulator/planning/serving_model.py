@@ -783,8 +783,8 @@ class _Model:
     def _preempt(self, over: np.ndarray, res: np.ndarray, queued: np.ndarray, admitted_at: np.ndarray,
                  ctx: np.ndarray, w: np.ndarray, kvk: np.ndarray) -> float:
         """Online, a node whose KV is ``over`` full by that many bytes preempts its newest residents (elements
-        of ``res``, views of the live rows, re-queued in ``queued``) until the overflow is freed; returns the
-        requests preempted (their shares)."""
+        of ``res``, re-queued in ``queued``: views of the step's rows, as ``admitted_at``, ``ctx`` and ``w``)
+        until the overflow is freed; returns the requests preempted (their shares)."""
         nr = res.shape[1]
         preempted = 0.0
         for i_node in np.nonzero(over > 0)[0]:

@@ -278,9 +278,8 @@ def _best_variant(ctx: PlanContext, whole: Placement, overhead: float, notes: di
             notes.setdefault("milp_variants_left_out", {})[label] = skipped
         if ranges and not any(ranges == x[1].ranges for x in variants):
             variants.append((label, placement, solves, v))
-    notes.setdefault("milp_variants_left_out", {}).update(left_out.get("milp_variants_left_out", {}))
-    if not notes["milp_variants_left_out"]:
-        del notes["milp_variants_left_out"]
+    if left_out:
+        notes.setdefault("milp_variants_left_out", {}).update(left_out["milp_variants_left_out"])
     for (label, placement), v in zip(baselines, got[1 + len(GROUPINGS):]):
         if not any(placement.ranges == x[1].ranges for x in variants):
             variants.append((label, placement, [], v))
