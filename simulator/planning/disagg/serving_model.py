@@ -15,7 +15,10 @@ decode group j) pair carrying ``lambda_ij`` requests/s:
    j holds at most ``N_j = min_s watermark cap_s / (k_s kv (in_res + booked_out)) - ADMISSION_SLACK``
    requests and prefill group i at most ``M_i = min_s watermark cap_s / (k_s kv mean_in)`` (``in_res``: the
    residence-weighted input, as in the colocated model). Online (no booking) a decode resident holds its
-   actual context against ``1 - ENGINE_KV_WATERMARK`` of the KV.
+   actual context against ``1 - ENGINE_KV_WATERMARK`` of the KV. A prompt's phase after its wait (its stages
+   and its hand-off) lasts about in proportion to its length, so long prompts hold their bookings longer: the
+   rows of step 2 weigh that phase's time by ``E[in^2] / E[in]^2`` on the prompt stages and
+   ``E[(in + booked) in] / (E[in] (in_res + booked))`` on the decode stages (:func:`_prompt_booking_weights`).
 2. **Little's law per booking**: ``sum_i lambda_ij T_ij <= N_j`` and ``sum_j lambda_ij P_ij <= M_i``, with
    ``P_ij = W_i + TTFT_i + X_ij`` (the wait for the prefill group, the prompt through its stages, the hand-off)
    and ``T_ij = P_ij + (mean_out - 1) RT_j`` (one decode round trip per later token).
@@ -33,10 +36,14 @@ decode group j) pair carrying ``lambda_ij`` requests/s:
    :data:`DECODE_EXTRA_BATCHES` more forming at the first, so ``RT_j = max(sum_s tau_s(B) + links + slice
    waits, batches x max_s tau_s(B))`` at ``B = n_j / batches``; a decode hop also waits behind the hand-off
    slices on the links and NICs it shares with them (half a slice's time, at their busy share). Prefill
-   wait ``W_i``: M/D/1 at ``rho_i = lambda_i / c_P,i``, plus the prompt's ride in batches: a stage takes every
-   prompt waiting when it starts, so a batch holds ``1 / (1 - rho_i)`` prompts and a prompt's stages take that
-   many times its own prefill (helix-single24 / distserve: the T4 prefill pipeline's iterations hold 1.6
-   prompts at 27 % busy in the engine). Hand-off: the slowest
+   wait ``W_i``: M/D/1 at every stage (``rho_s = rho_i tau_s / max tau``, ``rho_i = lambda_i / c_P,i``;
+   batches of uneven sizes queue again at each stage), plus the prompt's ride in batches: a stage takes every
+   prompt waiting when it starts, so a batch holds the ``1 / (1 - rho_i)`` that arrived during the last one
+   and, offline, the requests admitted at the same instant (:func:`_admission_group_mates`: a finishing
+   request's booking lets in as many heads as fit, 1.06 others with each one over the Azure conv trace's
+   lengths), at most the token budget's worth; a prompt's stages take that many times its own prefill
+   (helix-single24 / distserve, offline, engine: 0.98 others admitted with each request, batches of 2.0-2.3
+   prompts at the T4 stages at 27-30 % busy, 0.13-0.22 s of queue at each of the ten). Hand-off: the slowest
    of its streams (``latency + bytes / rate``, the tightest of link and NICs), stretched by ``1 / (1 - rho)``
    of the busiest resource it crosses (the slices share it as a processor).
 6. **Online** at the workload's arrivals in the window (or a mean ``rate``): served up to the capacity of
@@ -48,7 +55,9 @@ decode group j) pair carrying ``lambda_ij`` requests/s:
    emits inside the window (its first at ``W_i + TTFT_i``, the rest one per ``RT_j`` from ``X_ij`` later).
 
 Not modelled: preemption, the FIFO of transfers waiting for decode KV (the offline booking has reserved it),
-prompt batches split by the 4096-token budget, decode activations sharing NICs with hand-offs.
+prompts split over iterations by the 4096-token budget, decode activations sharing NICs with hand-offs, decode
+batches of uneven sizes queueing at the decode stages (helix-single24 / LLaMA-30B / distserve, the A100 group:
+2.3 ms at each stage, 10 % of its round trip).
 Core code: numpy and scipy only, no SimPy, no torch.
 """
 
@@ -119,7 +128,7 @@ class DisaggModel:
         self.cost = {n: costs.layer_cost(self.cluster.nodes[n].machine)
                      for g in [*self.prefill.values(), *self.decode.values()] for n in g.nodes}
         # prompt side (step 3): the prompt through the stages in sequence, prompts/s as a pipeline
-        self.ttft0, self.prompt_compute, self.c_p, self.tau_p_max = {}, {}, {}, {}
+        self.ttft0, self.prompt_compute, self.c_p, self.tau_p_max, self.tau_p = {}, {}, {}, {}, {}
         for i, g in self.prefill.items():
             taus = [k * float(np.mean(self.cost[n].prefill_array(stats.inputs))) +
                     (self.cost[n].head(1) if e == self.n_layers else 0.0)
@@ -127,13 +136,20 @@ class DisaggModel:
             self.prompt_compute[i] = sum(taus)
             self.ttft0[i] = sum(taus) + self._prompt_links(g)
             self.tau_p_max[i] = max(taus)
+            self.tau_p[i] = taus
             self.c_p[i] = 1.0 / max(taus) if max(taus) > 0 else math.inf
         # bookings (step 1)
+        self.booking_weights = None  # offline: how the prompt phase's bookings weigh its times (step 1)
+        self.group_mates = 0.0  # offline: requests admitted with each one (step 5)
         if kv_rule == "offline":
             booked = stats.mean_output if booked_output is None else booked_output
             per_resident, share = self.kv_layer * (stats.resident_input + booked), KV_ADMIT_WATERMARK
+            self.booking_weights = _prompt_booking_weights(stats, booked)
+            self.group_mates = _admission_group_mates(stats, booked)
         else:
             per_resident, share = self.kv_layer * stats.resident_context, 1.0 - ENGINE_KV_WATERMARK
+        # a prompt iteration holds at most the token budget: the most prompts of mean length a batch takes
+        self.batch_cap = max(1.0, limits.max_tokens / max(stats.mean_input, 1.0))
         cap = placement.kv_capacity_bytes
         self.n_max = {j: max(0.0, min(share * cap(n) / (k * per_resident) for n, k in zip(g.nodes, g.counts()))
                              - ADMISSION_SLACK) for j, g in self.decode.items()}
@@ -241,6 +257,20 @@ class DisaggModel:
             n = 0.5 * (n + new)
         return rt, n
 
+    def _stage_queues(self, i: int, rho: float) -> float:
+        """A prompt's waits for busy stages of prefill group ``i`` (its slowest stage busy ``rho``): M/D/1 at each
+        stage, ``rho_s / (2 (1 - rho_s)) tau_s`` with ``rho_s = rho tau_s / max tau``. Batches of different sizes
+        leave a stage at uneven times, so they queue again at every stage, not only at the first
+        (helix-single24 / distserve, offline: 0.13-0.22 s at each of the ten T4 stages)."""
+        top = self.tau_p_max[i]
+        return sum(r / (2.0 * (1.0 - r)) * t for t in self.tau_p[i] for r in [rho * t / top if top > 0 else 0.0])
+
+    def _riders(self, rho: float) -> float:
+        """Prompts in the batch a prompt rides at a prefill stage busy ``rho`` of the time: those that arrived
+        during the last batch, ``1 / (1 - rho)``, plus the others admitted with it (offline), at most what
+        the token budget holds."""
+        return max(1.0, min(1.0 / (1.0 - rho) + self.group_mates, self.batch_cap))
+
     def _slice_wait(self, hops: list[int], rho: dict) -> float:
         """Seconds a message along ``hops`` waits behind hand-off slices: per resource it crosses, the share of
         time a slice holds it times half a slice's time there (the engine books each slice of whole layers,
@@ -260,7 +290,7 @@ class DisaggModel:
         # a prompt waits for the busy stage (M/D/1) and behind hand-off slices on its links; a stage takes
         # every prompt waiting when it starts, so its batches hold those that arrived during the last one:
         # 1 / (1 - rho) prompts on average, and each prompt rides a batch that long at every stage
-        wait = {i: r / (2.0 * (1.0 - r)) * self.tau_p_max[i] + self.prompt_compute[i] * (1.0 / (1.0 - r) - 1.0)
+        wait = {i: self._stage_queues(i, r) + self.prompt_compute[i] * (self._riders(r) - 1.0)
                 + self._slice_wait([self.coord, *self.prefill[i].nodes], rho_r) for i, r in rho_p.items()}
         handoff = {}
         for p, streams in self.streams.items():
@@ -271,9 +301,15 @@ class DisaggModel:
             rt[j], decoding[j] = self.decoding_at_rate(j, sum(v for (_, b), v in lam.items() if b == j),
                                                        self._slice_wait([self.coord, *g.nodes, self.coord], rho_r))
         before = {(i, j): wait[i] + self.ttft0[i] + handoff[(i, j)] for (i, j) in self.pairs}
-        resid = {(i, j): before[(i, j)] + self.out_left * rt[j] for (i, j) in self.pairs}
+        # the bookings' Little's law (step 1) over the prompt phase: its times weighted by the KV each request books
+        held_p, held_d = before, before
+        if self.booking_weights is not None:
+            wp, wd = self.booking_weights
+            held_p = {p: wait[p[0]] + wp * (before[p] - wait[p[0]]) for p in self.pairs}
+            held_d = {p: wait[p[0]] + wd * (before[p] - wait[p[0]]) for p in self.pairs}
+        resid = {(i, j): held_d[(i, j)] + self.out_left * rt[j] for (i, j) in self.pairs}
         return {"wait": wait, "handoff": handoff, "rt": rt, "decoding": decoding, "before": before,
-                "resid": resid, "rho_prefill": rho_p, "rho_links": rho_r}
+                "held_prompt": held_p, "resid": resid, "rho_prefill": rho_p, "rho_links": rho_r}
 
     # ---- capacity (step 4) ------------------------------------------------------------------------------
     def _largest(self, t: dict) -> dict[tuple[int, int], float]:
@@ -298,7 +334,7 @@ class DisaggModel:
         for i in self.prefill:
             row({p: 1.0 for p in pairs if p[0] == i}, MAX_UTILISATION * self.c_p[i])
             if i in self.m_max:
-                row({p: t["before"][p] for p in pairs if p[0] == i}, self.m_max[i])
+                row({p: t["held_prompt"][p] for p in pairs if p[0] == i}, self.m_max[i])
         for cap, per in self.resource_rows.values():
             row(per, MAX_UTILISATION * cap)
         res = linprog(-np.ones(len(pairs)), A_ub=np.array(rows), b_ub=np.array(caps), bounds=(0, None),
@@ -350,6 +386,48 @@ class DisaggModel:
             lam = new if it == 0 else {p: 0.5 * (lam[p] + new[p]) for p in lam}
             t = self.times(lam)
         return lam, self.times(lam)
+
+
+def _prompt_booking_weights(stats, booked: float) -> tuple[float, float]:
+    """How much more KV-time the prompt phase books than its mean time x the mean booking (step 1).
+
+    A prompt's phase after its wait for the prefill group -- its stages and its hand-off -- takes time about in
+    proportion to its length, and it books ``in`` tokens on its prompt stages and ``in + booked`` on its decode
+    stages meanwhile. So long prompts hold their bookings longer and the bookings' Little's law counts
+    ``E[in x in] / E[in]^2`` (prompt stages) and ``E[(in + booked) in] / (E[in] (in_res + booked))`` (decode
+    stages, whose residents N_j are counted in bookings of ``in_res + booked``) times that phase's mean time.
+    (prompt stages, decode stages)."""
+    inp = np.asarray(stats.inputs, dtype=np.float64)
+    mean = float(inp.mean()) if inp.size else 0.0
+    if mean <= 0:
+        return 1.0, 1.0
+    second = float((inp * inp).mean())
+    return second / mean ** 2, (second + booked * mean) / (mean * (stats.resident_input + booked))
+
+
+def _admission_group_mates(stats, booked: float) -> float:
+    """Offline: the requests admitted at the same instant as a given one, besides it.
+
+    The closed loop admits from its queue when a finishing request frees its booking, ``in + booked``, while
+    the queue's head fits in what is free: a long request's booking lets several short ones in at once, a
+    short one's none until more is free. Played over the workload's lengths (a release of each request's
+    booking in turn, a shifted order of heads): ``E[N^2] / E[N] - 1`` over the admissions ``N`` per release.
+    They start together and ride the prefill stages in one batch."""
+    need = np.asarray(stats.inputs, dtype=np.float64) + booked
+    n = need.size
+    if n < 2:
+        return 0.0
+    freed = np.roll(need, n // 2)
+    credit, head, s1, s2 = 0.0, 0, 0.0, 0.0
+    for x in freed:
+        credit += x
+        k = 0
+        while credit >= need[head]:
+            credit -= need[head]
+            head = (head + 1) % n
+            k += 1
+        s1, s2 = s1 + k, s2 + k * k
+    return s2 / s1 - 1.0 if s1 > 0 else 0.0
 
 
 def _tokens_until(age: np.ndarray, ttft: float, handoff: float, rt: float, outputs: np.ndarray) -> np.ndarray:
