@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import HELIX_PROFILES, SHARED_TRACES
-from simulator.planning.disagg.serving_model import _admission_group_mates, _prompt_booking_weights, _tokens_until
+from simulator.planning.disagg.serving_model import (
+    DisaggModel,
+    _admission_group_mates,
+    _prompt_booking_weights,
+    _tokens_until,
+)
 from simulator.planning.serving_model import WorkloadStats, predict_prepared
 from simulator.runs.execute import RunSpec, execute, prepare
 
@@ -67,6 +72,13 @@ def test_disaggregated_online_below_capacity_serves_what_arrives():
 CONV = SHARED_TRACES / "AzureLLMInferenceTrace_conv.csv"
 
 
+def _offline_tables_cell(cluster: str, policy: str) -> RunSpec:
+    """An offline cell of the accuracy grid (benchmarks/serving_model_accuracy): Llama-2-70B on Helix's tables,
+    Azure conv, 60 s + 300 s."""
+    return RunSpec(cluster=cluster, model="llama2-70b", policy=policy, mode="offline", trace=str(CONV),
+                   duration=300.0, warmup=60.0, profiles=[str(HELIX_PROFILES)], progress=False)
+
+
 @pytest.mark.skipif(not CONV.is_file(), reason="no Azure traces (make traces)")
 def test_distserve_online_near_capacity_decodes_fill_to_equal_room():
     """hexgen2-het1 / Llama-2-70B / distserve online at 0.9 of what it serves offline (Azure conv, 60 s + 300 s,
@@ -92,8 +104,7 @@ def test_distserve_offline_prompts_ride_with_the_requests_admitted_with_them():
     its hand-off, as it rides with the requests admitted at the same instant and queues at every stage.
     Predicted with a batch of 1 / (1 - rho) at one queue: +20.3 %, prompt phase 6 s; with both, +14.1 % when
     written."""
-    spec = RunSpec(cluster="helix-single24", model="llama2-70b", policy="distserve", mode="offline",
-                   trace=str(CONV), duration=300.0, warmup=60.0, profiles=[str(HELIX_PROFILES)], progress=False)
+    spec = _offline_tables_cell("helix-single24", "distserve")
     pred = predict_prepared(prepare(spec))
     served = execute(spec).summary
     assert abs(pred.decode_tokens_per_s / served["decode_tokens_per_s"] - 1) < 0.15
@@ -108,10 +119,7 @@ def test_offline_window_ends_before_decode_groups_behind_slow_links_fill():
     to the L4 decode group cross 10.6-14.4 MB/s region links that carry 0.3 requests/s, each of which then
     decodes for some 250 s, so the group is still filling when the window ends. Counted in steady state the
     prediction was +79 %; filling from an empty system, +32 % when written. Far past the fill the share is 1."""
-    from simulator.planning.disagg.serving_model import DisaggModel
-
-    spec = RunSpec(cluster="helix-3region", model="llama2-70b", policy="distserve", mode="offline",
-                   trace=str(CONV), duration=300.0, warmup=60.0, profiles=[str(HELIX_PROFILES)], progress=False)
+    spec = _offline_tables_cell("helix-3region", "distserve")
     prepared = prepare(spec)
     pred = predict_prepared(prepared)
     served = execute(spec).summary["decode_tokens_per_s"]

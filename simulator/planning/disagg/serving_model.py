@@ -137,14 +137,13 @@ class DisaggModel:
         self.cost = {n: costs.layer_cost(self.cluster.nodes[n].machine)
                      for g in [*self.prefill.values(), *self.decode.values()] for n in g.nodes}
         # prompt side (step 3): the prompt through the stages in sequence, prompts/s as a pipeline
-        self.ttft0, self.prompt_compute, self.c_p, self.tau_p_max, self.tau_p = {}, {}, {}, {}, {}
+        self.ttft0, self.prompt_compute, self.c_p, self.tau_p = {}, {}, {}, {}
         for i, g in self.prefill.items():
             taus = [k * float(np.mean(self.cost[n].prefill_array(stats.inputs))) +
                     (self.cost[n].head(1) if e == self.n_layers else 0.0)
                     for n, k, (_, e) in zip(g.nodes, g.counts(), g.layers)]
             self.prompt_compute[i] = sum(taus)
             self.ttft0[i] = sum(taus) + self._prompt_links(g)
-            self.tau_p_max[i] = max(taus)
             self.tau_p[i] = taus
             self.c_p[i] = 1.0 / max(taus) if max(taus) > 0 else math.inf
         # bookings (step 1)
@@ -271,7 +270,7 @@ class DisaggModel:
         stage, ``rho_s / (2 (1 - rho_s)) tau_s`` with ``rho_s = rho tau_s / max tau``. Batches of different sizes
         leave a stage at uneven times, so they queue again at every stage, not only at the first
         (helix-single24 / distserve, offline: 0.13-0.22 s at each of the ten T4 stages)."""
-        top = self.tau_p_max[i]
+        top = max(self.tau_p[i])
         return sum(r / (2.0 * (1.0 - r)) * t for t in self.tau_p[i] for r in [rho * t / top if top > 0 else 0.0])
 
     def _riders(self, rho: float) -> float:
@@ -296,9 +295,8 @@ class DisaggModel:
                  for i in self.prefill}
         rho_r = {key: min(sum(lam.get(p, 0.0) * b for p, b in per.items()) / cap, MAX_UTILISATION)
                  for key, (cap, per) in self.resource_rows.items()}
-        # a prompt waits for the busy stage (M/D/1) and behind hand-off slices on its links; a stage takes
-        # every prompt waiting when it starts, so its batches hold those that arrived during the last one:
-        # 1 / (1 - rho) prompts on average, and each prompt rides a batch that long at every stage
+        # a prompt waits for busy stages (M/D/1 at each) and behind hand-off slices on its links, and rides a
+        # batch of _riders prompts at every stage (step 5)
         wait = {i: self._stage_queues(i, r) + self.prompt_compute[i] * (self._riders(r) - 1.0)
                 + self._slice_wait([self.coord, *self.prefill[i].nodes], rho_r) for i, r in rho_p.items()}
         handoff = {}
@@ -438,7 +436,7 @@ def _prompt_booking_weights(stats, booked: float) -> tuple[float, float]:
     stages meanwhile. So long prompts hold their bookings longer and the bookings' Little's law counts
     ``E[in x in] / E[in]^2`` (prompt stages) and ``E[(in + booked) in] / (E[in] (in_res + booked))`` (decode
     stages, whose residents N_j are counted in bookings of ``in_res + booked``) times that phase's mean time.
-    (prompt stages, decode stages)."""
+    Returns (prompt stages, decode stages)."""
     inp = np.asarray(stats.inputs, dtype=np.float64)
     mean = float(inp.mean()) if inp.size else 0.0
     if mean <= 0:
@@ -455,7 +453,7 @@ def _admission_group_mates(stats, booked: float) -> float:
     short one's none until more is free. Played over the workload's lengths (a release of each request's
     booking in turn, a shifted order of heads): ``E[N^2] / E[N] - 1`` over the admissions ``N`` per release.
     They start together and ride the prefill stages in one batch."""
-    need = np.asarray(stats.inputs, dtype=np.float64) + booked
+    need = np.maximum(np.asarray(stats.inputs, dtype=np.float64), 1.0) + booked  # a request books a token at least
     n = need.size
     if n < 2:
         return 0.0
