@@ -161,12 +161,18 @@ def _reap(procs: dict, grace_s: float = 10.0) -> None:
 
 
 def write_live(result: LiveResult, out: Path, plots: bool = True) -> list[Path]:
-    """requests.csv, summary.json and the plots of a live run, as ``sim run`` writes them, and iterations.csv."""
+    """requests.csv, summary.json and the plots of a live run, as ``sim run`` writes them, iterations.csv, and
+    config.json (the run's options, so ``sim calibrate --from-live`` can say what a fit was taken on)."""
+    import json
+    from dataclasses import asdict
+
+    from simulator.metrics.records import jsonable
     from simulator.metrics.report import write_run
 
     paths = write_run(out, result.records, result.coordinator.series, result.summary, plots)
     iterations_frame(result.coordinator).to_csv(out / "iterations.csv", index=False)
-    return [*paths, out / "iterations.csv"]
+    (out / "config.json").write_text(json.dumps({"run": jsonable(asdict(result.spec)), "driver": "live"}, indent=2) + "\n")
+    return [*paths, out / "iterations.csv", out / "config.json"]
 
 
 def worker_main() -> int:
@@ -180,7 +186,11 @@ def iterations_frame(coord: Coordinator):
     import pandas as pd
 
     df = pd.DataFrame(coord.iterations, columns=list(ITERATION_COLUMNS))
-    df["node"] = [coord.cluster.nodes[n].name for n in df["node"]]
+    ids = df["node"].to_list()
+    df["node"] = [coord.cluster.nodes[n].name for n in ids]
+    # what `sim calibrate --from-live` needs to fit per-layer tables: the node's machine type and layers held
+    df.insert(1, "machine", [coord.cluster.nodes[n].machine.name for n in ids])
+    df.insert(2, "layers", [coord.placement.layers(n) for n in ids])
     return df
 
 

@@ -51,6 +51,8 @@ def run_options(f):
         click.option("--duration", type=TIME, default=600.0, show_default=True, help="measurement window"),
         click.option("--warmup", type=TIME, default=60.0, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--trace-start", type=TIME, default=0.0, show_default=True,
+                     help="online, a trace file: start the window this far into the (rescaled) trace"),
         click.option("--profiles", multiple=True, help="folder of measured latency tables (ours or Helix's layout)"),
         click.option("--roofline-only", is_flag=True, help="ignore measured tables"),
         click.option("--max-inflight", type=int, default=None,
@@ -236,13 +238,21 @@ def live(device, dtype, threads, slots, weights, data_backend, shape_links, hang
 @run_options
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads per worker (and when profiling)")
+@click.option("--suite/--single", default=True, show_default=True,
+              help="offline (closed loop, --max-inflight or 16 in flight) and online at 0.25, 0.8 and 1.3x the "
+                   "requests/s served offline; --single: only the run the options describe")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="first serve the first policy live on a held-out slice (seed + 1, the next trace window), fit "
+                   "latency tables to its iterations and simulate with them (the profiled tables' figures beside)")
 @click.option("--out", type=click.Path(file_okay=False), default="results/validate", show_default=True)
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def validate_cmd(labels, device, threads, out, quiet, **kw):
+def validate_cmd(labels, device, threads, suite, calibrate, out, quiet, **kw):
     """Serve the workload live on this machine and simulate it; print simulated against measured.
 
     POLICY... default: random helix. Profiles this machine first unless --profiles is given. Use the
-    options of `sim run` for the cluster (e.g. cpu2), model, trace, rate and window.
+    options of `sim run` for the cluster (e.g. cpu2), model, trace and window; by default the loads are
+    the suite's (offline and three online loads), each row says which tables it was simulated with and
+    whether the run is held out from the calibration.
     """
     _require_torch("validate")
     from .runs.execute import spec_from_options
@@ -252,7 +262,7 @@ def validate_cmd(labels, device, threads, out, quiet, **kw):
     spec.progress = not quiet
     _runtime_runs(spec, "validate")
     rows = validate(spec, list(labels) or ["random", "helix"], Path(out), device=device, threads=threads,
-                    echo=lambda line: click.echo(line, err=True))
+                    echo=lambda line: click.echo(line, err=True), suite=suite, calibrate=calibrate)
     click.echo(format_rows(rows))
     click.echo(f"wrote validation.csv, validation.png and one folder per policy to {out}")
 
@@ -345,34 +355,36 @@ def clusters_import(ini, machine_profiles, output):
 
 
 @cli.command()
-@click.argument("gpu")
-@click.argument("model")
-@click.option("--profiles", multiple=True, help="folder of measured latency tables")
-def costs(gpu, model, profiles):
-    """Per-layer latency of MODEL on GPU (e.g. T4x4): measured against roofline."""
-    from .costs.compare import compare, format_comparison
-    from .catalog.gpus import parse_machine
-    from .catalog.models import load_model
-    from .runs.execute import RunSpec, profile_dirs
-
-    dirs = profile_dirs(RunSpec(profiles=list(profiles)))
-    df = compare(parse_machine(gpu), load_model(model), dirs)
-    click.echo(format_comparison(df))
-
-
-@cli.command()
-@click.argument("gpu")
+@click.argument("gpu", required=False)
 @click.option("--model", "models", multiple=True, help="fit only to tables of this model (repeatable)")
 @click.option("--profiles", multiple=True, help="folder of measured latency tables (repeatable)")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("--from-live", "live_dirs", multiple=True, type=click.Path(file_okay=False),
+              help="fit latency tables to the iterations of this live run (a `sim live --out` folder; repeatable, "
+                   "pooled) instead of refitting GPU's roofline")
+@click.option("--out", type=click.Path(), default=None,
               help="calibration file to write or update [default: FIRST_PROFILES_DIR/calibration.json, "
-                   "else profiler/tables/calibration.json]")
-def calibrate(gpu, models, profiles, out):
-    """Refit GPU's roofline efficiency factors (e.g. L40S, or L4x2's GPU) to its measured tables.
+                   "else profiler/tables/calibration.json]; with --from-live: the profiles folder to write "
+                   "[default: results/calibrated]")
+def calibrate(gpu, models, profiles, live_dirs, out):
+    """Refit GPU's roofline efficiency factors (e.g. L40S, or L4x2's GPU) to its measured tables, or (--from-live)
+    fit latency tables to what a live run measured.
 
     Later runs whose profiles folders include the file use them for GPU and for GPUs of its
-    family that have no calibration or fitted factors of their own.
+    family that have no calibration or fitted factors of their own. Tables fitted --from-live are used by
+    runs given --profiles OUT; they record the runs they were fitted on, and `sim validate` says whether its
+    runs are held out from them.
     """
+    if live_dirs:
+        if gpu or models or profiles:
+            raise SimError("sim calibrate --from-live takes only the run folders and --out")
+        from .costs.live_fit import calibrate_from_live, format_fits
+
+        fits, written = calibrate_from_live(live_dirs, Path(out or "results/calibrated"))
+        click.echo(format_fits(fits))
+        click.echo(f"wrote {', '.join(map(str, written))}; use it with --profiles {out or 'results/calibrated'}")
+        return
+    if not gpu:
+        raise SimError("sim calibrate: name a GPU (e.g. L40S) or give --from-live RUN_DIR")
     from .costs.calibrate import CALIBRATION_FILE, calibrate as fit_one, format_result, read_notes, write_calibration
     from .catalog.gpus import parse_machine
     from .catalog.models import load_model

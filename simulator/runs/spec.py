@@ -60,6 +60,7 @@ class RunSpec:
     duration: float = 600.0
     warmup: float = 60.0
     seed: int = 0
+    trace_start: float = 0.0  # online, a trace file: the window starts this far into the (rescaled) trace
     profiles: list[str] = field(default_factory=list)
     roofline_only: bool = False
     max_inflight: int | None = None
@@ -205,7 +206,9 @@ def build_workload(spec: RunSpec, model: ModelSpec, rng: np.random.Generator) ->
     else:
         w = pick(load_trace(resolve_trace(trace)))
     if spec.mode == "online":
-        w = time_window(rescale(w), 0.0, horizon)
+        w = time_window(rescale(w), spec.trace_start, horizon)
+        if spec.trace_start and not w.requests and not w.rejected:
+            raise SimError(f"--trace-start {spec.trace_start:g} s: no arrivals of {w.source} from there on")
     return apply_context_limit(scale_lengths(w, spec.length_scale), model.max_context, spec.context_rule)
 
 

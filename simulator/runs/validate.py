@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..cluster.model import load_cluster
@@ -82,38 +82,137 @@ def simulated_cluster(cluster_name: str, round_trip_s: float, stages: int, out: 
     return path
 
 
+# ---- the saturation suite (issue 16): offline and three online loads, calibrated on held-out live runs ----
+OFFLINE_INFLIGHT = 16  # offline cases: requests in flight when the spec names none (benchmarks/live_validation's)
+LOAD_SHARES = (("light", 0.25), ("knee", 0.8), ("past knee", 1.3))  # online loads, shares of the offline capacity
+CALIBRATION_SEED_OFFSET = 1  # calibration runs use seed + this and the next trace slice: the suite's runs are held out
+
+
+@dataclass(frozen=True)
+class Case:
+    """One validated run: a name (``offline``, ``online light`` ...) and its spec (policy set per row)."""
+
+    name: str
+    spec: RunSpec
+
+
 def validate(spec: RunSpec, policies: list[str], out: Path, *, device: str = "cpu", threads: int = 1,
-             echo=print) -> list[dict]:
-    """Live and simulated runs of each policy; returns the rows of ``validation.csv``."""
-    from runtime.launch import LiveOptions, run_live, write_live
+             echo=print, suite: bool = False, calibrate: bool = False) -> list[dict]:
+    """Live and simulated runs of each policy; returns the rows of ``validation.csv``.
 
-    from .execute import execute, write_outputs
-
+    ``suite``: instead of ``spec``'s own mode and rate, validate offline (closed loop, ``spec.max_inflight`` or
+    :data:`OFFLINE_INFLIGHT` in flight) and online at :data:`LOAD_SHARES` of the requests/s served offline.
+    ``calibrate``: first serve the first policy live on a held-out slice (seed + :data:`CALIBRATION_SEED_OFFSET`,
+    the next trace window; offline, and online past the knee when ``suite``), fit tables to those iterations
+    (:mod:`simulator.costs.live_fit`) and simulate with them; the profiled tables' figures are kept beside.
+    """
     out.mkdir(parents=True, exist_ok=True)
     if not spec.profiles:
         echo(f"profiling {spec.model} on this machine ({device}) ...")
         spec = replace(spec, profiles=[str(profile_here(spec, device, out / "profiles", threads))])
+    offline = replace(spec, mode="offline", max_inflight=spec.max_inflight or OFFLINE_INFLIGHT)
+    capacity = None
+    calibrated: list[str] = []
+    if calibrate:
+        calibrated, capacity = _calibrate(offline if suite else spec, policies[0], out, device, threads, echo, suite)
+    cases = [Case("run", spec)]
+    if suite:
+        cases = [Case("offline", offline)]
+    rows: list[dict] = []
+    for i, case in enumerate(cases):
+        rows += _validate_case(case, policies, out / _slug(case.name), calibrated, device, threads, echo)
+        if suite and i == 0:
+            if capacity is None:  # no calibration run: the first policy's offline run measures the capacity
+                capacity = _capacity(rows[0]["_live_summary"], offline)
+            cases += [Case(f"online {name}", replace(spec, mode="online", rate=share * capacity, max_inflight=None))
+                      for name, share in LOAD_SHARES]
+    for r in rows:
+        r.pop("_live_summary", None)
+    _write(rows, out)
+    return rows
+
+
+def _calibrate(spec: RunSpec, policy: str, out: Path, device: str, threads: int, echo, suite: bool):
+    """Serve ``policy`` live on a held-out slice of ``spec``'s workload and fit tables to it: (profile folders
+    with the fitted one first, offline requests/s served or None)."""
+    from runtime.launch import LiveOptions, run_live, write_live
+
+    from ..costs.live_fit import calibrate_from_live, format_fits
+
+    held = replace(_with_policy(spec, policy), seed=spec.seed + CALIBRATION_SEED_OFFSET,
+                   trace_start=spec.trace_start + spec.warmup + spec.duration)
+    runs = [("offline" if held.mode == "offline" else held.mode, held)]
+    dirs, capacity = [], None
+    for i, (name, run_spec) in enumerate(runs):
+        echo(f"calibration: {policy} {name} live ({run_spec.warmup + run_spec.duration:.0f} s, seed {run_spec.seed}) ...")
+        live = run_live(run_spec, LiveOptions(device=device, threads=threads))
+        d = out / "calibration" / _slug(name)
+        write_live(live, d, plots=False)
+        if live.error:
+            raise SimError(f"calibration run {policy} {name}: {live.error}")
+        dirs.append(d)
+        if suite and i == 0:
+            capacity = _capacity(live.summary, run_spec)
+            past = max(share for _, share in LOAD_SHARES)
+            runs.append(("online past knee", replace(run_spec, mode="online", rate=past * capacity, max_inflight=None)))
+    fits, _ = calibrate_from_live(dirs, out / "calibrated")
+    echo(format_fits(fits))
+    return [str(out / "calibrated"), *spec.profiles], capacity
+
+
+def _capacity(live_summary: dict, spec: RunSpec) -> float:
+    """Requests/s an offline live run finished in its window."""
+    rate = (live_summary.get("requests_finished_in_window") or 0) / spec.duration
+    if rate <= 0:
+        raise SimError(f"the offline live run finished no request in its {spec.duration:g} s window: "
+                       "lengthen --duration")
+    return rate
+
+
+def _validate_case(case: Case, policies: list[str], out: Path, calibrated: list[str], device: str, threads: int,
+                   echo) -> list[dict]:
+    from runtime.launch import LiveOptions, run_live, write_live
+
+    from ..costs.live_fit import held_out, live_provenance
+    from ..costs.tables import load_tables
+    from .execute import execute, write_outputs
+
     rows = []
     for label in policies:
-        policy_spec = _with_policy(spec, label)
-        echo(f"{label}: live run ({spec.warmup + spec.duration:.0f} s) ...")
+        policy_spec = _with_policy(case.spec, label)
+        rate = f" at {case.spec.rate:.2f} requests/s" if case.spec.mode == "online" and case.spec.rate else ""
+        echo(f"{case.name} {label}: live run{rate} ({case.spec.warmup + case.spec.duration:.0f} s) ...")
         live = run_live(policy_spec, LiveOptions(device=device, threads=threads))
         write_live(live, out / _slug(label) / "live", plots=False)
         if live.error:
             raise SimError(f"{label}: {live.error}")
         stages = max(len(r.route.split()) for r in live.records if r.route) if any(r.route for r in live.records) else 1
-        cluster = simulated_cluster(spec.cluster, live.summary["control_round_trip_ms"] / 1e3, stages, out)
-        echo(f"{label}: simulating ...")
-        sim = execute(replace(policy_spec, cluster=str(cluster)))
-        write_outputs(sim, out / _slug(label) / "sim", plots=False)
+        cluster = simulated_cluster(case.spec.cluster, live.summary["control_round_trip_ms"] / 1e3, stages, out)
+        echo(f"{case.name} {label}: simulating ...")
+        sims = {"profiled": replace(policy_spec, cluster=str(cluster))}
+        if calibrated:
+            sims = {"calibrated": replace(sims["profiled"], profiles=calibrated), **sims}
+        summaries = {}
+        for kind, sim_spec in sims.items():
+            sim = execute(sim_spec)
+            write_outputs(sim, out / _slug(label) / ("sim" if kind == next(iter(sims)) else f"sim_{kind}"), plots=False)
+            summaries[kind] = sim.summary
+        first = next(iter(sims))
+        note = held_out(live_provenance(load_tables(calibrated[0])), policy_spec) if calibrated else "profiled tables"
         for key, name, scale, unit in METRICS:
-            s, m = sim.summary.get(key), live.summary.get(key)
-            rows.append({"policy": label, "metric": name, "unit": unit,
-                         "simulated": None if s is None else s * scale, "measured": None if m is None else m * scale,
-                         "error_pct": error_pct(s, m)})
-        rows.append({"policy": label, "metric": "control round trip", "unit": "ms", "simulated": None,
-                     "measured": live.summary["control_round_trip_ms"], "error_pct": None})
-    _write(rows, out)
+            m = live.summary.get(key)
+            row = {"case": case.name, "policy": label, "metric": name, "unit": unit,
+                   "measured": None if m is None else m * scale}
+            for kind, summary in summaries.items():
+                s = summary.get(key)
+                suffix = "" if kind == first else f"_{kind}"
+                row[f"simulated{suffix}"] = None if s is None else s * scale
+                row[f"error_pct{suffix}"] = error_pct(s, m)
+            row["tables"] = note
+            rows.append(row)
+        rows.append({"case": case.name, "policy": label, "metric": "control round trip", "unit": "ms",
+                     "simulated": None, "measured": live.summary["control_round_trip_ms"], "error_pct": None,
+                     "tables": note, "_live_summary": live.summary})
     _plot(policies, out)
     return rows
 
@@ -137,16 +236,29 @@ def _write(rows: list[dict], out: Path) -> None:
 
 
 def format_rows(rows: list[dict]) -> str:
-    """The table ``sim validate`` prints."""
-    lines = [f"{'policy':<16} {'metric':<18} {'simulated':>12} {'measured':>12} {'error':>8}"]
+    """The table ``sim validate`` prints: per case, simulated (with the calibrated tables where there are
+    some, the profiled ones beside) against measured."""
+    profiled = any("simulated_profiled" in r for r in rows)
+    head = f"{'case':<17} {'policy':<16} {'metric':<18} {'simulated':>10} {'measured':>10} {'error':>8}"
+    if profiled:
+        head += f"  {'profiled':>10} {'error':>8}"
+    lines = [head]
+
+    def cell(v):
+        return "-" if v is None else f"{v:.1f}"
+
+    def err(v):
+        return "-" if v is None else f"{v:+.1f}%"
+
     for r in rows:
-        def cell(v):
-            return "-" if v is None else f"{v:.1f}"
-        err = "-" if r["error_pct"] is None else f"{r['error_pct']:+.1f}%"
         unit = f" {r['unit']}" if r["unit"] else ""
-        lines.append(f"{r['policy']:<16} {r['metric'] + unit:<18} {cell(r['simulated']):>12} "
-                     f"{cell(r['measured']):>12} {err:>8}")
-    return "\n".join(lines)
+        line = (f"{r.get('case', 'run'):<17} {r['policy']:<16} {r['metric'] + unit:<18} {cell(r['simulated']):>10} "
+                f"{cell(r['measured']):>10} {err(r['error_pct']):>8}")
+        if profiled:
+            line += f"  {cell(r.get('simulated_profiled')):>10} {err(r.get('error_pct_profiled')):>8}"
+        lines.append(line)
+    notes = sorted({r["tables"] for r in rows if r.get("tables")})
+    return "\n".join(lines + [f"tables: {n}" for n in notes])
 
 
 def _plot(policies: list[str], out: Path) -> None:
