@@ -191,6 +191,9 @@ def iterations_frame(coord: Coordinator):
     # what `sim calibrate --from-live` needs to fit per-layer tables: the node's machine type and layers held
     df.insert(1, "machine", [coord.cluster.nodes[n].machine.name for n in ids])
     df.insert(2, "layers", [coord.placement.layers(n) for n in ids])
+    # the machine each worker ran on (its own report): workers of one host share its cores and memory
+    hosts = {n: (coord.ready.get(n) or {}).get("host", "") for n in set(ids)}
+    df.insert(3, "host", [hosts[n] for n in ids])
     return df
 
 

@@ -19,6 +19,7 @@ Any exception is reported (``error``) before the process exits non-zero.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 import traceback
@@ -82,7 +83,7 @@ class Worker:
         transport.send_msg(transport.COORDINATOR, {"op": "ready", "node": self.node,
                                                    "weight_bytes": self.stage.weight_bytes(),
                                                    "kv_bytes": self.stage.kv_bytes(), "device": str(device),
-                                                   "pid": os.getpid()})
+                                                   "pid": os.getpid(), "host": socket.gethostname()})
 
     def _warm_up(self) -> None:
         st = self.stage

@@ -69,6 +69,8 @@ seconds; ``inf`` is an unlimited NIC. ``bandwidth = 0`` means "no link".
     # names = ["x", "y", ...]         # or the exact names (count = len(names))
     # nic / nic_in / nic_out          # override [defaults]
     # price_per_hour = 3.0            # machine USD/h (default: catalog x GPUs)
+    # host = "box-1"                  # nodes naming one host are processes of one machine
+                                      # sharing its cores and memory (default: a host each)
 
     [[links]]                         # exact per-link override (no jitter)
     a = "a100-0"                      # node name or "coordinator"
@@ -123,7 +125,7 @@ _TOP_KEYS = ("name", "description", "seed", "jitter", "coordinator", "coordinato
 _NIC_KEYS = ("nic", "nic_in", "nic_out")
 _SPEC_KEYS = ("bandwidth", "latency", "bandwidth_jitter", "latency_jitter")
 _PAIR_KEYS = ("a", "b")
-_NODE_KEYS = ("gpu", "gpus_per_machine", "count", "region", "name", "names", "price_per_hour", *_NIC_KEYS)
+_NODE_KEYS = ("gpu", "gpus_per_machine", "count", "region", "name", "names", "price_per_hour", "host", *_NIC_KEYS)
 _LINK_KEYS = ("a", "b", "bandwidth", "latency", "directed")
 
 
@@ -138,6 +140,9 @@ class Node:
     nic_in: float  # bytes/s
     nic_out: float  # bytes/s
     price_per_hour: float | None  # machine USD/h
+    # nodes with the same host are processes of one machine sharing its cores and memory (a CPU testbed:
+    # cpu2's two workers); the engine slows their iterations while they compute at once (engine.shared_host)
+    host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -357,6 +362,8 @@ class Cluster:
                     f"nic_in = {toml_number(first.nic_in)}", f"nic_out = {toml_number(first.nic_out)}"]
             if first.price_per_hour is not None and first.price_per_hour != first.machine.price_per_hour:
                 out.append(f"price_per_hour = {toml_number(first.price_per_hour)}")
+            if first.host is not None:
+                out.append(f"host = {toml_string(first.host)}")
 
         def default(i, j):
             if self.coordinator in (i, j):
@@ -618,13 +625,14 @@ class _Reader:
             nic_in, nic_out = self.nics(t, f"{where}.", nic)
             price = self.number(t["price_per_hour"], f"{where}.price_per_hour") \
                 if "price_per_hour" in t else machine.price_per_hour
+            host = self.string(t["host"], f"{where}.host") if "host" in t else None
             names = self.node_names(t, where, machine, numbering)
             for name in names:
                 if name in taken:
                     raise self.error(where, f"node name '{name}' is "
                                      + ("reserved" if name == COORDINATOR_NAME else "used twice"))
                 taken.add(name)
-                nodes.append(Node(len(nodes), name, machine, region, nic_in, nic_out, price))
+                nodes.append(Node(len(nodes), name, machine, region, nic_in, nic_out, price, host))
         if not nodes:
             raise self.error("nodes", "the cluster has no nodes")
         return nodes

@@ -63,8 +63,13 @@ class LayerCost:
     """
 
     def __init__(self, machine: str, model: str, source: str, prefill_values: np.ndarray,
-                 decode_values: np.ndarray, step_overhead_s: float = 0.0, head: tuple[float, float] = (0.0, 0.0)):
+                 decode_values: np.ndarray, step_overhead_s: float = 0.0, head: tuple[float, float] = (0.0, 0.0),
+                 shared_host_slowdown: float = 0.0):
         self.machine, self.model, self.source = machine, model, source
+        # a node of this machine type that shares its host with other nodes (cluster TOML ``host``) runs at
+        # 1 / (1 + slowdown x others computing) of its speed (simulator.engine.shared_host); measured by
+        # ``sim calibrate --from-live`` (0 elsewhere: the profiler times one process alone)
+        self.shared_host_slowdown = float(shared_host_slowdown)
         # the final norm + LM head + greedy pick that the last stage runs on one row per sequence:
         # seconds = head_fixed_s + head_per_row_s x rows. Measured by our profiler; 0 where the source has
         # no figure (Helix's tables and the roofline leave the head out, as Helix's simulator does).

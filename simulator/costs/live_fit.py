@@ -11,13 +11,18 @@ The fitted cost of one node iteration over ``k`` held layers is the engine's own
 (:meth:`simulator.engine.simulation.NodeSim.iteration_time` with
 :meth:`~simulator.costs.layer.LayerCost.mixed`)::
 
-    worker_s = k * (s + p1 T + p2 T^2 + d1 B + d2 C) + [R > 0] (h0 + h1 R)
+    worker_s = k * (s + p1 T + p2 T^2 + D(B) + d2 C) + [R > 0] (h0 + h1 R) + beta O
 
 ``T`` prompt tokens, ``B`` decodes, ``C`` their total KV context, ``R`` head rows; ``s`` the per-layer step
 cost a batch pays once (``step_overhead_s``), ``p1, p2`` prefill per token and per token squared (the
-engine looks prefill up by the batch's total tokens, so it is fitted that way), ``d1`` per decoding
-sequence, ``d2`` per token of KV read, ``h0, h1`` the LM head. Coefficients are fitted per machine type by
-non-negative least squares on seconds (long iterations weigh by their time, as they weigh in
+engine looks prefill up by the batch's total tokens, so it is fitted that way), ``D(B)`` the decode step of
+``B`` sequences, piecewise linear between the batch sizes the run had often enough (:func:`decode_knots`:
+on CPUs matrix kernels change at small batches, so it is not linear), ``d2`` per token of KV read, ``h0, h1``
+the LM head; ``O`` the seconds other workers of the same host (the ``host`` column: each worker's own report)
+computed during the iteration, so ``beta`` is the shared-host slowdown of :mod:`simulator.engine.shared_host`
+(``s = beta / (1 - beta)``; on this 2-core machine, where two workers and the coordinator share the cores,
+overlapping iterations ran 1.3-1.5x as long as the same batches alone). Coefficients are fitted per machine
+type by non-negative least squares on seconds (long iterations weigh by their time, as they weigh in
 throughput); a node's fixed per-iteration host cost cannot be told from ``k s`` unless the run's nodes
 hold different layer counts, and is carried by ``s``.
 
@@ -40,14 +45,16 @@ from ..errors import SimError
 
 REQUIRED_COLUMNS = ("node", "machine", "layers", "prompts", "prompt_tokens", "decodes", "decode_context",
                     "head_rows", "worker_s")
-TERMS = ("step_s", "prefill_s_per_token", "prefill_s_per_token2", "decode_s_per_seq", "decode_s_per_kv_token",
-         "head_fixed_s", "head_s_per_row")
-# the grids the profiler writes (profiler/run.py's defaults), on which the fitted lines are tabulated
+TERMS = ("step_s", "prefill_s_per_token", "prefill_s_per_token2", "decode_s_per_kv_token", "head_fixed_s",
+         "head_s_per_row", "shared_host_s_per_overlap_s")
+# the grids on which the fitted terms are tabulated (the profiler's prefill grid and contexts, extended)
 PREFILL_TOKENS = (16, 32, 64, 128, 256, 512, 768, 1024, 1536, 2048, 4096, 8192)
-DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 DECODE_CONTEXTS = (128, 512, 1024, 2048, 4096)
 HEAD_ROWS = (1, 256)
-MIN_ITERATIONS = 20  # per machine type: fewer rows cannot pin seven terms
+MIN_ITERATIONS = 20  # per machine type: fewer rows cannot pin the terms
+MIN_KNOT_ITERATIONS = 5  # a decode batch size is a knot of D(B) when at least this many iterations ran it
+MAX_KNOTS = 24  # at most this many knots (spread over the batch sizes seen, log-spaced)
+MAX_OVERLAP_SHARE = 0.95  # extra seconds per second overlapped: at 1 a worker would stop while another computes
 
 
 @dataclass(frozen=True)
@@ -56,10 +63,12 @@ class LiveFit:
 
     machine: str
     coef: dict[str, float]
+    knots: tuple[int, ...]  # decode batch sizes at which D(B) is fitted
+    decode_at_knots: tuple[float, ...]  # D(B) per layer at the knots, seconds (the step cost s not included)
     iterations: int
     rel_rms: float  # root-mean-square residual / mean worker time
     mean_error_pct: dict[str, float]  # by iteration kind (prompt, decode, mixed): mean(fit - measured) / mean measured
-    max_batch: int  # largest decode batch seen (the fit is linear beyond it)
+    max_batch: int  # largest decode batch seen (D is extended linearly beyond the last knot)
     max_prompt_tokens: int
 
     def prefill(self, tokens: np.ndarray) -> np.ndarray:
@@ -67,13 +76,60 @@ class LiveFit:
         t = np.asarray(tokens, dtype=np.float64)
         return c["step_s"] + c["prefill_s_per_token"] * t + c["prefill_s_per_token2"] * t * t
 
-    def decode(self, batch: np.ndarray, mean_context: np.ndarray) -> np.ndarray:
-        c = self.coef
+    def decode_batch(self, batch) -> np.ndarray:
+        """D(B): per layer, piecewise linear through the knots, flat below the first, the last segment's
+        slope (at least 0) above the last: the measured-table reader's rule (:mod:`.tables`)."""
         b = np.asarray(batch, dtype=np.float64)
-        return c["step_s"] + c["decode_s_per_seq"] * b + c["decode_s_per_kv_token"] * b * np.asarray(mean_context)
+        return _hat(b, self.knots) @ np.asarray(self.decode_at_knots) if b.ndim else \
+            float((_hat(b[None], self.knots) @ np.asarray(self.decode_at_knots))[0])
+
+    def decode(self, batch, mean_context) -> np.ndarray:
+        b = np.asarray(batch, dtype=np.float64)
+        return self.coef["step_s"] + self.decode_batch(b) + \
+            self.coef["decode_s_per_kv_token"] * b * np.asarray(mean_context, dtype=np.float64)
 
     def head(self, rows: float) -> float:
         return self.coef["head_fixed_s"] + self.coef["head_s_per_row"] * rows
+
+    @property
+    def shared_host_slowdown(self) -> float:
+        """The engine's ``s`` (:mod:`simulator.engine.shared_host`): overlapping for ``o`` seconds adds
+        ``o s / (1 + s)`` = ``o beta``, so ``s = beta / (1 - beta)``."""
+        beta = self.coef["shared_host_s_per_overlap_s"]
+        return beta / (1.0 - beta)
+
+
+def _hat(batch: np.ndarray, knots: tuple[int, ...]) -> np.ndarray:
+    """(len(batch), len(knots)) weights: D(b) = weights @ D(knots), linear between knots, flat below the
+    first, extended along the last segment above the last; rows of b <= 0 are 0."""
+    kn = np.asarray(knots, dtype=np.float64)
+    w = np.zeros((len(batch), len(kn)))
+    for i, b in enumerate(np.asarray(batch, dtype=np.float64).ravel()):
+        if b <= 0:
+            continue
+        if len(kn) == 1 or b <= kn[0]:
+            w[i, 0] = 1.0
+            continue
+        j = min(int(np.searchsorted(kn, b)), len(kn) - 1)  # b <= kn[j] inside; j = last above
+        f = (b - kn[j - 1]) / (kn[j] - kn[j - 1])
+        w[i, j - 1], w[i, j] = 1.0 - f, f
+    return w
+
+
+def decode_knots(batches: np.ndarray) -> tuple[int, ...]:
+    """The decode batch sizes run at least :data:`MIN_KNOT_ITERATIONS` times (or the most run one), at most
+    :data:`MAX_KNOTS` of them, log-spaced over the range (D(B) on CPUs is not linear at small B: measured
+    per layer on this machine 0.9, 1.5, 0.5 ms above B = 1 at B = 2, 3, 4, then 2.5 ms at B = 16)."""
+    sizes, counts = np.unique(batches[batches > 0].astype(int), return_counts=True)
+    if len(sizes) == 0:
+        return (1,)
+    kept = sizes[counts >= MIN_KNOT_ITERATIONS]
+    if len(kept) == 0:
+        kept = sizes[[int(np.argmax(counts))]]
+    if len(kept) > MAX_KNOTS:
+        targets = np.geomspace(kept[0], kept[-1], MAX_KNOTS)
+        kept = np.unique([kept[int(np.argmin(np.abs(np.log(kept) - np.log(t))))] for t in targets])
+    return tuple(int(k) for k in kept)
 
 
 def read_iterations(run_dir: Path):
@@ -97,7 +153,9 @@ def read_iterations(run_dir: Path):
         line = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # header is line 1
         raise SimError(f"{path}:{line}: expected non-negative numbers in {', '.join(numeric)}")
     df[numeric] = values
-    return df[df["layers"] > 0]
+    df = df[df["layers"] > 0].reset_index(drop=True)
+    df["overlap_s"] = host_overlap(df)  # per run: the clocks of two runs are not one timeline
+    return df
 
 
 def fit_machine(df, machine: str) -> LiveFit:
@@ -110,16 +168,52 @@ def fit_machine(df, machine: str) -> LiveFit:
     k = g["layers"].to_numpy(float)
     t, b, c, r = (g[col].to_numpy(float) for col in ("prompt_tokens", "decodes", "decode_context", "head_rows"))
     y = g["worker_s"].to_numpy(float)
-    x = np.column_stack([k, k * t, k * t * t, k * b, k * c, (r > 0).astype(float), r])
+    knots = decode_knots(b)
+    x = np.column_stack([k, k * t, k * t * t, k * c, (r > 0).astype(float), r, g["overlap_s"].to_numpy(float),
+                         k[:, None] * _hat(b, knots)])
     scale = np.maximum(np.abs(x).max(axis=0), 1e-30)  # columns to unit range: NNLS is then well conditioned
     sol, _ = nnls(x / scale, y)
-    coef = dict(zip(TERMS, (sol / scale).tolist()))
-    pred = x @ (sol / scale)
+    values = sol / scale
+    coef = dict(zip(TERMS, values[:len(TERMS)].tolist()))
+    pred = x @ values
     kinds = {"prompt": (t > 0) & (b == 0), "decode": (t == 0) & (b > 0), "mixed": (t > 0) & (b > 0)}
     mean_error = {name: 100.0 * (pred[m].mean() - y[m].mean()) / y[m].mean()
                   for name, m in kinds.items() if m.any() and y[m].mean() > 0}
-    return LiveFit(machine, coef, len(g), float(np.sqrt(np.mean((pred - y) ** 2)) / max(y.mean(), 1e-30)),
-                   mean_error, int(b.max()), int(t.max()))
+    if coef["shared_host_s_per_overlap_s"] >= MAX_OVERLAP_SHARE:
+        beta = coef["shared_host_s_per_overlap_s"]
+        raise SimError(f"{machine}: iterations overlapping another worker of their host take {beta:.2f} s more per "
+                       "second overlapped: no shared-rate model explains that (other load on the machine?)")
+    return LiveFit(machine, coef, knots, tuple(values[len(TERMS):].tolist()), len(g),
+                   float(np.sqrt(np.mean((pred - y) ** 2)) / max(y.mean(), 1e-30)), mean_error, int(b.max()),
+                   int(t.max()))
+
+
+def host_overlap(df) -> np.ndarray:
+    """Per iteration (row of ``df``), the seconds other workers of its host computed during it, summed over
+    them. A worker's iteration is placed at ``start_s + (round_trip_s - worker_s) / 2`` on the coordinator's
+    clock (the command's and the report's trips taken as equal). 0 without a ``host`` column."""
+    out = np.zeros(len(df))
+    if "host" not in df.columns or "start_s" not in df.columns or "round_trip_s" not in df.columns:
+        return out
+    begin = (df["start_s"] + (df["round_trip_s"] - df["worker_s"]).clip(lower=0.0) / 2).to_numpy(float)
+    end = begin + df["worker_s"].to_numpy(float)
+    hosts, nodes = df["host"].astype(str).to_numpy(), df["node"].astype(str).to_numpy()
+    for host in np.unique(hosts):
+        on = hosts == host
+        members = np.unique(nodes[on])
+        if len(members) < 2:
+            continue
+        for other in members:
+            rows = np.flatnonzero(on & (nodes == other))
+            order = rows[np.argsort(begin[rows])]
+            ob, oe = begin[order], end[order]
+            mine = np.flatnonzero(on & (nodes != other))
+            first = np.searchsorted(oe, begin[mine], side="right")  # others' iterations ending after mine starts
+            for i, j in zip(mine, first):
+                while j < len(ob) and ob[j] < end[i]:
+                    out[i] += max(0.0, min(end[i], oe[j]) - max(begin[i], ob[j]))
+                    j += 1
+    return out
 
 
 def run_provenance(run_dir: Path) -> dict:
@@ -176,15 +270,18 @@ def write_table(fit: LiveFit, folder: Path, provenance: dict) -> None:
     (folder / "prefill.csv").write_text("\n".join(rows) + "\n")
     lines = ["batch,context,seconds"]
     for ctx in DECODE_CONTEXTS:
-        for b in DECODE_BATCHES:
+        for b in fit.knots:
             lines.append(f"{b},{ctx},{float(fit.decode(b, ctx)):.9g}")
     (folder / "decode.csv").write_text("\n".join(lines) + "\n")
     meta = {"source": "live", "machine": fit.machine, "step_overhead_s": fit.coef["step_s"],
-            "head_s": {str(r): fit.head(r) for r in HEAD_ROWS}, "calibrated_from": provenance,
-            "fit": {"terms": fit.coef, "iterations": fit.iterations, "rel_rms": fit.rel_rms,
+            "head_s": {str(r): fit.head(r) for r in HEAD_ROWS}, "shared_host_slowdown": fit.shared_host_slowdown,
+            "calibrated_from": provenance,
+            "fit": {"terms": fit.coef, "decode_batch_knots": list(fit.knots),
+                    "decode_s_at_knots": list(fit.decode_at_knots), "iterations": fit.iterations, "rel_rms": fit.rel_rms,
                     "mean_error_pct": fit.mean_error_pct, "max_decode_batch_seen": fit.max_batch,
                     "max_prompt_tokens_seen": fit.max_prompt_tokens,
-                    "expression": "worker_s = layers * (step_s + p1 T + p2 T^2 + d1 B + d2 C) + [R>0] (h0 + h1 R)"}}
+                    "expression": "worker_s = layers * (step_s + p1 T + p2 T^2 + D(B) + d2 C) + [R>0] (h0 + h1 R)"
+                                  " + beta x (seconds other workers of the host computed meanwhile)"}}
     (folder / "meta.json").write_text(json.dumps(meta, indent=2, default=_finite) + "\n")
 
 
@@ -198,10 +295,13 @@ def format_fits(fits: list[LiveFit]) -> str:
     for f in fits:
         c = f.coef
         kinds = ", ".join(f"{k} {v:+.1f} %" for k, v in f.mean_error_pct.items())
+        shown = [kb for kb in (1, 2, 4, 8, 16, 32, 64, 128) if f.knots[0] <= kb <= f.knots[-1]] or [f.knots[0]]
+        decode = ", ".join(f"B={kb} {f.decode_batch(kb) * 1e3:.2f}" for kb in shown)
         out.append(f"{f.machine}: {f.iterations} iterations, residual {100 * f.rel_rms:.1f} % rms ({kinds}); per layer: "
                    f"step {c['step_s'] * 1e3:.3f} ms, prefill {c['prefill_s_per_token'] * 1e6:.2f} us/token, decode "
-                   f"{c['decode_s_per_seq'] * 1e6:.1f} us/seq + {c['decode_s_per_kv_token'] * 1e9:.2f} ns/KV token; "
+                   f"D(B) ms {decode} + {c['decode_s_per_kv_token'] * 1e9:.2f} ns/KV token; "
                    f"head {c['head_fixed_s'] * 1e3:.3f} ms + {c['head_s_per_row'] * 1e6:.1f} us/row; "
+                   f"sharing the host slows it {100 * f.shared_host_slowdown:.0f} % per other worker computing; "
                    f"decode batches seen up to {f.max_batch}")
     return "\n".join(out)
 

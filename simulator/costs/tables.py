@@ -211,7 +211,8 @@ def measured_cost(table: MeasuredTable, model: ModelSpec) -> LayerCost:
     pre = _extend(table.prefill[:, 0], table.prefill[:, 1], tokens, floor=(1.0, float(dec[1, 0])))
     overhead = float(table.meta.get("step_overhead_s") or 0.0)  # the profiler measures it from mixed steps
     return LayerCost(table.machine, table.model, table.source, pre, dec, step_overhead_s=overhead,
-                     head=head_line(table.meta.get("head_s") or {}))
+                     head=head_line(table.meta.get("head_s") or {}),
+                     shared_host_slowdown=float(table.meta.get("shared_host_slowdown") or 0.0))
 
 
 def head_line(points: dict) -> tuple[float, float]:

@@ -120,7 +120,8 @@ def validate(spec: RunSpec, policies: list[str], out: Path, *, device: str = "cp
         cases = [Case("offline", offline)]
     rows: list[dict] = []
     for i, case in enumerate(cases):
-        rows += _validate_case(case, policies, out / _slug(case.name), calibrated, device, threads, echo)
+        case_out = out / _slug(case.name) if suite else out  # one case: its folders right under out
+        rows += _validate_case(case, policies, case_out, calibrated, device, threads, echo)
         if suite and i == 0:
             if capacity is None:  # no calibration run: the first policy's offline run measures the capacity
                 capacity = _capacity(rows[0]["_live_summary"], offline)
