@@ -240,7 +240,7 @@ def live(device, dtype, threads, slots, weights, data_backend, shape_links, hang
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads per worker (and when profiling)")
 @click.option("--suite/--single", default=True, show_default=True,
               help="offline (closed loop, --max-inflight or 16 in flight) and online at 0.25, 0.8 and 1.3x the "
-                   "requests/s served offline; --single: only the run the options describe")
+                   "tokens/s served offline; --single: only the run the options describe")
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
               help="first serve the first policy live on a held-out slice (seed + 1, the next trace window), fit "
                    "latency tables to its iterations and simulate with them (the profiled tables' figures beside)")
@@ -352,6 +352,22 @@ def clusters_import(ini, machine_profiles, output):
         click.echo(f"wrote {output}")
     else:
         click.echo(text, nl=False)
+
+
+@cli.command()
+@click.argument("gpu")
+@click.argument("model")
+@click.option("--profiles", multiple=True, help="folder of measured latency tables")
+def costs(gpu, model, profiles):
+    """Per-layer latency of MODEL on GPU (e.g. T4x4): measured against roofline."""
+    from .costs.compare import compare, format_comparison
+    from .catalog.gpus import parse_machine
+    from .catalog.models import load_model
+    from .runs.execute import RunSpec, profile_dirs
+
+    dirs = profile_dirs(RunSpec(profiles=list(profiles)))
+    df = compare(parse_machine(gpu), load_model(model), dirs)
+    click.echo(format_comparison(df))
 
 
 @cli.command()

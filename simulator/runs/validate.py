@@ -84,7 +84,9 @@ def simulated_cluster(cluster_name: str, round_trip_s: float, stages: int, out: 
 
 # ---- the saturation suite (issue 16): offline and three online loads, calibrated on held-out live runs ----
 OFFLINE_INFLIGHT = 16  # offline cases: requests in flight when the spec names none (benchmarks/live_validation's)
-LOAD_SHARES = (("light", 0.25), ("knee", 0.8), ("past knee", 1.3))  # online loads, shares of the offline capacity
+# online loads, as shares of the input + output tokens/s served offline (a trace slice's requests are not the
+# offline pool's: on cpu2 the conv trace's first minutes average a third of the pool's output tokens)
+LOAD_SHARES = (("light", 0.25), ("knee", 0.8), ("past knee", 1.3))
 CALIBRATION_SEED_OFFSET = 1  # calibration runs use seed + this and the next trace slice: the suite's runs are held out
 
 
@@ -101,7 +103,7 @@ def validate(spec: RunSpec, policies: list[str], out: Path, *, device: str = "cp
     """Live and simulated runs of each policy; returns the rows of ``validation.csv``.
 
     ``suite``: instead of ``spec``'s own mode and rate, validate offline (closed loop, ``spec.max_inflight`` or
-    :data:`OFFLINE_INFLIGHT` in flight) and online at :data:`LOAD_SHARES` of the requests/s served offline.
+    :data:`OFFLINE_INFLIGHT` in flight) and online at :data:`LOAD_SHARES` of the tokens/s served offline.
     ``calibrate``: first serve the first policy live on a held-out slice (seed + :data:`CALIBRATION_SEED_OFFSET`,
     the next trace window; offline, and online past the knee when ``suite``), fit tables to those iterations
     (:mod:`simulator.costs.live_fit`) and simulate with them; the profiled tables' figures are kept beside.
@@ -125,8 +127,7 @@ def validate(spec: RunSpec, policies: list[str], out: Path, *, device: str = "cp
         if suite and i == 0:
             if capacity is None:  # no calibration run: the first policy's offline run measures the capacity
                 capacity = _capacity(rows[0]["_live_summary"], offline)
-            cases += [Case(f"online {name}", replace(spec, mode="online", rate=share * capacity, max_inflight=None))
-                      for name, share in LOAD_SHARES]
+            cases += [Case(f"online {name}", _online(spec, share * capacity)) for name, share in LOAD_SHARES]
     for r in rows:
         r.pop("_live_summary", None)
     _write(rows, out)
@@ -155,19 +156,22 @@ def _calibrate(spec: RunSpec, policy: str, out: Path, device: str, threads: int,
         if suite and i == 0:
             capacity = _capacity(live.summary, run_spec)
             past = max(share for _, share in LOAD_SHARES)
-            runs.append(("online past knee", replace(run_spec, mode="online", rate=past * capacity, max_inflight=None)))
+            runs.append(("online past knee", _online(run_spec, past * capacity)))
     fits, _ = calibrate_from_live(dirs, out / "calibrated")
     echo(format_fits(fits))
     return [str(out / "calibrated"), *spec.profiles], capacity
 
 
 def _capacity(live_summary: dict, spec: RunSpec) -> float:
-    """Requests/s an offline live run finished in its window."""
-    rate = (live_summary.get("requests_finished_in_window") or 0) / spec.duration
+    """Input + output tokens/s an offline live run served in its window."""
+    rate = live_summary.get("total_tokens_per_s") or 0.0
     if rate <= 0:
-        raise SimError(f"the offline live run finished no request in its {spec.duration:g} s window: "
-                       "lengthen --duration")
+        raise SimError(f"the offline live run served no token in its {spec.duration:g} s window: lengthen --duration")
     return rate
+
+
+def _online(spec: RunSpec, token_rate: float) -> RunSpec:
+    return replace(spec, mode="online", rate=None, token_rate=token_rate, max_inflight=None)
 
 
 def _validate_case(case: Case, policies: list[str], out: Path, calibrated: list[str], device: str, threads: int,
@@ -181,7 +185,7 @@ def _validate_case(case: Case, policies: list[str], out: Path, calibrated: list[
     rows = []
     for label in policies:
         policy_spec = _with_policy(case.spec, label)
-        rate = f" at {case.spec.rate:.2f} requests/s" if case.spec.mode == "online" and case.spec.rate else ""
+        rate = f" at {case.spec.token_rate:.0f} tokens/s" if case.spec.mode == "online" and case.spec.token_rate else ""
         echo(f"{case.name} {label}: live run{rate} ({case.spec.warmup + case.spec.duration:.0f} s) ...")
         live = run_live(policy_spec, LiveOptions(device=device, threads=threads))
         write_live(live, out / _slug(label) / "live", plots=False)
