@@ -12,6 +12,13 @@ but the iterations run on the workers (:mod:`runtime.worker`):
   the budget and KV memory allow. Unlike the engine, a prompt is admitted only when the request's
   whole KV (input + output tokens) fits, and that much is reserved: a live run never preempts.
   A worker that finishes an iteration (``done``) is given its next batch at once.
+* **Disaggregated routes** (``Route.decode``: HexGen-2, DistServe): the prompt nodes reserve the prompt's
+  KV only; after the first token the request's whole KV and a slot are reserved on its decode nodes (or it
+  waits, FIFO per decode route, keeping its prompt KV, as the engine's transfers wait), each prompt worker
+  is told to send the cache rows of the layers it holds to every decode worker holding them (``kv_send``,
+  one transfer per pair: the layer slices the engine streams), the prompt side is freed, and each decode
+  worker loads its slices into the request's slot before its first decode step there. The request's
+  ``kv_transfer_s`` runs from the hand-off to the start of that step on the first decode node.
 * **Transfers**: for each iteration the coordinator names the transfer to every next worker;
   the receiver is told of it (source rank, rows) in the command of the first batch that reads
   it, and posts that receive before anything else, so every receive is posted knowingly, as
@@ -94,8 +101,8 @@ class LiveConfig:
 class Flight:
     """The coordinator's state of one request in flight."""
 
-    __slots__ = ("context", "generated", "hop", "is_prompt", "kv", "nodes", "rec", "req", "route", "sent_at",
-                 "slots")
+    __slots__ = ("context", "generated", "hop", "is_prompt", "kv", "kv_recv", "nodes", "rec", "req", "route",
+                 "sent_at", "slots", "transfer_start")
 
     def __init__(self, req: Request, rec: RequestRecord, route: Route):
         self.req, self.rec, self.route = req, rec, route
@@ -107,6 +114,15 @@ class Flight:
         self.kv: dict[int, float] = {}  # node -> KV bytes reserved there (the whole request)
         self.slots: dict[int, int] = {}  # node -> KV slot
         self.sent_at = 0.0
+        self.kv_recv: dict[int, list[int]] = {}  # disaggregated: decode node -> KV transfers it loads first
+        self.transfer_start = 0.0
+
+    def kv_tokens(self, node: int) -> int:
+        """Tokens of KV the request reserves on ``node``: its whole length, or only its prompt on the prompt
+        nodes of a disaggregated route (the cache moves to the decode nodes after the first token)."""
+        if self.route.decode is not None and node in self.route.nodes:
+            return self.req.input_tokens
+        return self.req.input_tokens + self.req.output_tokens
 
 
 @dataclass
@@ -200,6 +216,7 @@ class Coordinator:
         self._drawn = 0
         self._arrivals: deque = deque()
         self.routes: dict[int, Route] = {}  # request id -> the route the scheduler returned
+        self.waiting_kv: dict[tuple[int, ...], deque] = {}  # disaggregated: (flight, token) waiting for decode KV
         self.iterations: list[tuple] = []  # one row per iteration, ITERATION_COLUMNS
         self.ready: dict[int, dict] = {}
         self.wall_s = 0.0
@@ -362,20 +379,18 @@ class Coordinator:
             route = self.scheduler.route(req, self.view)
         except NoRoute as e:
             return self._reject(rec, f"no route: {e}")
-        if route.decode is not None:
-            raise SimError(f"scheduler {self.scheduler.name} returned a disaggregated route; the runtime serves "
-                           f"colocated routes only")
-        tokens = req.input_tokens + req.output_tokens
-        for node, k in zip(route.nodes, route.layer_counts()):
-            need = tokens * k * self.kv_layer
+        f = Flight(req, rec, route)
+        for node, k in route.node_layers():
+            need = f.kv_tokens(node) * k * self.kv_layer
             cap = self.nodes[node].kv_capacity
-            if need > cap * (1 - KV_WATERMARK) or tokens > self.capacity:
+            if need > cap * (1 - KV_WATERMARK) or req.input_tokens + req.output_tokens > self.capacity:
                 self.scheduler.on_finish(req, route)
                 return self._reject(rec, f"kv too small: needs {need / 1e9:.2f} GB of KV on "
                                          f"{self.cluster.nodes[node].name}, which has {cap / 1e9:.2f} GB")
         rec.route = " ".join(self.cluster.nodes[n].name for n in route.nodes)
+        if route.decode is not None:  # as the engine writes it: prompt nodes => decode nodes
+            rec.route += " => " + " ".join(self.cluster.nodes[n].name for n in route.decode.nodes)
         self.routes[req.id] = route
-        f = Flight(req, rec, route)
         self.inflight[req.id] = f
         f.sent_at = now
         ids = prompt_ids(req, self.model.vocab)
@@ -423,7 +438,7 @@ class Coordinator:
             n = f.req.input_tokens
             if n > budget and took_prompt:
                 break
-            need = (f.req.input_tokens + f.req.output_tokens) * f.route.layer_counts()[f.hop] * self.kv_layer
+            need = f.kv_tokens(node.id) * f.route.layer_counts()[f.hop] * self.kv_layer
             if node.free_kv() - need < watermark and (node.resident or node.free_kv() < need):
                 break  # wait for memory (head of line: prompts stay FIFO)
             if not node.free_slots:
@@ -460,21 +475,27 @@ class Coordinator:
                 row = t[1]
                 t[1] += f.req.input_tokens if f.is_prompt else 1
             plan.append((f, dst, transfers[dst][0] if dst is not None else 0, row))
+            loads = f.kv_recv.pop(node.id, [])
+            if loads and f.hop == 0:  # the first decode step of a moved cache: the hand-off ends here
+                f.rec.kv_transfer_s += self.now() - f.transfer_start
             items.append([f.req.id, f.req.input_tokens if f.is_prompt else 0, f.context, f.slots[node.id], s, e,
-                          spec, transport.COORDINATOR if dst is None else self.nodes[dst].rank])
+                          spec, transport.COORDINATOR if dst is None else self.nodes[dst].rank, loads])
         for dst, (tid, rows) in transfers.items():  # the receiver posts it with the batch that first reads it
             self.nodes[dst].expect.setdefault(node.rank, {})[tid] = (tid, node.rank, rows)
             self.nodes[dst].posted_from[tid] = node.rank
         recv = []
-        for _, spec in batch:
-            if spec[0] == "act" and spec[1] in node.posted_from:
-                src = node.posted_from.pop(spec[1])
+        for item in items:
+            needed = ([item[6][1]] if item[6][0] == "act" else []) + item[8]  # activations, then KV loaded here
+            for want in needed:
+                if want not in node.posted_from:
+                    continue
+                src = node.posted_from.pop(want)
                 pending = node.expect[src]
                 while pending:  # receives from one sender are matched in order: post every earlier one too
                     tid = next(iter(pending))
                     recv.append(pending.pop(tid))
                     node.posted_from.pop(tid, None)
-                    if tid == spec[1]:
+                    if tid == want:
                         break
         transport.send_msg(node.rank, {"op": "run", "iter": node.iteration, "items": items, "recv": recv})
         node.busy = plan
@@ -541,16 +562,83 @@ class Coordinator:
         if f.generated >= f.req.output_tokens:
             self._finish(f, now)
             return
+        if first and f.route.decode is not None:
+            self._hand_off(f, int(token), now)
+            return
         f.hop = 0
         self._send_to(self.coord, f.nodes[0], f, ["tok", [int(token)], [f.context]], TOKEN_ID_BYTES, now)
 
-    def _free(self, f: Flight) -> None:
-        for node_id, nbytes in f.kv.items():
+    # ---- disaggregated serving: the KV cache moves from the prompt nodes to the decode nodes ----------------
+    def _hand_off(self, f: Flight, token: int, now: float) -> None:
+        """After the prompt: reserve the request's KV and a slot on its decode nodes (the runtime's rule, the
+        whole request, as at admission) or wait for them, FIFO per decode route, as the engine's transfers do."""
+        dec = f.route.decode.nodes
+        if self.waiting_kv.get(dec) or not self._decode_room(f):
+            self.waiting_kv.setdefault(dec, deque()).append((f, token))
+            return
+        self._move_kv(f, token, now)
+
+    def _decode_room(self, f: Flight) -> bool:
+        dec = f.route.decode
+        return all(self.nodes[j].free_slots and
+                   self.nodes[j].free_kv() >= f.kv_tokens(j) * k * self.kv_layer
+                   for j, k in zip(dec.nodes, dec.layer_counts()))
+
+    def _move_kv(self, f: Flight, token: int, now: float) -> None:
+        """Each prompt worker sends the cache rows of the layers it holds to the decode workers holding them
+        (one transfer per pair, layers x K/V x KV heads x context x head dim); each decode worker loads them
+        into the request's slot before its first decode step there. The prompt side is freed at once: its
+        worker copies the rows when it takes the command, before any later iteration reuses the slot."""
+        dec = f.route.decode
+        for j, k in zip(dec.nodes, dec.layer_counts()):
+            node = self.nodes[j]
+            need = f.kv_tokens(j) * k * self.kv_layer
+            node.kv_used += need
+            node.resident += 1
+            node.stats.kv_peak_bytes = max(node.stats.kv_peak_bytes, node.kv_used)
+            f.kv[j] = need
+            f.slots[j] = node.free_slots.pop()
+        for i, (si, ei) in zip(f.route.nodes, f.route.layers):
+            src = self.nodes[i]
+            for j, (sj, ej) in zip(dec.nodes, dec.layers):
+                first, end = max(si, sj), min(ei, ej)
+                if end <= first:
+                    continue
+                self._transfer += 1
+                dst = self.nodes[j]
+                transport.send_msg(src.rank, {"op": "kv_send", "slot": f.slots[i], "first": first, "end": end,
+                                              "tokens": f.context, "dst": dst.rank})
+                dst.expect.setdefault(src.rank, {})[self._transfer] = (self._transfer, src.rank,
+                                                                      ["kv", first, end, f.context])
+                dst.posted_from[self._transfer] = src.rank
+                f.kv_recv.setdefault(j, []).append(self._transfer)
+        self._free(f, f.route.nodes)
+        f.transfer_start = now
+        f.nodes = dec.nodes
+        f.hop = 0
+        self._send_to(self.coord, dec.nodes[0], f, ["tok", [token], [f.context]], TOKEN_ID_BYTES, now)
+
+    def _retry_hand_offs(self) -> None:
+        """KV freed: start the waiting hand-offs, per decode route FIFO, while the head fits."""
+        now = self.now()
+        for dec in list(self.waiting_kv):
+            waiting = self.waiting_kv[dec]
+            while waiting and self._decode_room(waiting[0][0]):
+                f, token = waiting.popleft()
+                if f.req.id in self.inflight:
+                    self._move_kv(f, token, now)
+            if not waiting:
+                del self.waiting_kv[dec]
+
+    def _free(self, f: Flight, nodes=None) -> None:
+        """Release the request's KV and slots (on ``nodes`` only, if given)."""
+        for node_id in [n for n in f.kv if nodes is None or n in nodes]:
             node = self.nodes[node_id]
-            node.kv_used -= nbytes
+            node.kv_used -= f.kv.pop(node_id)
             node.resident -= 1
-            node.free_slots.append(f.slots[node_id])
-        f.kv = {}
+            node.free_slots.append(f.slots.pop(node_id))
+        if nodes is None and self.waiting_kv:
+            self._retry_hand_offs()
 
     def _finish(self, f: Flight, now: float) -> None:
         f.rec.outcome = FINISHED
@@ -633,9 +721,6 @@ class Coordinator:
 
 def check_servable(prepared: Prepared, config: LiveConfig) -> None:
     """What the runtime cannot serve, as one-line errors (before any worker starts)."""
-    if prepared.placement.serving is not None:
-        raise SimError("the runtime serves colocated placements only; a disaggregated (prefill/decode) "
-                       "placement cannot run live yet")
     if config.mode == "offline" and not config.max_inflight:
         raise SimError("a live offline run needs --max-inflight (requests kept in flight)")
     multi = sorted({n.machine.name for n in prepared.cluster.nodes if n.machine.count > 1})

@@ -106,6 +106,27 @@ class Stage:
                           decode_rows=[it.slot for it in decodes], prefill_cache=cache if prompts else None,
                           prefill_rows=[it.slot for it in prompts])
 
+    def _kv_caches(self, first: int, end: int) -> list:
+        if first < self.first or end > self.end or end <= first:
+            raise ValueError(f"KV of layers [{first}, {end}) asked of a stage holding [{self.first}, {self.end})")
+        return self.caches[first - self.first:end - self.first]
+
+    @torch.no_grad()
+    def pack_kv(self, slot: int, first: int, end: int, tokens: int) -> torch.Tensor:
+        """A copy of one request's KV (its slot, positions ``0 .. tokens - 1``) for layers [first, end):
+        ``[layers, 2 (K, V), kv heads, tokens, head dim]``, what a prompt worker sends to a decode worker."""
+        return torch.stack([torch.stack([c.k[slot, :, :tokens], c.v[slot, :, :tokens]])
+                            for c in self._kv_caches(first, end)])
+
+    @torch.no_grad()
+    def unpack_kv(self, slot: int, first: int, end: int, kv: torch.Tensor) -> None:
+        """Write a :meth:`pack_kv` tensor into ``slot`` of layers [first, end) (a decode worker's load)."""
+        kv = kv.to(self.device, self.dtype)
+        tokens = kv.shape[3]
+        for layer, c in enumerate(self._kv_caches(first, end)):
+            c.k[slot, :, :tokens].copy_(kv[layer, 0])
+            c.v[slot, :, :tokens].copy_(kv[layer, 1])
+
     @torch.no_grad()
     def next_tokens(self, items: list[Item], x: torch.Tensor) -> list[int]:
         """Greedy next token of each item from its last row (a prompt's last token, or the decode row)."""

@@ -106,6 +106,12 @@ class DataChannel:
         buf = torch.empty(rows, hidden, dtype=dtype, device=on)
         return dist.irecv(buf, src, group=self.group, tag=DATA_TAG), buf
 
+    def post_recv_shape(self, shape: tuple[int, ...], src: int, dtype: torch.dtype, device: torch.device):
+        """Post a receive of a tensor of ``shape`` from rank ``src`` (a moved KV cache); returns (work, buffer)."""
+        on = device if self.backend == "nccl" else torch.device("cpu")
+        buf = torch.empty(shape, dtype=dtype, device=on)
+        return dist.irecv(buf, src, group=self.group, tag=DATA_TAG), buf
+
     def flush(self) -> None:
         for work, _ in self._sends:
             work.wait()

@@ -41,6 +41,7 @@ class Worker:
         self.stage: Stage | None = None
         self.data: transport.DataChannel | None = None
         self.inbox: dict[int, list] = {}  # transfer id -> [work, buffer, rows not yet used, ready tensor]
+        self.kv_meta: dict[int, tuple[int, int, int]] = {}  # KV transfer id -> (first layer, end layer, tokens)
         self.node = -1
 
     def serve(self) -> None:
@@ -51,6 +52,8 @@ class Worker:
                 self.init(msg)
             elif op == "run":
                 self.run(msg)
+            elif op == "kv_send":
+                self.kv_send(msg)
             elif op == "ping":
                 transport.send_msg(transport.COORDINATOR, {"op": "pong", "node": self.node})
             elif op == "stop":  # transfers still unsent are abandoned: the run is over
@@ -100,6 +103,18 @@ class Worker:
         if st.device.type == "cuda":
             torch.cuda.synchronize(st.device)
 
+    def kv_send(self, msg: dict) -> None:
+        """Send one request's KV for layers [first, end) to rank ``dst`` (:meth:`Stage.pack_kv`: copied now,
+        so a later iteration may reuse the slot)."""
+        self.data.send(self.stage.pack_kv(msg["slot"], msg["first"], msg["end"], int(msg["tokens"])), int(msg["dst"]))
+
+    def _load_kv(self, tid: int, slot: int) -> None:
+        """Wait for a moved KV cache (transfer ``tid``) and write it into ``slot`` (:meth:`Stage.unpack_kv`)."""
+        work, buf, _, _ = self.inbox.pop(tid)
+        work.wait()
+        first, end, _ = self.kv_meta.pop(tid)
+        self.stage.unpack_kv(slot, first, end, buf)
+
     def _inputs(self, spec: list) -> torch.Tensor:
         """One item's input rows: ["tok", ids, positions] or ["act", transfer, first row, rows]."""
         st = self.stage
@@ -119,10 +134,20 @@ class Worker:
         st = self.stage
         t0, c0 = time.perf_counter(), time.thread_time()
         for tid, src, rows in msg.get("recv", ()):  # transfers this batch reads: post their receives first
-            work, buf = self.data.post_recv(rows, st.model.hidden, src, st.dtype, st.device)
-            self.inbox[tid] = [work, buf, rows, None]
-        # items: [rid, prompt, context, slot, first, end, input spec, destination rank (0 = coordinator)]
+            if isinstance(rows, list):  # ["kv", first layer, end layer, tokens]: a moved KV cache
+                shape = (rows[2] - rows[1], 2, st.model.kv_heads, rows[3], st.model.head_dim)
+                work, buf = self.data.post_recv_shape(shape, src, st.dtype, st.device)
+                self.inbox[tid] = [work, buf, 1, None]
+                self.kv_meta[tid] = (rows[1], rows[2], rows[3])
+            else:
+                work, buf = self.data.post_recv(rows, st.model.hidden, src, st.dtype, st.device)
+                self.inbox[tid] = [work, buf, rows, None]
+        # items: [rid, prompt, context, slot, first, end, input spec, destination rank (0 = coordinator),
+        #         KV transfers to load into the slot first (disaggregated: the prompt workers' cache)]
         raw = sorted(msg["items"], key=lambda r: r[1] == 0)  # prompts first, as the layers pack them
+        for r in raw:
+            for tid in r[8] if len(r) > 8 else ():
+                self._load_kv(tid, r[3])
         items = [Item(r[0], r[1], r[2], r[3], r[4], r[5]) for r in raw]
         x = torch.cat([self._inputs(r[6]) for r in raw])
         x = st.run(items, x)

@@ -45,18 +45,15 @@ ATOL = 1e-4
 # The live runs: two CPU workers (cpu-0, cpu-1) serving the small LLaMA, ~100-token prompts.
 LIVE = dict(cluster="cpu2", model="llama-cpu-small", trace="synthetic:conv", length_scale=0.1, rate=2.0,
             progress=False)
-VALIDATE = dict(LIVE, duration=20.0, warmup=3.0)
-POLICIES = ["separate+random", "separate+helix"]
-DECODE_TPS_TOLERANCE_PCT = 15.0  # target 10 %, plus slack for a shared 2-core machine
-# TPOT p50, simulated against live: a known bias, not yet a tolerance (the fidelity-under-load issue: live
-# decode iterations at batch 16 run 36-47 % slower than the tables taken step by step say). Measured: -13 to
-# -19 % on 120 s windows (make bench), -31.5 % once in a full CI run, and -36 / -44 % (separate+random /
-# separate+helix, this 2-core machine, the test alone; -41 / -42 % in full runs; -63 / -66 % with another
-# benchmark running on the same cores) on 20 s windows: live decode steps slow down with any other load.
-# So the test bounds it on both sides, widely: the simulation never runs slower than live by more than
-# 15 %, nor faster than four times live's speed. (Workers sharing one pinned core, measured -47 / -51 %,
-# are caught by test_profiling_leaves_the_callers_cpu_affinity.)
-TPOT_P50_ERROR_BOUNDS_PCT = (-75.0, 15.0)
+# The validation is saturated (issue 16): offline, 16 requests in flight, each policy's tables fitted to its own
+# held-out live run (seed 1) first. Targets: decode tokens/s and TPOT p50 within 10 %, TTFT p50 within 20 %.
+# Measured on this 2-core machine, 20 s windows, calibrated: separate+random +1.6 / +0.8 / -0.9 %,
+# separate+helix -0.5 / +1.1 / +2.9 % (decode / TPOT p50 / TTFT p50); live runs of one spec repeated differ
+# by up to 15 % in iteration speed on this shared machine, so the bounds add that slack.
+VALIDATE = dict(LIVE, mode="offline", max_inflight=16, duration=20.0, warmup=3.0)
+POLICIES = ["separate+random", "separate+helix", "hexgen2"]  # hexgen2: one prompt and one decode worker
+COLOCATED = POLICIES[:2]
+ERROR_BOUNDS_PCT = {"decode tokens/s": 15.0, "TPOT p50": 20.0, "TTFT p50": 30.0}  # targets 10 / 10 / 20 + slack
 CLI_ARGS = ["--cluster", "cpu2", "--model", "llama-cpu-small", "--policy", "random", "--trace", "synthetic:conv",
             "--length-scale", "0.1", "--rate", "2", "--duration", "10", "--warmup", "2", "--quiet", "--no-plots"]
 
@@ -158,6 +155,41 @@ def test_stage_batched_decode_equals_each_sequence_alone(bounds):
     # the contexts matter: the three sequences' decode rows differ
     last = batched[-1][1]
     assert not torch.allclose(last[0], last[1]) and not torch.allclose(last[1], last[2])
+
+
+@pytest.mark.parametrize("decode_bounds", [[(0, 8)], [(0, 3), (3, 8)]], ids=["one-decode-stage", "two-decode-stages"])
+def test_moved_kv_cache_decodes_as_if_it_had_stayed(decode_bounds):
+    """Disaggregated serving: the prompt runs on one pipeline (layers [0, 5) and [5, 8)), its KV moves layer
+    slice by layer slice (Stage.pack_kv -> unpack_kv, into another slot) to decode stages cut elsewhere, and
+    the decode steps there give the tokens and rows of the colocated run."""
+    torch = pytest.importorskip("torch")
+    rid, prompt = 1, PROMPTS[1]
+    whole = _stages([(0, 8)])
+    token, = _forward(whole, [(rid, prompt, 0, 0)])[0]
+    colocated, ctx = [], len(prompt)
+    t = token
+    for _ in range(3):
+        toks, rows = _forward(whole, [(rid, [t], ctx, 0)])
+        colocated.append((toks, rows[rid]))
+        t, ctx = toks[0], ctx + 1
+
+    prompt_side = _stages([(0, 5), (5, 8)])
+    assert _forward(prompt_side, [(rid, prompt, 0, 2)])[0] == [token]
+    decode_side = _stages(decode_bounds)
+    for ps in prompt_side:  # every (prompt stage, decode stage) pair with layers in common
+        for ds in decode_side:
+            first, end = max(ps.first, ds.first), min(ps.end, ds.end)
+            if end > first:
+                ds.unpack_kv(3, first, end, ps.pack_kv(2, first, end, len(prompt)).clone())
+    t, ctx = token, len(prompt)
+    for k, (want_tokens, want_rows) in enumerate(colocated):
+        toks, rows = _forward(decode_side, [(rid, [t], ctx, 3)])
+        assert toks == want_tokens, f"decode step {k}"
+        torch.testing.assert_close(rows[rid], want_rows, atol=ATOL, rtol=1e-4)
+        t, ctx = toks[0], ctx + 1
+    # not vacuous: without the moved cache the first decode step computes something else
+    fresh = _stages(decode_bounds)
+    assert not torch.allclose(_forward(fresh, [(rid, [token], len(prompt), 3)])[1][rid], colocated[0][1], atol=1e-3)
 
 
 def test_stage_partial_range_item_joins_at_its_first_layer():
@@ -310,23 +342,25 @@ def test_profiling_leaves_the_callers_cpu_affinity(profiled):
 
 @pytest.fixture(scope="module")
 def validation(profiles, tmp_path_factory):
-    """`validate` of both policies, with each live run's LiveResult kept (coordinator included)."""
+    """`validate` of the policies, saturated and calibrated on held-out runs, with each validation live run's
+    LiveResult kept (coordinator included)."""
     import runtime.launch as launch
     from simulator.runs.validate import validate
 
     out = tmp_path_factory.mktemp("validate")
     live = {}
     real = launch.run_live
+    spec = RunSpec(**VALIDATE, profiles=[profiles])
 
-    def keep(spec, opts):
-        result = real(spec, opts)
-        live[f"{spec.placement}+{spec.scheduler}"] = result
+    def keep(run_spec, opts):
+        result = real(run_spec, opts)
+        if run_spec.seed == spec.seed:  # not a calibration run
+            live[run_spec.policy or f"{run_spec.placement}+{run_spec.scheduler}"] = result
         return result
 
-    spec = RunSpec(**VALIDATE, profiles=[profiles])
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(launch, "run_live", keep)
-        rows = validate(spec, POLICIES, out, device="cpu", threads=1, echo=lambda *_: None)
+        rows = validate(spec, POLICIES, out, device="cpu", threads=1, echo=lambda *_: None, calibrate=True)
     assert sorted(live) == sorted(POLICIES)
     return {"rows": rows, "live": live, "out": out, "spec": spec}
 
@@ -337,21 +371,58 @@ def _row(rows, policy, metric):
     return hit[0]
 
 
-@pytest.mark.parametrize("policy", POLICIES)
-def test_validation_error_within_tolerance(validation, policy):
+@pytest.mark.parametrize("policy", COLOCATED)
+def test_saturated_validation_within_tolerance(validation, policy):
     rows = validation["rows"]
     report = {r["metric"]: r["error_pct"] for r in rows if r["policy"] == policy}
-    bounds = {"decode tokens/s": (-DECODE_TPS_TOLERANCE_PCT, DECODE_TPS_TOLERANCE_PCT),
-              "TPOT p50": TPOT_P50_ERROR_BOUNDS_PCT}
-    for metric, (lo, hi) in bounds.items():
+    for metric, bound in ERROR_BOUNDS_PCT.items():
         row = _row(rows, policy, metric)
         assert row["measured"] and row["measured"] > 0 and row["simulated"] and row["simulated"] > 0, row
-        assert lo <= row["error_pct"] <= hi, f"{policy} {metric}: {row['error_pct']:+.1f}% (all: {report})"
+        assert abs(row["error_pct"]) <= bound, f"{policy} {metric}: {row['error_pct']:+.1f}% (all: {report})"
+        assert "is held out" in row["tables"], row["tables"]  # calibrated on another seed, and it says so
+        assert row["error_pct_profiled"] is not None  # the profiled tables' figure beside
     assert (validation["out"] / "validation.csv").exists()
+
+
+def test_disaggregated_live_run_moves_every_kv_cache(validation):
+    """hexgen2 on cpu2: cpu-0 prefills, cpu-1 decodes. Every request that decoded had its KV moved from the
+    prompt worker to the decode worker before its first decode step there, and every request is accounted for."""
+    result = validation["live"]["hexgen2"]
+    assert result.error is None
+    coord = result.coordinator
+    names = [n.name for n in coord.cluster.nodes]
+    routed = [r for r in result.records if r.route]
+    assert routed
+    for r in routed:
+        route = coord.routes[r.id]
+        assert route.decode is not None and not set(route.nodes) & set(route.decode.nodes)
+        assert r.route == " ".join(names[n] for n in route.nodes) + " => " + " ".join(names[n] for n in route.decode.nodes)
+        if r.tokens_generated >= 2:  # decoded at least once on the decode worker: its KV arrived there first
+            assert r.kv_transfer_s > 0.0, f"request {r.id}"
+    assert sum(r.outcome == FINISHED for r in result.records) >= 20
+    assert {r.outcome for r in result.records} <= {FINISHED, UNFINISHED}
+    assert sum(r.outcome == UNFINISHED for r in result.records) <= VALIDATE["max_inflight"]
+    # the decode worker ran decode steps only, the prompt worker prompts only
+    import pandas as pd
+
+    it = pd.read_csv(validation["out"] / "hexgen2" / "live" / "iterations.csv")
+    prompt_node, decode_node = names[coord.routes[routed[0].id].nodes[0]], names[coord.routes[routed[0].id].decode.nodes[0]]
+    assert (it.loc[it["node"] == prompt_node, "decodes"] == 0).all()
+    assert (it.loc[it["node"] == decode_node, "prompts"] == 0).all() and (it["node"] == decode_node).any()
+    # KV books balance: what is still reserved is what the unfinished requests hold, and nothing waits
+    held = {n: 0.0 for n in coord.nodes}
+    for f in coord.inflight.values():
+        for n, b in f.kv.items():
+            held[n] += b
+    for n, node in coord.nodes.items():
+        assert node.kv_used == pytest.approx(held[n]), names[n]
+        assert len(node.free_slots) + sum(n in f.slots for f in coord.inflight.values()) == node.slots
+    assert not any(coord.waiting_kv.values())
 
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_live_records_account_for_every_request(validation, policy):
+    """Offline: every request drawn is in the records once, finished or (at most max_inflight) unfinished."""
     result = validation["live"][policy]
     assert result.error is None
     coord = result.coordinator
@@ -359,28 +430,24 @@ def test_live_records_account_for_every_request(validation, policy):
     end_s = validation["spec"].warmup + validation["spec"].duration
     records = result.records
     assert not workload.rejected
-    assert len(records) == len(workload.requests) >= 20
-    assert sorted(r.id for r in records) == sorted(q.id for q in workload.requests), "requests lost or duplicated"
+    drawn = coord._drawn
+    assert len(records) == drawn >= 20
+    assert sorted(r.id for r in records) == list(range(drawn)), "requests lost or duplicated"
     by_id = {q.id: q for q in workload.requests}
     outcomes = {r.outcome for r in records}
     assert outcomes <= {FINISHED, UNFINISHED}, f"unexpected outcomes {outcomes - {FINISHED, UNFINISHED}}"
-    assert not [r for r in records if r.outcome == REJECTED]
     finished = [r for r in records if r.outcome == FINISHED]
-    # most finish: a live run's pace is the machine's (31 of 40 once on a busy 2-core machine, 40 alone)
-    assert len(finished) >= 0.6 * len(records)
+    unfinished = [r for r in records if r.outcome == UNFINISHED]
+    assert len(unfinished) <= validation["spec"].max_inflight  # the closed loop's last requests
     for r in records:
         q = by_id[r.id]
-        assert (r.input_tokens, r.output_tokens, r.arrival_s) == (q.input_tokens, q.output_tokens, q.arrival_s)
+        assert (r.input_tokens, r.output_tokens) == (q.input_tokens, q.output_tokens)
+        assert r.route, f"request {r.id} was drawn but never dispatched"
         if r.outcome == FINISHED:
             assert r.tokens_generated == r.output_tokens, f"request {r.id}"
             assert r.arrival_s <= r.first_token_s <= r.finish_s <= end_s + 1.0, f"request {r.id}"
-            assert r.route
-        elif r.route:  # in flight when the run ended: dispatched, not done, arrived near the end
+        else:
             assert r.tokens_generated < r.output_tokens and r.reason == "", f"request {r.id}"
-            assert r.arrival_s >= end_s - 10.0, f"request {r.id} (arrived {r.arrival_s:.1f} s) stalled"
-        else:  # never dispatched: arrived at (or within a loop turn of) the end
-            assert r.tokens_generated == 0 and r.reason == "arrives after the run ends", f"request {r.id}"
-            assert r.arrival_s >= end_s - 1.0, f"request {r.id} arrived at {r.arrival_s:.1f} s and was never served"
     # requests.csv holds the same records
     import pandas as pd
 
@@ -389,7 +456,7 @@ def test_live_records_account_for_every_request(validation, policy):
     assert (df["outcome"] == FINISHED).sum() == len(finished)
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", COLOCATED)
 def test_live_routes_are_the_schedulers(validation, policy):
     result = validation["live"][policy]
     coord = result.coordinator

@@ -103,40 +103,48 @@ def validate(spec: RunSpec, policies: list[str], out: Path, *, device: str = "cp
     """Live and simulated runs of each policy; returns the rows of ``validation.csv``.
 
     ``suite``: instead of ``spec``'s own mode and rate, validate offline (closed loop, ``spec.max_inflight`` or
-    :data:`OFFLINE_INFLIGHT` in flight) and online at :data:`LOAD_SHARES` of the tokens/s served offline.
-    ``calibrate``: first serve the first policy live on a held-out slice (seed + :data:`CALIBRATION_SEED_OFFSET`,
-    the next trace window; offline, and online past the knee when ``suite``), fit tables to those iterations
-    (:mod:`simulator.costs.live_fit`) and simulate with them; the profiled tables' figures are kept beside.
+    :data:`OFFLINE_INFLIGHT` in flight) and online at :data:`LOAD_SHARES` of the tokens/s the policy served
+    offline (its own knee). ``calibrate``: first serve each policy live on a held-out slice (seed +
+    :data:`CALIBRATION_SEED_OFFSET`, the next trace window; offline, and online past the knee when ``suite``),
+    fit tables to those iterations (:mod:`simulator.costs.live_fit`; per policy: a per-layer fit carries the
+    per-iteration costs of the layer counts it saw, and hexgen2's eight-layer nodes are not separate's four)
+    and simulate with them; the profiled tables' figures are kept beside.
     """
     out.mkdir(parents=True, exist_ok=True)
     if not spec.profiles:
         echo(f"profiling {spec.model} on this machine ({device}) ...")
         spec = replace(spec, profiles=[str(profile_here(spec, device, out / "profiles", threads))])
     offline = replace(spec, mode="offline", max_inflight=spec.max_inflight or OFFLINE_INFLIGHT)
-    capacity = None
-    calibrated: list[str] = []
-    if calibrate:
-        calibrated, capacity = _calibrate(offline if suite else spec, policies[0], out, device, threads, echo, suite)
-    cases = [Case("run", spec)]
-    if suite:
-        cases = [Case("offline", offline)]
     rows: list[dict] = []
-    for i, case in enumerate(cases):
-        case_out = out / _slug(case.name) if suite else out  # one case: its folders right under out
-        rows += _validate_case(case, policies, case_out, calibrated, device, threads, echo)
-        if suite and i == 0:
-            if capacity is None:  # no calibration run: the first policy's offline run measures the capacity
-                capacity = _capacity(rows[0]["_live_summary"], offline)
-            cases += [Case(f"online {name}", _online(spec, share * capacity)) for name, share in LOAD_SHARES]
+    for label in policies:
+        calibrated, capacity = [], None
+        if calibrate:
+            calibrated, capacity = _calibrate(offline if suite else spec, label, out, device, threads, echo, suite)
+        cases = [Case("offline", offline)] if suite else [Case("run", spec)]
+        for i, case in enumerate(cases):
+            case_out = out / _slug(case.name) if suite else out  # one case: its folders right under out
+            rows += _validate_case(case, label, case_out, calibrated, device, threads, echo)
+            if suite and i == 0:
+                if capacity is None:  # no calibration run: the offline run measures the capacity
+                    capacity = _capacity(rows[-1]["_live_summary"], offline)
+                cases += [Case(f"online {name}", _online(spec, share * capacity)) for name, share in LOAD_SHARES]
+    order = {name: k for k, name in enumerate(["run", "offline", *(f"online {n}" for n, _ in LOAD_SHARES)])}
+    rows.sort(key=lambda r: order[r["case"]])  # stable: policies stay in the given order within a case
     for r in rows:
         r.pop("_live_summary", None)
     _write(rows, out)
+    if suite:
+        for case in order:
+            if (out / _slug(case)).is_dir():
+                _plot(policies, out / _slug(case))
+    else:
+        _plot(policies, out)
     return rows
 
 
 def _calibrate(spec: RunSpec, policy: str, out: Path, device: str, threads: int, echo, suite: bool):
     """Serve ``policy`` live on a held-out slice of ``spec``'s workload and fit tables to it: (profile folders
-    with the fitted one first, offline requests/s served or None)."""
+    with the fitted one first, the input + output tokens/s served offline or None)."""
     from runtime.launch import LiveOptions, run_live, write_live
 
     from ..costs.live_fit import calibrate_from_live, format_fits
@@ -148,7 +156,7 @@ def _calibrate(spec: RunSpec, policy: str, out: Path, device: str, threads: int,
     for i, (name, run_spec) in enumerate(runs):
         echo(f"calibration: {policy} {name} live ({run_spec.warmup + run_spec.duration:.0f} s, seed {run_spec.seed}) ...")
         live = run_live(run_spec, LiveOptions(device=device, threads=threads))
-        d = out / "calibration" / _slug(name)
+        d = out / "calibration" / _slug(policy) / _slug(name)
         write_live(live, d, plots=False)
         if live.error:
             raise SimError(f"calibration run {policy} {name}: {live.error}")
@@ -157,9 +165,10 @@ def _calibrate(spec: RunSpec, policy: str, out: Path, device: str, threads: int,
             capacity = _capacity(live.summary, run_spec)
             past = max(share for _, share in LOAD_SHARES)
             runs.append(("online past knee", _online(run_spec, past * capacity)))
-    fits, _ = calibrate_from_live(dirs, out / "calibrated")
-    echo(format_fits(fits))
-    return [str(out / "calibrated"), *spec.profiles], capacity
+    tables = out / "calibrated" / _slug(policy)
+    fits, _ = calibrate_from_live(dirs, tables)
+    echo(f"{policy}: " + format_fits(fits))
+    return [str(tables), *spec.profiles], capacity
 
 
 def _capacity(live_summary: dict, spec: RunSpec) -> float:
@@ -174,7 +183,7 @@ def _online(spec: RunSpec, token_rate: float) -> RunSpec:
     return replace(spec, mode="online", rate=None, token_rate=token_rate, max_inflight=None)
 
 
-def _validate_case(case: Case, policies: list[str], out: Path, calibrated: list[str], device: str, threads: int,
+def _validate_case(case: Case, label: str, out: Path, calibrated: list[str], device: str, threads: int,
                    echo) -> list[dict]:
     from runtime.launch import LiveOptions, run_live, write_live
 
@@ -183,43 +192,47 @@ def _validate_case(case: Case, policies: list[str], out: Path, calibrated: list[
     from .execute import execute, write_outputs
 
     rows = []
-    for label in policies:
-        policy_spec = _with_policy(case.spec, label)
-        rate = f" at {case.spec.token_rate:.0f} tokens/s" if case.spec.mode == "online" and case.spec.token_rate else ""
-        echo(f"{case.name} {label}: live run{rate} ({case.spec.warmup + case.spec.duration:.0f} s) ...")
-        live = run_live(policy_spec, LiveOptions(device=device, threads=threads))
-        write_live(live, out / _slug(label) / "live", plots=False)
-        if live.error:
-            raise SimError(f"{label}: {live.error}")
-        stages = max(len(r.route.split()) for r in live.records if r.route) if any(r.route for r in live.records) else 1
-        cluster = simulated_cluster(case.spec.cluster, live.summary["control_round_trip_ms"] / 1e3, stages, out)
-        echo(f"{case.name} {label}: simulating ...")
-        sims = {"profiled": replace(policy_spec, cluster=str(cluster))}
-        if calibrated:
-            sims = {"calibrated": replace(sims["profiled"], profiles=calibrated), **sims}
-        summaries = {}
-        for kind, sim_spec in sims.items():
-            sim = execute(sim_spec)
-            write_outputs(sim, out / _slug(label) / ("sim" if kind == next(iter(sims)) else f"sim_{kind}"), plots=False)
-            summaries[kind] = sim.summary
-        first = next(iter(sims))
-        note = held_out(live_provenance(load_tables(calibrated[0])), policy_spec) if calibrated else "profiled tables"
-        for key, name, scale, unit in METRICS:
-            m = live.summary.get(key)
-            row = {"case": case.name, "policy": label, "metric": name, "unit": unit,
-                   "measured": None if m is None else m * scale}
-            for kind, summary in summaries.items():
-                s = summary.get(key)
-                suffix = "" if kind == first else f"_{kind}"
-                row[f"simulated{suffix}"] = None if s is None else s * scale
-                row[f"error_pct{suffix}"] = error_pct(s, m)
-            row["tables"] = note
-            rows.append(row)
-        rows.append({"case": case.name, "policy": label, "metric": "control round trip", "unit": "ms",
-                     "simulated": None, "measured": live.summary["control_round_trip_ms"], "error_pct": None,
-                     "tables": note, "_live_summary": live.summary})
-    _plot(policies, out)
+    policy_spec = _with_policy(case.spec, label)
+    rate = f" at {case.spec.token_rate:.0f} tokens/s" if case.spec.mode == "online" and case.spec.token_rate else ""
+    echo(f"{case.name} {label}: live run{rate} ({case.spec.warmup + case.spec.duration:.0f} s) ...")
+    live = run_live(policy_spec, LiveOptions(device=device, threads=threads))
+    write_live(live, out / _slug(label) / "live", plots=False)
+    if live.error:
+        raise SimError(f"{label}: {live.error}")
+    stages = max((_decode_stages(r.route) for r in live.records if r.route), default=1)
+    cluster = simulated_cluster(case.spec.cluster, live.summary["control_round_trip_ms"] / 1e3, stages,
+                                out / _slug(label))
+    echo(f"{case.name} {label}: simulating ...")
+    sims = {"profiled": replace(policy_spec, cluster=str(cluster))}
+    if calibrated:
+        sims = {"calibrated": replace(sims["profiled"], profiles=calibrated), **sims}
+    summaries = {}
+    for kind, sim_spec in sims.items():
+        sim = execute(sim_spec)
+        write_outputs(sim, out / _slug(label) / ("sim" if kind == next(iter(sims)) else f"sim_{kind}"), plots=False)
+        summaries[kind] = sim.summary
+    first = next(iter(sims))
+    note = held_out(live_provenance(load_tables(calibrated[0])), policy_spec) if calibrated else "profiled tables"
+    for key, name, scale, unit in METRICS:
+        m = live.summary.get(key)
+        row = {"case": case.name, "policy": label, "metric": name, "unit": unit,
+               "measured": None if m is None else m * scale}
+        for kind, summary in summaries.items():
+            s = summary.get(key)
+            suffix = "" if kind == first else f"_{kind}"
+            row[f"simulated{suffix}"] = None if s is None else s * scale
+            row[f"error_pct{suffix}"] = error_pct(s, m)
+        row["tables"] = note
+        rows.append(row)
+    rows.append({"case": case.name, "policy": label, "metric": "control round trip", "unit": "ms",
+                 "simulated": None, "measured": live.summary["control_round_trip_ms"], "error_pct": None,
+                 "tables": note, "_live_summary": live.summary})
     return rows
+
+
+def _decode_stages(route: str) -> int:
+    """Nodes a decode token crosses on a live record's route ("a b" or, disaggregated, "a b => c d")."""
+    return len(route.split("=>")[-1].split())
 
 
 def _with_policy(spec: RunSpec, label: str) -> RunSpec:
