@@ -77,8 +77,8 @@ demo: install
 VALIDATE_TRACE = $(if $(wildcard traces/AzureLLMInferenceTrace_conv.csv),azure_conv,synthetic:conv)
 validate: install-torch
 	-@$(MAKE) --no-print-directory traces >/dev/null 2>&1
-	$(SIM) validate separate+random separate+helix --cluster cpu2 --model llama-cpu-small \
-	  --trace $(VALIDATE_TRACE) --length-scale 0.1 --rate 2 --duration 120 --warmup 10 --seed 0 --out results/validate
+	$(SIM) validate separate+random helix hexgen2 --cluster cpu2 --model llama-cpu-small \
+	  --trace $(VALIDATE_TRACE) --length-scale 0.1 --duration 40 --warmup 10 --seed 0 --out results/validate
 
 # The papers' tables next to the published numbers (experiments/README.md); cached, so a rerun is quick.
 experiments: install

@@ -168,3 +168,19 @@ def test_sim_calibrate_from_live_writes_tables_a_run_reads(tmp_path, capsys):
             main(argv)
         assert exit_.value.code == 1
         assert message in capsys.readouterr().err
+
+
+def test_slowdown_is_not_fitted_where_every_iteration_overlaps_alike(tmp_path):
+    """Two replicas computing in lockstep overlap all of every iteration: the slowdown cannot be told from the
+    base costs, so it is left at 0 and the base costs carry the run's contention."""
+    df = _iterations(n=300)
+    df = pd.concat([df.assign(node="a", host="h"), df.assign(node="b", host="h")], ignore_index=True)
+    df["start_s"] = np.tile(np.arange(300) * 1.0, 2)  # a's and b's iterations start together, 1 s apart
+    d = tmp_path / "lockstep"
+    d.mkdir()
+    df.to_csv(d / "iterations.csv", index=False)
+    frame = read_iterations(d)
+    assert np.allclose(frame["overlap_s"], frame["worker_s"])  # each overlaps its twin wholly
+    fit = fit_machine(frame, "cpu")
+    assert fit.shared_host_slowdown == 0.0
+    assert fit.rel_rms < 1e-6

@@ -392,3 +392,15 @@ def test_datasets_errors_are_one_line(tmp_path):
     assert res.stderr.startswith("error: ") and "sha256" in res.stderr
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "out" / "AzureLLMInferenceTrace_conv.csv").exists()
+
+
+def test_token_rate_counts_the_tokens_served_after_length_scale():
+    """--token-rate with --length-scale: the offered input + output tokens/s of the built workload (its lengths
+    scaled) is the target, not that of the trace's original lengths (10x more at 0.1)."""
+    from simulator.catalog.models import load_model
+    from simulator.runs.spec import RunSpec, build_workload
+
+    spec = RunSpec(cluster="cpu2", model="llama-cpu-small", trace="synthetic:conv", mode="online", token_rate=400.0,
+                   length_scale=0.1, duration=600.0, warmup=0.0)
+    w = build_workload(spec, load_model(spec.model), np.random.default_rng(0))
+    assert w.token_rate() == pytest.approx(400.0, rel=0.1)

@@ -173,7 +173,10 @@ def build_workload(spec: RunSpec, model: ModelSpec, rng: np.random.Generator) ->
 
     def rescale(w: Workload) -> Workload:
         if spec.token_rate:
-            return scale_rate(w, tokens_per_s=spec.token_rate)
+            target = spec.token_rate
+            if spec.length_scale != 1.0 and w.requests:  # --token-rate counts the tokens served: after --length-scale
+                target *= w.token_rate() / scale_lengths(w, spec.length_scale).token_rate()
+            return scale_rate(w, tokens_per_s=target)
         if spec.rate and (not synth or spec.workload_class):
             return scale_rate(w, requests_per_s=spec.rate)
         return w
