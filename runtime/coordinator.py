@@ -8,13 +8,15 @@ but the iterations run on the workers (:mod:`runtime.worker`):
   through :class:`RuntimeView` (queue lengths, free KV, observed hop delays) and the same
   callbacks (``on_hop``, ``on_finish``). A route is fixed for the request's decode iterations.
 * **Node queues and batches** are kept here, one per worker, with the engine's rule: an iteration
-  takes queued decode steps FIFO (up to ``max_seqs`` and the token budget), then prompts FIFO while
-  the budget and KV memory allow. Unlike the engine, a prompt is admitted only when the request's
-  whole KV (input + output tokens) fits, and that much is reserved: a live run never preempts.
+  takes queued decode steps FIFO (up to ``max_seqs`` and the token budget), each allocating one token's
+  KV and preempting the newest residents while it does not fit (recompute: the request's KV is freed
+  everywhere and its prompt, input plus the tokens generated so far, goes first at its first node), then
+  prompts FIFO while the budget and KV memory allow (a prompt's KV leaves ``KV_WATERMARK`` free, or the
+  node holds no one). Rows a preempted request had in flight are received and discarded (``drop``).
   A worker that finishes an iteration (``done``) is given its next batch at once.
-* **Disaggregated routes** (``Route.decode``: HexGen-2, DistServe): the prompt nodes reserve the prompt's
-  KV only; after the first token the request's whole KV and a slot are reserved on its decode nodes (or it
-  waits, FIFO per decode route, keeping its prompt KV, as the engine's transfers wait), each prompt worker
+* **Disaggregated routes** (``Route.decode``: HexGen-2, DistServe): after the first token the request's
+  context of KV and a slot are allocated on its decode nodes (or it waits, FIFO per decode route, keeping
+  its prompt KV, as the engine's transfers wait), each prompt worker
   is told to send the cache rows of the layers it holds to every decode worker holding them (``kv_send``,
   one transfer per pair: the layer slices the engine streams), the prompt side is freed, and each decode
   worker loads its slices into the request's slot before its first decode step there. The request's
@@ -101,29 +103,24 @@ class LiveConfig:
 class Flight:
     """The coordinator's state of one request in flight."""
 
-    __slots__ = ("context", "generated", "hop", "is_prompt", "kv", "kv_recv", "nodes", "rec", "req", "route",
-                 "sent_at", "slots", "transfer_start")
+    __slots__ = ("context", "counts", "epoch", "generated", "hop", "is_prompt", "kv", "kv_recv", "nodes", "prompt_len",
+                 "rec", "req", "route", "sent_at", "slots", "tokens", "transfer_start")
 
     def __init__(self, req: Request, rec: RequestRecord, route: Route):
         self.req, self.rec, self.route = req, rec, route
-        self.nodes = route.nodes
+        self.nodes, self.counts = route.nodes, route.layer_counts()  # the part of the route being served
         self.hop = 0
         self.is_prompt = True
+        self.prompt_len = req.input_tokens  # input + tokens generated before a preemption (recompute)
         self.context = 0
         self.generated = 0
-        self.kv: dict[int, float] = {}  # node -> KV bytes reserved there (the whole request)
+        self.tokens: list[int] = []  # generated token ids (a recompute prompt re-reads them)
+        self.epoch = 0  # +1 at each preemption: queued items and iterations of an older epoch are stale
+        self.kv: dict[int, float] = {}  # node -> KV bytes allocated there (prompt, then one token per step)
         self.slots: dict[int, int] = {}  # node -> KV slot
         self.sent_at = 0.0
         self.kv_recv: dict[int, list[int]] = {}  # disaggregated: decode node -> KV transfers it loads first
         self.transfer_start = 0.0
-
-    def kv_tokens(self, node: int) -> int:
-        """Tokens of KV the request reserves on ``node``: its whole length, or only its prompt on the prompt
-        nodes of a disaggregated route (the cache moves to the decode nodes after the first token)."""
-        if self.route.decode is not None and node in self.route.nodes:
-            return self.req.input_tokens
-        return self.req.input_tokens + self.req.output_tokens
-
 
 @dataclass
 class LiveNode:
@@ -138,7 +135,8 @@ class LiveNode:
     decodes: deque = field(default_factory=deque)
     prompts: deque = field(default_factory=deque)
     free_slots: list = field(default_factory=list)
-    resident: int = 0
+    resident: dict = field(default_factory=dict)  # flights holding KV here, in admission order (last = newest)
+    drops: list = field(default_factory=list)  # (transfer id, rows) of stale items: the worker discards those rows
     busy: list | None = None  # the iteration in progress: [(flight, destination node or None, transfer, row)]
     busy_since: float = 0.0
     iteration: int = 0
@@ -217,6 +215,7 @@ class Coordinator:
         self._arrivals: deque = deque()
         self.routes: dict[int, Route] = {}  # request id -> the route the scheduler returned
         self.waiting_kv: dict[tuple[int, ...], deque] = {}  # disaggregated: (flight, token) waiting for decode KV
+        self._retry_pending = False
         self.iterations: list[tuple] = []  # one row per iteration, ITERATION_COLUMNS
         self.ready: dict[int, dict] = {}
         self.wall_s = 0.0
@@ -326,6 +325,9 @@ class Coordinator:
                         self._token(f, spec, now)
                 else:
                     self._enqueue(node, f, spec)
+            if self._retry_pending:
+                self._retry_pending = False
+                self._retry_hand_offs()
             for node in self.nodes.values():
                 if node.busy is None and (node.decodes or node.prompts):
                     self._start_iteration(node)
@@ -380,8 +382,10 @@ class Coordinator:
         except NoRoute as e:
             return self._reject(rec, f"no route: {e}")
         f = Flight(req, rec, route)
-        for node, k in route.node_layers():
-            need = f.kv_tokens(node) * k * self.kv_layer
+        for node, k in route.node_layers():  # the engine's check: the whole request fits (its prompt, on prompt nodes)
+            tokens = req.input_tokens if route.decode is not None and node in route.nodes else \
+                req.input_tokens + req.output_tokens
+            need = tokens * k * self.kv_layer
             cap = self.nodes[node].kv_capacity
             if need > cap * (1 - KV_WATERMARK) or req.input_tokens + req.output_tokens > self.capacity:
                 self.scheduler.on_finish(req, route)
@@ -412,7 +416,12 @@ class Coordinator:
         if f.req.id not in self.inflight:
             return
         n = self.nodes[node]
-        (n.prompts if f.is_prompt else n.decodes).append((f, spec))
+        if not f.is_prompt:
+            n.decodes.append((f, spec, f.epoch))
+        elif f.generated:  # a recompute after preemption goes first, as in vLLM (and the engine)
+            n.prompts.appendleft((f, spec, f.epoch))
+        else:
+            n.prompts.append((f, spec, f.epoch))
 
     def _refill(self) -> None:
         while len(self.inflight) < self.config.max_inflight:
@@ -424,37 +433,90 @@ class Coordinator:
 
     # ---- iterations ----------------------------------------------------------------------------
     def _take_batch(self, node: LiveNode) -> list:
+        """The engine's batching and KV rule (:meth:`simulator.engine.simulation.NodeSim.take_batch`, recompute
+        preemption): queued decode steps FIFO, each allocating one token's KV and preempting the newest
+        residents while it does not fit; then prompts FIFO while the token budget, the seats and KV memory
+        allow (a prompt's KV leaves :data:`KV_WATERMARK` of the node free, or the node holds no one)."""
         limits = self.p.limits
         budget, seqs = limits.max_tokens, limits.max_seqs
         batch = []
         while node.decodes and seqs > 0 and budget > 0:
-            batch.append(node.decodes.popleft())
+            f, spec, ep = node.decodes.popleft()
+            if f.epoch != ep or f.req.id not in self.inflight:
+                self._stale(node, spec)
+                continue
+            need = self.kv_layer * f.counts[f.hop]
+            while node.free_kv() < need and node.resident:
+                self._preempt(next(reversed(node.resident)))
+            if f.epoch != ep:  # it was the newest itself
+                self._stale(node, spec)
+                continue
+            self._alloc(node, f, need)
+            batch.append((f, spec, ep))
             seqs -= 1
             budget -= 1
         took_prompt = False
         watermark = KV_WATERMARK * node.kv_capacity
         while node.prompts and seqs > 0:
-            f, spec = node.prompts[0]
-            n = f.req.input_tokens
+            f, spec, ep = node.prompts[0]
+            if f.epoch != ep or f.req.id not in self.inflight:
+                node.prompts.popleft()
+                self._stale(node, spec)
+                continue
+            n = f.prompt_len
             if n > budget and took_prompt:
                 break
-            need = f.kv_tokens(node.id) * f.route.layer_counts()[f.hop] * self.kv_layer
+            need = n * f.counts[f.hop] * self.kv_layer
             if node.free_kv() - need < watermark and (node.resident or node.free_kv() < need):
                 break  # wait for memory (head of line: prompts stay FIFO)
             if not node.free_slots:
                 break
             node.prompts.popleft()
-            f.kv[node.id] = need
-            node.kv_used += need
-            node.resident += 1
-            f.slots[node.id] = node.free_slots.pop()
-            node.stats.kv_peak_bytes = max(node.stats.kv_peak_bytes, node.kv_used)
-            batch.append((f, spec))
+            self._alloc(node, f, need)
+            batch.append((f, spec, ep))
             took_prompt = True
             seqs -= 1
             budget -= n
-        prompts = [b for b in batch if b[0].is_prompt]
-        return prompts + [b for b in batch if not b[0].is_prompt]  # rows: prompts first, as the layers pack them
+        live = []
+        for f, spec, ep in batch:  # a preemption above may have made earlier items stale
+            if f.epoch == ep:
+                live.append((f, spec))
+            else:
+                self._stale(node, spec)
+        prompts = [b for b in live if b[0].is_prompt]
+        return prompts + [b for b in live if not b[0].is_prompt]  # rows: prompts first, as the layers pack them
+
+    def _alloc(self, node: LiveNode, f: Flight, nbytes: float) -> None:
+        if node.id not in f.slots:
+            f.slots[node.id] = node.free_slots.pop()
+            node.resident[f] = None
+        f.kv[node.id] = f.kv.get(node.id, 0.0) + nbytes
+        node.kv_used += nbytes
+        node.stats.kv_peak_bytes = max(node.stats.kv_peak_bytes, node.kv_used)
+
+    def _stale(self, node: LiveNode, spec: list) -> None:
+        """A queued item of a preempted (or ended) request: the rows it would have read are discarded."""
+        if spec[0] == "act":
+            node.drops.append((spec[1], spec[3]))
+
+    def _preempt(self, f: Flight) -> None:
+        """Recompute preemption (vLLM's default, the engine's): free the request's KV everywhere and send its
+        prompt again, now its input and the tokens generated so far, at the head of its first node's prompts."""
+        f.rec.preemptions += 1
+        f.epoch += 1
+        self._free(f)
+        for waiting in self.waiting_kv.values():  # a disaggregated hand-off it waited for is off
+            for item in [w for w in waiting if w[0] is f]:
+                waiting.remove(item)
+        f.hop, f.is_prompt, f.context = 0, True, 0
+        f.prompt_len = f.req.input_tokens + f.generated
+        f.nodes, f.counts = f.route.nodes, f.route.layer_counts()
+        for j, tids in f.kv_recv.items():  # moved caches it will not load: the decode workers discard them
+            self.nodes[j].drops += [(tid, 1) for tid in tids]
+        f.kv_recv = {}
+        ids = prompt_ids(f.req, self.model.vocab) + f.tokens
+        self._send_to(self.coord, f.nodes[0], f, ["tok", ids, list(range(len(ids)))], len(ids) * TOKEN_ID_BYTES,
+                      self.now())
 
     def _start_iteration(self, node: LiveNode) -> None:
         batch = self._take_batch(node)
@@ -473,37 +535,41 @@ class Coordinator:
                     self._transfer += 1
                     t = transfers[dst] = [self._transfer, 0]
                 row = t[1]
-                t[1] += f.req.input_tokens if f.is_prompt else 1
-            plan.append((f, dst, transfers[dst][0] if dst is not None else 0, row))
+                t[1] += f.prompt_len if f.is_prompt else 1
+            plan.append((f, dst, transfers[dst][0] if dst is not None else 0, row, f.prompt_len if f.is_prompt else 1,
+                         f.epoch))
             loads = f.kv_recv.pop(node.id, [])
             if loads and f.hop == 0:  # the first decode step of a moved cache: the hand-off ends here
                 f.rec.kv_transfer_s += self.now() - f.transfer_start
-            items.append([f.req.id, f.req.input_tokens if f.is_prompt else 0, f.context, f.slots[node.id], s, e,
+            items.append([f.req.id, f.prompt_len if f.is_prompt else 0, f.context, f.slots[node.id], s, e,
                           spec, transport.COORDINATOR if dst is None else self.nodes[dst].rank, loads])
         for dst, (tid, rows) in transfers.items():  # the receiver posts it with the batch that first reads it
             self.nodes[dst].expect.setdefault(node.rank, {})[tid] = (tid, node.rank, rows)
             self.nodes[dst].posted_from[tid] = node.rank
         recv = []
+        drops, node.drops = node.drops, []
+        wanted = [tid for tid, _ in drops]  # stale rows: their transfers must be received to be discarded
         for item in items:
-            needed = ([item[6][1]] if item[6][0] == "act" else []) + item[8]  # activations, then KV loaded here
-            for want in needed:
-                if want not in node.posted_from:
-                    continue
-                src = node.posted_from.pop(want)
-                pending = node.expect[src]
-                while pending:  # receives from one sender are matched in order: post every earlier one too
-                    tid = next(iter(pending))
-                    recv.append(pending.pop(tid))
-                    node.posted_from.pop(tid, None)
-                    if tid == want:
-                        break
-        transport.send_msg(node.rank, {"op": "run", "iter": node.iteration, "items": items, "recv": recv})
+            wanted += ([item[6][1]] if item[6][0] == "act" else []) + item[8]  # activations, then KV loaded here
+        for want in wanted:
+            if want not in node.posted_from:
+                continue
+            src = node.posted_from.pop(want)
+            pending = node.expect[src]
+            while pending:  # receives from one sender are matched in order: post every earlier one too
+                tid = next(iter(pending))
+                recv.append(pending.pop(tid))
+                node.posted_from.pop(tid, None)
+                if tid == want:
+                    break
+        transport.send_msg(node.rank, {"op": "run", "iter": node.iteration, "items": items, "recv": recv,
+                                       "drop": [list(d) for d in drops]})
         node.busy = plan
         node.busy_since = self.now()
         prompts = [f for f, *_ in plan if f.is_prompt]
         decodes = [f for f, *_ in plan if not f.is_prompt]
-        node.shape = (len(prompts), sum(f.req.input_tokens for f in prompts), len(decodes),
-                      sum(f.context for f in decodes), sum(1 for _, dst, _, _ in plan if dst is None))
+        node.shape = (len(prompts), sum(f.prompt_len for f in prompts), len(decodes),
+                      sum(f.context for f in decodes), sum(1 for _, dst, *_ in plan if dst is None))
 
     def _handle(self, src: int | None, msg: dict) -> None:
         if msg["op"] != "done":
@@ -522,8 +588,10 @@ class Coordinator:
             stats.busy_s += overlap
         tokens = dict(msg["tokens"])
         sends: dict[int, list] = {}
-        for f, dst, tid, row in plan:
-            if f.req.id not in self.inflight:
+        for f, dst, tid, row, sent, ep in plan:
+            if f.req.id not in self.inflight or f.epoch != ep:  # ended or preempted meanwhile
+                if dst is not None:  # the rows it sent on are discarded there
+                    self.nodes[dst].drops.append((tid, sent))
                 continue
             prev = f.nodes[f.hop - 1] if f.hop > 0 else self.coord
             delay = now - f.sent_at
@@ -538,7 +606,7 @@ class Coordinator:
                 self._deliver_at(self.net.reserve(node.id, self.coord, TOKEN_ID_BYTES, now), None, f,
                                  tokens[f.req.id])
             else:
-                rows = f.req.input_tokens if f.is_prompt else 1
+                rows = f.prompt_len if f.is_prompt else 1
                 sends.setdefault(dst, []).append((f, ["act", tid, row, rows], rows))
         for dst, group in sends.items():
             nbytes = sum(r for _, _, r in group) * self.act_bytes
@@ -555,10 +623,11 @@ class Coordinator:
     def _token(self, f: Flight, token: int, now: float) -> None:
         """A token came back from the last stage: record it, finish or start the next decode step."""
         first = f.is_prompt
-        f.context = f.req.input_tokens if first else f.context + 1
+        f.context = f.prompt_len if first else f.context + 1
         f.is_prompt = False
         f.generated += 1
-        record_token(f.rec, self.series, now, f.generated, first)
+        f.tokens.append(int(token))
+        record_token(f.rec, self.series, now, f.generated, f.generated == 1)
         if f.generated >= f.req.output_tokens:
             self._finish(f, now)
             return
@@ -570,8 +639,8 @@ class Coordinator:
 
     # ---- disaggregated serving: the KV cache moves from the prompt nodes to the decode nodes ----------------
     def _hand_off(self, f: Flight, token: int, now: float) -> None:
-        """After the prompt: reserve the request's KV and a slot on its decode nodes (the runtime's rule, the
-        whole request, as at admission) or wait for them, FIFO per decode route, as the engine's transfers do."""
+        """After the prompt: allocate the request's context of KV and a slot on its decode nodes, or wait for
+        them, FIFO per decode route, as the engine's transfers do (its KV stays on the prompt nodes meanwhile)."""
         dec = f.route.decode.nodes
         if self.waiting_kv.get(dec) or not self._decode_room(f):
             self.waiting_kv.setdefault(dec, deque()).append((f, token))
@@ -580,8 +649,7 @@ class Coordinator:
 
     def _decode_room(self, f: Flight) -> bool:
         dec = f.route.decode
-        return all(self.nodes[j].free_slots and
-                   self.nodes[j].free_kv() >= f.kv_tokens(j) * k * self.kv_layer
+        return all(self.nodes[j].free_slots and self.nodes[j].free_kv() >= f.context * k * self.kv_layer
                    for j, k in zip(dec.nodes, dec.layer_counts()))
 
     def _move_kv(self, f: Flight, token: int, now: float) -> None:
@@ -591,13 +659,7 @@ class Coordinator:
         worker copies the rows when it takes the command, before any later iteration reuses the slot."""
         dec = f.route.decode
         for j, k in zip(dec.nodes, dec.layer_counts()):
-            node = self.nodes[j]
-            need = f.kv_tokens(j) * k * self.kv_layer
-            node.kv_used += need
-            node.resident += 1
-            node.stats.kv_peak_bytes = max(node.stats.kv_peak_bytes, node.kv_used)
-            f.kv[j] = need
-            f.slots[j] = node.free_slots.pop()
+            self._alloc(self.nodes[j], f, f.context * k * self.kv_layer)
         for i, (si, ei) in zip(f.route.nodes, f.route.layers):
             src = self.nodes[i]
             for j, (sj, ej) in zip(dec.nodes, dec.layers):
@@ -614,7 +676,7 @@ class Coordinator:
                 f.kv_recv.setdefault(j, []).append(self._transfer)
         self._free(f, f.route.nodes)
         f.transfer_start = now
-        f.nodes = dec.nodes
+        f.nodes, f.counts = dec.nodes, dec.layer_counts()
         f.hop = 0
         self._send_to(self.coord, dec.nodes[0], f, ["tok", [token], [f.context]], TOKEN_ID_BYTES, now)
 
@@ -635,10 +697,10 @@ class Coordinator:
         for node_id in [n for n in f.kv if nodes is None or n in nodes]:
             node = self.nodes[node_id]
             node.kv_used -= f.kv.pop(node_id)
-            node.resident -= 1
+            node.resident.pop(f, None)
             node.free_slots.append(f.slots.pop(node_id))
         if nodes is None and self.waiting_kv:
-            self._retry_hand_offs()
+            self._retry_pending = True  # in the main loop, not inside the batch being formed (as the engine's)
 
     def _finish(self, f: Flight, now: float) -> None:
         f.rec.outcome = FINISHED

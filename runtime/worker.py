@@ -150,6 +150,14 @@ class Worker:
                 self._load_kv(tid, r[3])
         items = [Item(r[0], r[1], r[2], r[3], r[4], r[5]) for r in raw]
         x = torch.cat([self._inputs(r[6]) for r in raw])
+        for tid, rows in msg.get("drop", ()):  # rows of requests preempted meanwhile: received, then discarded
+            entry = self.inbox.get(tid)
+            if entry is not None:
+                entry[2] -= rows
+                if entry[2] <= 0:
+                    entry[0].wait()
+                    del self.inbox[tid]
+                    self.kv_meta.pop(tid, None)
         x = st.run(items, x)
         tokens = []
         ends = [i for i, r in enumerate(raw) if r[7] == transport.COORDINATOR]

@@ -53,6 +53,7 @@ LIVE = dict(cluster="cpu2", model="llama-cpu-small", trace="synthetic:conv", len
 VALIDATE = dict(LIVE, mode="offline", max_inflight=16, duration=20.0, warmup=3.0)
 POLICIES = ["separate+random", "separate+helix", "hexgen2"]  # hexgen2: one prompt and one decode worker
 COLOCATED = POLICIES[:2]
+PREEMPTING_MEMORY_SHARE = 0.0085  # cpu2 / llama-cpu-small: ~6 MB of KV per node, about 3000 tokens
 ERROR_BOUNDS_PCT = {"decode tokens/s": 15.0, "TPOT p50": 20.0, "TTFT p50": 30.0}  # targets 10 / 10 / 20 + slack
 CLI_ARGS = ["--cluster", "cpu2", "--model", "llama-cpu-small", "--policy", "random", "--trace", "synthetic:conv",
             "--length-scale", "0.1", "--rate", "2", "--duration", "10", "--warmup", "2", "--quiet", "--no-plots"]
@@ -479,6 +480,33 @@ def test_live_routes_are_the_schedulers(validation, policy):
     # the separate placement on cpu2: one pipeline cpu-0[0,4) cpu-1[4,8)
     assert {r.route for r in routed} == {"cpu-0 cpu-1"}
     assert {(ranges[0], ranges[1])} == {((0, 4), (4, 8))}
+
+
+def test_live_kv_rule_is_the_engines_preempting_by_recompute(profiles):
+    """KV too small for 64 requests in flight: the runtime allocates KV per token and preempts the newest
+    residents by recompute, as the engine does (the same run simulated preempts too); a preempted request
+    still finishes with all its tokens, and the KV books balance at the end."""
+    from runtime.launch import LiveOptions, run_live
+    from simulator.runs.execute import execute
+
+    spec = RunSpec(**dict(LIVE, mode="offline", max_inflight=64, duration=15.0, warmup=2.0,
+                          gpu_memory_utilisation=PREEMPTING_MEMORY_SHARE), profiles=[profiles])
+    live = run_live(spec, LiveOptions())
+    assert live.error is None
+    records, coord = live.records, live.coordinator
+    preempted = [r for r in records if r.preemptions]
+    assert preempted, "no preemption: the KV share no longer binds"
+    assert execute(spec).summary["preemptions"] > 0  # the engine, same rule, same run
+    for r in records:
+        assert r.outcome in (FINISHED, UNFINISHED) and r.route
+        if r.outcome == FINISHED:
+            assert r.tokens_generated == r.output_tokens, f"request {r.id}"
+    assert any(r.outcome == FINISHED for r in preempted) or len(preempted) <= spec.max_inflight
+    for n, node in coord.nodes.items():
+        held = sum(f.kv.get(n, 0.0) for f in coord.inflight.values())
+        assert node.kv_used == pytest.approx(held)
+        assert node.kv_used <= node.kv_capacity * (1 + 1e-9)
+        assert set(node.resident) == {f for f in coord.inflight.values() if n in f.kv}
 
 
 # ---- 4. faults ---------------------------------------------------------------------------------
