@@ -122,6 +122,7 @@ class Flight:
         self.kv_recv: dict[int, list[int]] = {}  # disaggregated: decode node -> KV transfers it loads first
         self.transfer_start = 0.0
 
+
 @dataclass
 class LiveNode:
     id: int
@@ -137,7 +138,8 @@ class LiveNode:
     free_slots: list = field(default_factory=list)
     resident: dict = field(default_factory=dict)  # flights holding KV here, in admission order (last = newest)
     drops: list = field(default_factory=list)  # (transfer id, rows) of stale items: the worker discards those rows
-    busy: list | None = None  # the iteration in progress: [(flight, destination node or None, transfer, row)]
+    busy: list | None = None  # the iteration in progress: [(flight, destination node or None, transfer, row,
+    #                           rows sent on, the flight's epoch)]
     busy_since: float = 0.0
     iteration: int = 0
     overhead_s: float = 0.0  # sum over iterations of (run sent -> done received) minus the worker's own time

@@ -102,9 +102,7 @@ class DataChannel:
 
     def post_recv(self, rows: int, hidden: int, src: int, dtype: torch.dtype, device: torch.device):
         """Post a receive of ``[rows, hidden]`` from rank ``src``; returns (work, buffer)."""
-        on = device if self.backend == "nccl" else torch.device("cpu")
-        buf = torch.empty(rows, hidden, dtype=dtype, device=on)
-        return dist.irecv(buf, src, group=self.group, tag=DATA_TAG), buf
+        return self.post_recv_shape((rows, hidden), src, dtype, device)
 
     def post_recv_shape(self, shape: tuple[int, ...], src: int, dtype: torch.dtype, device: torch.device):
         """Post a receive of a tensor of ``shape`` from rank ``src`` (a moved KV cache); returns (work, buffer)."""

@@ -242,7 +242,7 @@ def live(device, dtype, threads, slots, weights, data_backend, shape_links, hang
               help="offline (closed loop, --max-inflight or 16 in flight) and online at 0.25, 0.8 and 1.3x the "
                    "tokens/s served offline; --single: only the run the options describe")
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
-              help="first serve the first policy live on a held-out slice (seed + 1, the next trace window), fit "
+              help="first serve each policy live on a held-out slice (seed + 1, the next trace window), fit "
                    "latency tables to its iterations and simulate with them (the profiled tables' figures beside)")
 @click.option("--out", type=click.Path(file_okay=False), default="results/validate", show_default=True)
 @click.option("--quiet", is_flag=True, help="no progress bars")

@@ -35,7 +35,6 @@ run's policy, mode, seed, trace and window), so a run using it knows what it was
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,12 +80,11 @@ class LiveFit:
         t = np.asarray(tokens, dtype=np.float64)
         return c["step_s"] + c["prefill_s_per_token"] * t + c["prefill_s_per_token2"] * t * t
 
-    def decode_batch(self, batch) -> np.ndarray:
-        """D(B): per layer, piecewise linear through the knots, flat below the first, the last segment's
-        slope (at least 0) above the last: the measured-table reader's rule (:mod:`.tables`)."""
-        b = np.asarray(batch, dtype=np.float64)
-        return _hat(b, self.knots) @ np.asarray(self.decode_at_knots) if b.ndim else \
-            float((_hat(b[None], self.knots) @ np.asarray(self.decode_at_knots))[0])
+    def decode_batch(self, batch) -> np.ndarray | float:
+        """D(B): per layer, piecewise linear through the knots, flat below the first, along the last segment
+        above the last (:func:`_hat`; the table reader then clamps that slope at 0, :mod:`.tables`)."""
+        out = _hat(np.atleast_1d(np.asarray(batch, dtype=np.float64)), self.knots) @ np.asarray(self.decode_at_knots)
+        return out if np.ndim(batch) else float(out[0])
 
     def decode(self, batch, mean_context) -> np.ndarray:
         b = np.asarray(batch, dtype=np.float64)
@@ -184,7 +182,7 @@ def fit_machine(df, machine: str) -> LiveFit:
     coef = dict(zip(TERMS, values[:len(TERMS)].tolist()))
     pred = x @ values
     kinds = {"prompt": (t > 0) & (b == 0), "decode": (t == 0) & (b > 0), "mixed": (t > 0) & (b > 0)}
-    mean_error = {name: 100.0 * (pred[m].mean() - y[m].mean()) / y[m].mean()
+    mean_error = {name: float(100.0 * (pred[m].mean() - y[m].mean()) / y[m].mean())
                   for name, m in kinds.items() if m.any() and y[m].mean() > 0}
     if coef["shared_host_s_per_overlap_s"] >= MAX_OVERLAP_SHARE:
         beta = coef["shared_host_s_per_overlap_s"]
@@ -289,11 +287,7 @@ def write_table(fit: LiveFit, folder: Path, provenance: dict) -> None:
                     "max_prompt_tokens_seen": fit.max_prompt_tokens,
                     "expression": "worker_s = layers * (step_s + p1 T + p2 T^2 + D(B) + d2 C) + [R>0] (h0 + h1 R)"
                                   " + beta x (seconds other workers of the host computed meanwhile)"}}
-    (folder / "meta.json").write_text(json.dumps(meta, indent=2, default=_finite) + "\n")
-
-
-def _finite(v):
-    return None if isinstance(v, float) and not math.isfinite(v) else str(v)
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def format_fits(fits: list[LiveFit]) -> str:

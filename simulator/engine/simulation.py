@@ -847,14 +847,7 @@ class Simulation:
                 continue
             f.hop = 0
             nxt.setdefault(f.nodes[0], []).append((f, ep))
-        starts = {}
-        if self.config.mode == "offline":
-            self._batching_starts = True
-            try:
-                self._refill()
-            finally:
-                self._batching_starts = False
-            starts, self._starts = self._starts, {}
+        starts = self._refilled() if self.config.mode == "offline" else {}
         # What the coordinator has for a node at this instant leaves as one message, the returning decode
         # steps and the prompts the closed loop starts in their place (the runtime's coordinator forms a
         # worker's batch from everything it handled before the next command): sent apart, the prompts
@@ -1006,12 +999,18 @@ class Simulation:
 
     def refill(self) -> None:
         """Offline closed loop: top up the requests in flight (sent as one transfer per first node)."""
+        self._starts = self._refilled()
+        self._flush_starts()
+
+    def _refilled(self) -> dict[int, list]:
+        """Top up the closed loop; the prompts it starts, per first node, not yet sent."""
         self._batching_starts = True
         try:
             self._refill()
         finally:
             self._batching_starts = False
-            self._flush_starts()
+        starts, self._starts = self._starts, {}
+        return starts
 
     def _admit_pending(self) -> bool:
         """Start the requests waiting for admission, FIFO, while the head fits; True if none waits.

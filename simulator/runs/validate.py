@@ -92,7 +92,7 @@ CALIBRATION_SEED_OFFSET = 1  # calibration runs use seed + this and the next tra
 
 @dataclass(frozen=True)
 class Case:
-    """One validated run: a name (``offline``, ``online light`` ...) and its spec (policy set per row)."""
+    """One validated run: a name (``offline``, ``online light`` ...) and its spec (each policy's set on it)."""
 
     name: str
     spec: RunSpec
@@ -123,15 +123,14 @@ def validate(spec: RunSpec, policies: list[str], out: Path, *, device: str = "cp
         cases = [Case("offline", offline)] if suite else [Case("run", spec)]
         for i, case in enumerate(cases):
             case_out = out / _slug(case.name) if suite else out  # one case: its folders right under out
-            rows += _validate_case(case, label, case_out, calibrated, device, threads, echo)
+            case_rows, live_summary = _validate_case(case, label, case_out, calibrated, device, threads, echo)
+            rows += case_rows
             if suite and i == 0:
                 if capacity is None:  # no calibration run: the offline run measures the capacity
-                    capacity = _capacity(rows[-1]["_live_summary"], offline)
+                    capacity = _capacity(live_summary, offline)
                 cases += [Case(f"online {name}", _online(spec, share * capacity)) for name, share in LOAD_SHARES]
     order = {name: k for k, name in enumerate(["run", "offline", *(f"online {n}" for n, _ in LOAD_SHARES)])}
     rows.sort(key=lambda r: order[r["case"]])  # stable: policies stay in the given order within a case
-    for r in rows:
-        r.pop("_live_summary", None)
     _write(rows, out)
     if suite:
         for case in order:
@@ -184,7 +183,9 @@ def _online(spec: RunSpec, token_rate: float) -> RunSpec:
 
 
 def _validate_case(case: Case, label: str, out: Path, calibrated: list[str], device: str, threads: int,
-                   echo) -> list[dict]:
+                   echo) -> tuple[list[dict], dict]:
+    """Serve ``label`` live on ``case`` and simulate it (with the calibrated tables first where there are
+    some, then the profiled ones): the rows of ``validation.csv`` and the live run's summary."""
     from runtime.launch import LiveOptions, run_live, write_live
 
     from ..costs.live_fit import held_out, live_provenance
@@ -206,12 +207,12 @@ def _validate_case(case: Case, label: str, out: Path, calibrated: list[str], dev
     sims = {"profiled": replace(policy_spec, cluster=str(cluster))}
     if calibrated:
         sims = {"calibrated": replace(sims["profiled"], profiles=calibrated), **sims}
+    first = next(iter(sims))  # its figures are the unsuffixed columns and the "sim" folder
     summaries = {}
     for kind, sim_spec in sims.items():
         sim = execute(sim_spec)
-        write_outputs(sim, out / _slug(label) / ("sim" if kind == next(iter(sims)) else f"sim_{kind}"), plots=False)
+        write_outputs(sim, out / _slug(label) / ("sim" if kind == first else f"sim_{kind}"), plots=False)
         summaries[kind] = sim.summary
-    first = next(iter(sims))
     note = held_out(live_provenance(load_tables(calibrated[0])), policy_spec) if calibrated else "profiled tables"
     for key, name, scale, unit in METRICS:
         m = live.summary.get(key)
@@ -226,8 +227,8 @@ def _validate_case(case: Case, label: str, out: Path, calibrated: list[str], dev
         rows.append(row)
     rows.append({"case": case.name, "policy": label, "metric": "control round trip", "unit": "ms",
                  "simulated": None, "measured": live.summary["control_round_trip_ms"], "error_pct": None,
-                 "tables": note, "_live_summary": live.summary})
-    return rows
+                 "tables": note})
+    return rows, live.summary
 
 
 def _decode_stages(route: str) -> int:
